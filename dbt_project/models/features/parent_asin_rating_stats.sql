@@ -1,0 +1,40 @@
+{{ config(**partitioned_incremental_config()) }}
+{% set w = partition_window(lookback_days=366) %}
+-- One row per (parent_asin, timestamp) with a review in the window: the item's rating stats just before it.
+-- Point in time: windows cover [t - N days, t), so the review at t never counts itself.
+
+with history as (
+    select parent_asin, rating, event_ms, partition_date
+    from {{ ref('stg_reviews') }}
+    where partition_date >= '{{ w.lookback_start }}' and partition_date < '{{ w.max_date }}'
+),
+
+moments as (
+    select distinct
+        parent_asin,
+        event_ms,
+        partition_date
+        {%- for days in [7, 30, 90, 365] %},
+        count(rating) over prev_{{ days }}d as parent_asin_rating_cnt_{{ days }}d,
+        avg(rating) over prev_{{ days }}d as parent_asin_rating_avg_prev_rating_{{ days }}d
+        {%- endfor %}
+    from history
+    window
+    {%- for days in [7, 30, 90, 365] %}
+        prev_{{ days }}d as (
+            partition by parent_asin order by event_ms
+            range between {{ days_ms(days) }} preceding and 1 preceding
+        ){{ "," if not loop.last }}
+    {%- endfor %}
+)
+
+select
+    parent_asin,
+    {{ ms_to_timestamp('event_ms') }} as timestamp,
+    {%- for days in [7, 30, 90, 365] %}
+    parent_asin_rating_cnt_{{ days }}d,
+    parent_asin_rating_avg_prev_rating_{{ days }}d,
+    {%- endfor %}
+    partition_date
+from moments
+where partition_date >= '{{ w.min_date }}' and partition_date < '{{ w.max_date }}'

@@ -1,0 +1,1 @@
+"""Data in: the review/item schema, landing files, the synthetic generator and importers."""

@@ -1,0 +1,237 @@
+"""Importers: turn real data into the same daily landing files the generator writes.
+
+* Amazon Reviews 2023 JSONL (reviews + meta), plain or gzipped;
+* a generic interactions file (CSV/TSV/parquet: user_id, item_id, rating, timestamp) with an optional
+  item file (item_id, title, categories or genres).
+
+DuckDB does the heavy lifting (streaming JSON/CSV readers, out-of-core sort), so files larger than memory
+import fine. Rows that cannot be valid reviews (missing keys, rating outside 1..5) and exact duplicates
+are dropped and counted in the returned report, never silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from recsys_assets.data.landing import LandingZone
+from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
+
+# A timestamp column whose values are all below this is in seconds (1e11 s is the year 5138; 1e11 ms is 1973).
+SECONDS_THRESHOLD = 100_000_000_000
+COLUMN_ALIASES = {
+    "user_id": ["user_id", "userid", "user", "reviewerid"],
+    "item_id": ["item_id", "itemid", "item", "movieid", "parent_asin", "asin", "product_id"],
+    "rating": ["rating", "score", "overall", "stars"],
+    "timestamp": ["timestamp", "ts", "time", "unixreviewtime", "event_time"],
+}
+
+
+@dataclass
+class ImportReport:
+    days: list[date] = field(default_factory=list)
+    reviews: int = 0
+    items: int = 0
+    dropped_invalid: int = 0
+    dropped_duplicates: int = 0
+    timestamp_unit: str = "ms"
+
+    def summary(self) -> str:
+        span = f"{self.days[0]}..{self.days[-1]}" if self.days else "no days"
+        return (
+            f"{self.reviews} reviews over {len(self.days)} days ({span}), {self.items} items; "
+            f"timestamps in {self.timestamp_unit}; dropped {self.dropped_invalid} invalid rows "
+            f"and {self.dropped_duplicates} duplicates"
+        )
+
+
+def _reader(path: Path) -> str:
+    name = path.name.lower()
+    quoted = "'" + str(path).replace("'", "''") + "'"
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        return f"read_json({quoted}, format='newline_delimited', sample_size=-1, union_by_name=true)"
+    if name.endswith((".parquet", ".pq")):
+        return f"read_parquet({quoted})"
+    if name.endswith((".tsv", ".tsv.gz")):
+        return f"read_csv({quoted}, delim='\\t', header=true)"
+    if name.endswith((".csv", ".csv.gz", ".dat", ".txt")):
+        return f"read_csv({quoted}, header=true)"
+    raise ValueError(f"unsupported file type: {path.name} (use .jsonl[.gz], .csv[.gz], .tsv[.gz] or .parquet)")
+
+
+def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[str, list[str]]) -> dict[str, str]:
+    present = {c.lower(): c for c in con.execute(f"select * from {source} limit 0").fetchdf().columns}
+    resolved, missing = {}, []
+    for target, aliases in wanted.items():
+        match = next((present[a] for a in aliases if a in present), None)
+        if match is None:
+            missing.append(target)
+        else:
+            resolved[target] = match
+    if missing:
+        raise ValueError(f"missing columns {missing}; found {sorted(present.values())}")
+    return resolved
+
+
+def _timestamp_unit(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    (top,) = con.execute(f"select max(ts_raw) from {table}").fetchone()
+    return "s" if top is not None and top < SECONDS_THRESHOLD else "ms"
+
+
+def _write_days(con: duckdb.DuckDBPyConnection, zone: LandingZone, report: ImportReport) -> None:
+    """Split the clean `reviews` table into one landing file per UTC day."""
+    columns = ", ".join(f'"{c}"' for c in REVIEW_SCHEMA.names)
+    con.execute(
+        f"create table by_day as select {columns}, "
+        "cast(to_timestamp(timestamp / 1000) at time zone 'UTC' as date) as day "
+        "from reviews order by timestamp, user_id, parent_asin"
+    )
+    days = [row[0] for row in con.execute("select distinct day from by_day order by day").fetchall()]
+    for day in days:
+        table = con.execute(f"select {columns} from by_day where day = ? order by timestamp, user_id, parent_asin", [day]).to_arrow_table()
+        zone.write_parquet(review_file_name(day), table.cast(REVIEW_SCHEMA))
+    report.days = days
+    report.reviews = con.execute("select count(*) from by_day").fetchone()[0]
+
+
+def _clean_reviews(con: duckdb.DuckDBPyConnection, report: ImportReport) -> None:
+    """From `staged` (REVIEW_SCHEMA columns) to `reviews`: valid rows, no exact duplicates."""
+    total = con.execute("select count(*) from staged").fetchone()[0]
+    con.execute(
+        "create table valid as select * from staged where user_id is not null and parent_asin is not null "
+        "and timestamp is not null and rating between 1 and 5"
+    )
+    valid = con.execute("select count(*) from valid").fetchone()[0]
+    con.execute(
+        "create table reviews as select * from valid "
+        "qualify row_number() over (partition by user_id, parent_asin, timestamp order by rating desc, text) = 1"
+    )
+    report.dropped_invalid = total - valid
+    report.dropped_duplicates = valid - con.execute("select count(*) from reviews").fetchone()[0]
+
+
+def _write_items(con: duckdb.DuckDBPyConnection, zone: LandingZone, report: ImportReport) -> None:
+    items = con.execute("select * from items order by parent_asin").to_arrow_table()
+    zone.write_parquet(ITEMS_FILE, items.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA))
+    report.items = items.num_rows
+
+
+def import_amazon2023(reviews_path: Path, meta_path: Path, zone: LandingZone) -> ImportReport:
+    """Amazon Reviews 2023 JSONL: reviews (rating, title, text, images, asin, parent_asin, user_id,
+    timestamp, helpful_vote, verified_purchase) and meta (parent_asin, main_category, title, features,
+    description, price, categories, store, images)."""
+    report = ImportReport()
+    con = duckdb.connect()
+    con.execute(f"create table src as select * from {_reader(Path(reviews_path))}")
+    cols = {c.lower() for c in con.execute("select * from src limit 0").fetchdf().columns}
+    has = lambda c: c in cols  # noqa: E731
+    image_expr = "list_transform(images, x -> coalesce(x.large_image_url, x.medium_image_url, x.small_image_url))" \
+        if has("images") and _is_struct_list(con, "src", "images") else "cast([] as varchar[])"
+    con.execute(
+        f"""create table staged as select
+            cast(user_id as varchar) as user_id,
+            cast(parent_asin as varchar) as parent_asin,
+            cast({'asin' if has('asin') else 'parent_asin'} as varchar) as asin,
+            try_cast(rating as double) as rating,
+            try_cast(timestamp as bigint) as timestamp,
+            cast({'title' if has('title') else 'null'} as varchar) as title,
+            cast({'text' if has('text') else 'null'} as varchar) as text,
+            coalesce(try_cast({'helpful_vote' if has('helpful_vote') else 'null'} as bigint), 0) as helpful_vote,
+            coalesce(try_cast({'verified_purchase' if has('verified_purchase') else 'null'} as boolean), false)
+                as verified_purchase,
+            {image_expr} as images
+        from src"""
+    )
+    _clean_reviews(con, report)
+    _write_days(con, zone, report)
+
+    con.execute(f"create table meta as select * from {_reader(Path(meta_path))}")
+    mcols = {c.lower() for c in con.execute("select * from meta limit 0").fetchdf().columns}
+    meta_image = "list_extract(list_transform(images, x -> coalesce(x.large, x.thumb, x.hi_res)), 1)" \
+        if "images" in mcols and _is_struct_list(con, "meta", "images") else "null"
+    col = lambda c, default="null": c if c in mcols else default  # noqa: E731
+    con.execute(
+        f"""create table items as select
+            cast(parent_asin as varchar) as parent_asin,
+            cast({col('main_category')} as varchar) as main_category,
+            cast({col('title')} as varchar) as title,
+            cast({col('features', '[]')} as varchar[]) as features,
+            array_to_string(cast({col('description', '[]')} as varchar[]), ' ') as description,
+            try_cast(regexp_replace(cast({col('price')} as varchar), '[^0-9.]', '', 'g') as double) as price,
+            cast({col('categories', '[]')} as varchar[]) as categories,
+            cast({col('store')} as varchar) as store,
+            cast({meta_image} as varchar) as image_url
+        from meta where parent_asin is not null
+        qualify row_number() over (partition by parent_asin) = 1"""
+    )
+    _write_items(con, zone, report)
+    con.close()
+    return report
+
+
+def _is_struct_list(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    (dtype,) = con.execute(
+        "select data_type from information_schema.columns where table_name = ? and column_name = ?", [table, column]
+    ).fetchone()
+    return dtype.startswith("STRUCT") and dtype.endswith("[]")
+
+
+def import_interactions(path: Path, zone: LandingZone, items_path: Path | None = None) -> ImportReport:
+    """user_id, item_id, rating, timestamp (seconds or milliseconds, detected); items optional."""
+    report = ImportReport()
+    con = duckdb.connect()
+    source = _reader(Path(path))
+    cols = _resolve_columns(con, source, COLUMN_ALIASES)
+    con.execute(
+        f"""create table src as select cast("{cols['user_id']}" as varchar) as user_id,
+            cast("{cols['item_id']}" as varchar) as parent_asin, try_cast("{cols['rating']}" as double) as rating,
+            try_cast("{cols['timestamp']}" as bigint) as ts_raw from {source}"""
+    )
+    report.timestamp_unit = _timestamp_unit(con, "src")
+    scale = 1000 if report.timestamp_unit == "s" else 1
+    con.execute(
+        f"""create table staged as select user_id, parent_asin, parent_asin as asin, rating,
+            ts_raw * {scale} as timestamp, cast(null as varchar) as title, cast(null as varchar) as text,
+            cast(0 as bigint) as helpful_vote, false as verified_purchase, cast([] as varchar[]) as images
+        from src"""
+    )
+    _clean_reviews(con, report)
+    _write_days(con, zone, report)
+
+    if items_path is not None:
+        _stage_item_file(con, Path(items_path))
+    else:
+        con.execute("create table item_src as select distinct parent_asin, parent_asin as title, "
+                    "cast([] as varchar[]) as genre_list from reviews")
+    con.execute(
+        """create table items as select parent_asin, coalesce(genre_list[1], 'unknown') as main_category, title,
+            cast([] as varchar[]) as features, cast(null as varchar) as description, cast(null as double) as price,
+            genre_list as categories, cast(null as varchar) as store, cast(null as varchar) as image_url
+        from item_src where parent_asin is not null qualify row_number() over (partition by parent_asin) = 1"""
+    )
+    _write_items(con, zone, report)
+    con.close()
+    return report
+
+
+def _stage_item_file(con: duckdb.DuckDBPyConnection, items_path: Path) -> None:
+    source = _reader(items_path)
+    cols = _resolve_columns(con, source, {"item_id": COLUMN_ALIASES["item_id"], "title": ["title", "name"]})
+    types = {name.lower(): (name, dtype) for name, dtype, *_ in con.execute(f"describe select * from {source}").fetchall()}
+    genre = next((types[c] for c in ("categories", "genres", "category", "genre") if c in types), None)
+    # Genres come as a list, or as one string separated by | or , (MovieLens writes "Action|Comedy").
+    if genre is None:
+        genres = "cast([] as varchar[])"
+    elif genre[1].endswith("[]"):
+        genres = f'cast("{genre[0]}" as varchar[])'
+    else:
+        genres = (f"""list_filter(list_transform(regexp_split_to_array(cast("{genre[0]}" as varchar), '[|,]'), """
+                  "g -> trim(g)), g -> g <> '')")
+    con.execute(
+        f"""create table item_src as select cast("{cols['item_id']}" as varchar) as parent_asin,
+            cast("{cols['title']}" as varchar) as title, {genres} as genre_list from {source}"""
+    )
+

@@ -1,0 +1,17 @@
+"""The code location: one Definitions object; RECSYS_ENV (local|gcp) picks resources and executor."""
+
+from dagster import Definitions
+
+from recsys_assets.defs import features, ingest
+from recsys_assets.defs.resources import EXECUTOR_BY_ENV, resources_for
+from recsys_assets.defs.sensors import automation_sensor, landing_sensor
+from recsys_assets.settings import get_settings
+
+settings = get_settings()
+
+defs = Definitions(
+    assets=[ingest.raw_reviews, ingest.item_metadata, features.dbt_features],
+    sensors=[landing_sensor, automation_sensor],
+    resources=resources_for(settings),
+    executor=EXECUTOR_BY_ENV[settings.env],
+)

@@ -1,0 +1,1 @@
+"""Orchestration: the Dagster assets, checks, sensors and resources. Thin: it calls library code."""

@@ -1,0 +1,44 @@
+"""dbt features: staging view and the point-in-time feature tables, one run per partition range."""
+
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, AutomationCondition, BackfillPolicy
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from recsys_assets.defs.automation import FOLLOW_UPSTREAM
+from recsys_assets.defs.dbt_project import dbt_project
+from recsys_assets.defs.partitions import daily_partitions
+
+
+class FeatureTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "features"
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
+        return FOLLOW_UPSTREAM
+
+
+def dbt_vars(context: AssetExecutionContext) -> dict[str, str]:
+    """The partition range as dbt's [min_date, max_date) window."""
+    window = context.partition_time_window
+    return {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),  # 200 days = one dbt invocation, not 200
+    dagster_dbt_translator=FeatureTranslator(),
+    name="dbt_features",
+)
+def dbt_features(context: AssetExecutionContext, dbt: DbtCliResource):
+    # A throwaway target folder per invocation: dbt leaves one behind per run otherwise.
+    with tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
+        args = ["build", "--vars", json.dumps(dbt_vars(context))]
+        yield from dbt.cli(args, context=context, target_path=Path(target)).stream()

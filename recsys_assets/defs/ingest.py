@@ -1,0 +1,132 @@
+"""Ingest: landing files -> raw warehouse tables, behind blocking checks.
+
+A day's file is validated before anything is written. When any check fails, the run fails with the
+check results recorded, nothing is written, and the previously loaded rows of that day stay as they were;
+downstream assets never see the bad file.
+"""
+
+
+from datetime import date
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from recsys_assets.data.landing import read_items, read_review_day
+from recsys_assets.data.schema import ITEM_SCHEMA, REVIEW_SCHEMA
+from recsys_assets.defs.partitions import daily_partitions
+from recsys_assets.defs.resources import LandingResource, WarehouseResource
+from recsys_assets.warehouse.validation import (
+    ITEM_CHECKS,
+    REVIEW_CHECKS,
+    CheckOutcome,
+    conform,
+    merge_outcomes,
+    validate_items,
+    validate_review_day,
+)
+
+
+def _check_specs(asset_name: str, checks: dict[str, str]) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec(name, asset=asset_name, description=text, blocking=True) for name, text in checks.items()]
+
+
+def _check_results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
+    return [
+        AssetCheckResult(
+            check_name=o.name,
+            passed=o.passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=o.message,
+            metadata={k: MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in o.metadata.items()},
+        )
+        for o in outcomes
+    ]
+
+
+def _reject(asset_name: str, outcomes: list[CheckOutcome]):
+    """Record the failed checks, then fail the step without materializing anything."""
+    yield from _check_results(outcomes)
+    failed = [f"{o.name}: {o.message}" for o in outcomes if not o.passed]
+    raise Failure(
+        description=f"{asset_name} rejected, previous data kept. Failed checks: " + " | ".join(failed),
+        metadata={"failed_checks": MetadataValue.json(failed)},
+        allow_retries=False,
+    )
+
+
+def _read(reader, *args):
+    try:
+        return reader(*args), None
+    except Exception as exc:  # a missing or corrupt file is a check failure, not a crash
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+@asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    check_specs=_check_specs("raw_reviews", REVIEW_CHECKS),
+    group_name="ingest",
+    kinds={"parquet", "duckdb"},
+    code_version="1",
+    description="One day of reviews from landing/recsys_data_upto_YYYY_MM_DD.parquet, replacing that day.",
+)
+def raw_reviews(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):
+    zone = landing.zone()
+    days = [date.fromisoformat(key) for key in context.partition_keys]
+    tables, outcomes = {}, {}
+    for day in days:
+        table, error = _read(read_review_day, zone, day)
+        outcomes[day] = validate_review_day(day, table, error)
+        if table is not None and all(o.passed for o in outcomes[day]):
+            tables[day] = conform(table, REVIEW_SCHEMA)
+    merged = merge_outcomes(outcomes)
+    if not all(o.passed for o in merged):
+        yield from _reject("raw_reviews", merged)
+        return
+    written = warehouse.warehouse().replace_partitions("raw_reviews", tables)
+    users = set().union(*(set(t.column("user_id").to_pylist()) for t in tables.values()))
+    items = set().union(*(set(t.column("parent_asin").to_pylist()) for t in tables.values()))
+    yield MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "days": len(days),
+            "rows_per_day": MetadataValue.json({str(d): t.num_rows for d, t in sorted(tables.items())}),
+            "distinct_users": len(users),
+            "distinct_items": len(items),
+        },
+        check_results=_check_results(merged),
+    )
+
+
+@asset(
+    check_specs=_check_specs("item_metadata", ITEM_CHECKS),
+    group_name="ingest",
+    kinds={"parquet", "duckdb"},
+    code_version="1",
+    description="The item catalogue from landing/recsys_items.parquet (Amazon Reviews 2023 meta fields).",
+)
+def item_metadata(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):
+    table, error = _read(read_items, landing.zone())
+    outcomes = validate_items(table, error)
+    if not all(o.passed for o in outcomes):
+        yield from _reject("item_metadata", outcomes)
+        return
+    rows = conform(table, ITEM_SCHEMA)
+    written = warehouse.warehouse().replace_table("item_metadata", rows)
+    categories = rows.column("categories").to_pylist()
+    yield MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "distinct_categories": len({c[1] for c in categories if c and len(c) > 1}),
+        },
+        check_results=_check_results(outcomes),
+    )

@@ -1,0 +1,72 @@
+"""The landing sensor: a new (or replaced) file starts exactly its partition, once."""
+
+
+import json
+
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from recsys_assets.data.schema import ITEMS_FILE, day_of_review_file
+from recsys_assets.defs.ingest import item_metadata, raw_reviews
+from recsys_assets.defs.partitions import daily_partitions
+from recsys_assets.defs.resources import LandingResource
+
+
+def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys: set[str] | None = None):
+    """Run requests for the files that are new or changed since `seen`, and the names skipped as out of range."""
+    requests, out_of_range = [], []
+    for name, fingerprint in sorted(files.items()):
+        if seen.get(name) == fingerprint:
+            continue
+        run_key = f"{name}@{fingerprint}"
+        if name == ITEMS_FILE:
+            requests.append(RunRequest(run_key=run_key, asset_selection=[item_metadata.key]))
+            continue
+        day = day_of_review_file(name)
+        if day is None:
+            continue
+        if valid_keys is not None and day.isoformat() not in valid_keys:
+            out_of_range.append(name)
+            continue
+        requests.append(RunRequest(run_key=run_key, partition_key=day.isoformat(), asset_selection=[raw_reviews.key]))
+    return requests, out_of_range
+
+
+@sensor(
+    name="landing_sensor",
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    asset_selection=[raw_reviews, item_metadata],
+    description="Starts raw_reviews for each new or replaced daily file, item_metadata when the catalogue changes.",
+)
+def landing_sensor(context: SensorEvaluationContext, landing: LandingResource):
+    files = landing.zone().list_files()
+    seen = json.loads(context.cursor) if context.cursor else {}
+    valid_keys = set(daily_partitions.get_partition_keys())
+    requests, out_of_range = landing_run_requests(files, seen, valid_keys)
+    if out_of_range:
+        context.log.warning(
+            f"{len(out_of_range)} file(s) precede the first partition {daily_partitions.start:%Y-%m-%d} "
+            f"(set RECSYS_START_DATE earlier to load them): {out_of_range[:5]}"
+        )
+    cursor = json.dumps(files, sort_keys=True)
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no new landing files"), cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+# Carries new partitions downstream (dbt, and later stages) per each asset's AutomationCondition.
+automation_sensor = AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)

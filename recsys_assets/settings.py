@@ -1,0 +1,78 @@
+"""Where state lives and which environment we run in. Plain Python: no dagster here.
+
+Everything the platform writes lives under RECSYS_HOME (default: `var/` in the repository).
+RECSYS_ENV picks the deployment target (`local` embedded defaults, or `gcp`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPO_ROOT / "var"
+ENVIRONMENTS = ("local", "gcp")
+# Used when neither RECSYS_START_DATE nor the data set's own record says where partitions begin.
+DEFAULT_START_DATE = date(2024, 1, 1)
+DATASET_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    env: str
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def dataset_file(self) -> Path:
+        return self.home / DATASET_FILE
+
+    def partitions_start(self) -> date:
+        """First daily partition: RECSYS_START_DATE, else the first day of the data set in RECSYS_HOME."""
+        explicit = os.environ.get("RECSYS_START_DATE")
+        if explicit:
+            return date.fromisoformat(explicit)
+        recorded = read_dataset_record(self.home).get("first_day")
+        return date.fromisoformat(recorded) if recorded else DEFAULT_START_DATE
+
+
+def get_settings() -> Settings:
+    env = os.environ.get("RECSYS_ENV", "local").strip().lower()
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"RECSYS_ENV must be one of {ENVIRONMENTS}, got {env!r}")
+    home = Path(os.environ.get("RECSYS_HOME") or DEFAULT_HOME).expanduser().resolve()
+    return Settings(home=home, env=env)
+
+
+def read_dataset_record(home: Path) -> dict:
+    path = home / DATASET_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_dataset(home: Path, *, first_day: date, last_day: date, source: str) -> None:
+    """Remember the span of the landed data, so partitions start where the data does.
+
+    Widens an existing record rather than replacing it: landing more days keeps the earliest start.
+    """
+    record = read_dataset_record(home)
+    if record.get("first_day"):
+        first_day = min(first_day, date.fromisoformat(record["first_day"]))
+    if record.get("last_day"):
+        last_day = max(last_day, date.fromisoformat(record["last_day"]))
+    record.update(first_day=first_day.isoformat(), last_day=last_day.isoformat(), source=source)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DATASET_FILE).write_text(json.dumps(record, indent=2) + "\n")
