@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
-from recsys_assets.settings import get_settings, record_dataset
+from recsys_assets.settings import get_settings, init_dagster_home, record_dataset
 
 
 def _progress(iterable, total: int, desc: str):
@@ -88,6 +88,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         cmd_generate(build_parser().parse_args(["generate"]))
     days = review_days(zone.list_files())
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    init_dagster_home(settings)
     _dagster("--select", UNPARTITIONED_SELECTION)
     for first, last in contiguous_ranges(days):
         _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}")
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipe = sub.add_parser("pipeline", help="materialize every asset for every landed day (generates data if none)")
     pipe.set_defaults(func=cmd_pipeline)
+
+    home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
+    home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)
     return parser
 
 

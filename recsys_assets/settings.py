@@ -58,6 +58,26 @@ def get_settings() -> Settings:
     return Settings(home=home, env=env)
 
 
+DAGSTER_YAML = """\
+# Written by `recsys init-dagster-home`.
+telemetry:
+  enabled: false
+run_queue:
+  # DuckDB allows one writer process: runs that write the local warehouse go one at a time.
+  max_concurrent_runs: 1
+"""
+
+
+def init_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME with telemetry off and a run queue fit for the embedded warehouse."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return config
+
+
 def read_dataset_record(home: Path) -> dict:
     path = home / DATASET_FILE
     return json.loads(path.read_text()) if path.exists() else {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from dagster import ConfigurableResource, in_process_executor
@@ -14,6 +16,12 @@ from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLanding
 from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
+
+
+def _dbt_executable() -> str:
+    """dbt beside this interpreter (the project's venv), even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
 class LandingResource(ConfigurableResource):
@@ -52,7 +60,7 @@ def _local_resources(settings: Settings) -> dict:
     return {
         "landing": LandingResource(local_path=str(settings.landing_dir)),
         "warehouse": WarehouseResource(duckdb_path=str(settings.warehouse_path)),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="duckdb"),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="duckdb", dbt_executable=_dbt_executable()),
     }
 
 
@@ -70,7 +78,7 @@ def _gcp_resources(settings: Settings) -> dict:
             bigquery_dataset=os.environ.get("RECSYS_BQ_RAW_DATASET", "raw"),
             bigquery_location=location,
         ),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="bigquery"),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="bigquery", dbt_executable=_dbt_executable()),
         "bigquery": BigQueryResource(project=project, location=location),
         "gcs": GCSResource(project=project),
     }

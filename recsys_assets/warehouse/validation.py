@@ -75,8 +75,10 @@ def check_schema(table: pa.Table, schema: pa.Schema) -> CheckOutcome:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The table with exactly the schema's columns and types (call after check_schema passed)."""
-    return table.select(schema.names).cast(schema)
+    """The table with exactly the schema's columns and types (call after check_schema passed).
+
+    Nullability is left to the checks: a null key is a check failure with a message, not a cast error."""
+    return table.select(schema.names).cast(pa.schema([f.with_nullable(True) for f in schema]))
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:

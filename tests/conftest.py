@@ -1,0 +1,91 @@
+"""Shared fixtures: a temp RECSYS_HOME per test (or per session for the expensive pipeline run)."""
+
+import os
+
+# Before anything imports the code location: partitions start early enough for every test data set,
+# and no telemetry leaves the machine.
+os.environ.setdefault("RECSYS_START_DATE", "2023-01-01")
+os.environ.update(DO_NOT_TRACK="1", DAGSTER_DISABLE_TELEMETRY="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False")
+
+from contextlib import contextmanager  # noqa: E402
+from datetime import date  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from dagster import DagsterInstance, materialize  # noqa: E402
+
+from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
+from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
+from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
+from recsys_assets.defs.resources import resources_for  # noqa: E402
+from recsys_assets.settings import Settings  # noqa: E402
+
+SMALL = GeneratorConfig(users=400, items=150, days=6, reviews=4_000, start=date(2024, 1, 1), seed=7)
+
+
+@contextmanager
+def recsys_env(home: Path):
+    """RECSYS_HOME for code that reads the environment (dbt's profile, the CLI)."""
+    previous = {k: os.environ.get(k) for k in ("RECSYS_HOME", "DAGSTER_HOME")}
+    os.environ["RECSYS_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Home:
+    """A RECSYS_HOME with its landing zone, resources and an ephemeral Dagster instance."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.settings = Settings(home=path, env="local")
+        self.landing = LocalLandingZone(self.settings.landing_dir)
+        self.instance = DagsterInstance.ephemeral()
+
+    def resources(self) -> dict:
+        return resources_for(self.settings)
+
+    def materialize(self, assets, first: str, last: str | None = None, selection=None, raise_on_error=True):
+        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
+        with recsys_env(self.path):
+            return materialize(
+                assets, resources=self.resources(), instance=self.instance, tags=tags,
+                selection=selection, raise_on_error=raise_on_error,
+            )
+
+    def write_generated(self, cfg: GeneratorConfig = SMALL) -> list[date]:
+        items, days = generate(cfg)
+        self.landing.write_parquet(ITEMS_FILE, items)
+        written = []
+        for day, reviews in days:
+            self.landing.write_parquet(review_file_name(day), reviews)
+            written.append(day)
+        return written
+
+
+@pytest.fixture
+def home(tmp_path) -> Home:
+    return Home(tmp_path / "recsys_home")
+
+
+@pytest.fixture(scope="session")
+def generated_home(tmp_path_factory) -> Home:
+    """Small generated data, ingested and featurized once for the session (read-only for tests)."""
+    from recsys_assets.defs.features import dbt_features
+    from recsys_assets.defs.ingest import item_metadata, raw_reviews
+
+    h = Home(tmp_path_factory.mktemp("generated") / "recsys_home")
+    days = h.write_generated()
+    with recsys_env(h.path):
+        materialize([item_metadata], resources=h.resources(), instance=h.instance)
+    h.materialize([raw_reviews, dbt_features], str(days[0]), str(days[-1]))
+    h.days = days
+    return h

@@ -1,0 +1,77 @@
+from collections import Counter
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+
+from recsys_assets.data.generator import GeneratorConfig, generate
+from recsys_assets.data.schema import ITEM_SCHEMA, REVIEW_SCHEMA, day_start_ms
+
+CFG = GeneratorConfig(users=3_000, items=800, days=20, reviews=40_000, seed=3)
+
+
+def _all(cfg=CFG):
+    items, days = generate(cfg)
+    per_day = list(days)
+    return items, per_day, pa.concat_tables([t for _, t in per_day])
+
+
+def test_schema_sizes_and_day_bounds():
+    items, per_day, reviews = _all()
+    assert items.schema == ITEM_SCHEMA and items.num_rows == CFG.items
+    assert reviews.schema == REVIEW_SCHEMA
+    assert abs(reviews.num_rows - CFG.reviews) < 0.1 * CFG.reviews
+    assert [d for d, _ in per_day] == [CFG.start + timedelta(days=i) for i in range(CFG.days)]
+    for day, table in per_day:
+        ts = table.column("timestamp").to_numpy()
+        assert ts.min() >= day_start_ms(day) and ts.max() < day_start_ms(day) + 86_400_000
+    ratings = reviews.column("rating").to_numpy()
+    assert ratings.min() >= 1 and ratings.max() <= 5 and 3.3 < ratings.mean() < 4.6
+    keys = Counter(zip(*(reviews.column(c).to_pylist() for c in ("user_id", "parent_asin", "timestamp"))))
+    assert max(keys.values()) == 1
+
+
+def test_long_tails():
+    _, _, reviews = _all()
+    item_counts = np.sort(np.array(list(Counter(reviews.column("parent_asin").to_pylist()).values())))[::-1]
+    user_counts = np.sort(np.array(list(Counter(reviews.column("user_id").to_pylist()).values())))[::-1]
+    # The top 10% of items get far more than 10% of reviews; activity is heavy-tailed too.
+    assert item_counts[: len(item_counts) // 10].sum() / item_counts.sum() > 0.3
+    assert user_counts[: len(user_counts) // 10].sum() / user_counts.sum() > 0.3
+    assert user_counts.max() > 10 * np.median(user_counts)
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    _, _, a = _all()
+    _, _, b = _all()
+    assert a.equals(b)
+    _, _, c = _all(GeneratorConfig(**{**CFG.__dict__, "seed": 4}))
+    assert not a.equals(c)
+
+
+def test_taste_structure_beats_popularity():
+    """A user's own genres predict their later items far better than global popularity."""
+    items, _, reviews = _all()
+    genre = dict(zip(items.column("parent_asin").to_pylist(), (c[1] for c in items.column("categories").to_pylist())))
+    rows = sorted(zip(*(reviews.column(c).to_pylist() for c in ("timestamp", "user_id", "parent_asin"))))
+    cut = rows[int(len(rows) * 0.8)][0]
+    train = [r for r in rows if r[0] < cut]
+    test = [r for r in rows if r[0] >= cut]
+    popularity = Counter(item for _, _, item in train)
+    top_global = [i for i, _ in popularity.most_common(20)]
+    user_genres: dict[str, Counter] = {}
+    for _, user, item in train:
+        user_genres.setdefault(user, Counter())[genre[item]] += 1
+    by_genre: dict[str, list[str]] = {}
+    for item, _ in popularity.most_common():
+        by_genre.setdefault(genre[item], []).append(item)
+    hits_pop = hits_genre = n = 0
+    for _, user, item in test:
+        if user not in user_genres:
+            continue
+        n += 1
+        favourite = user_genres[user].most_common(1)[0][0]
+        hits_pop += item in top_global
+        hits_genre += item in by_genre[favourite][:20]
+    assert n > 1000
+    assert hits_genre > 1.5 * hits_pop
