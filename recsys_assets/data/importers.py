@@ -128,7 +128,7 @@ def import_amazon2023(reviews_path: Path, meta_path: Path, zone: LandingZone) ->
     con.execute(f"create table src as select * from {_reader(Path(reviews_path))}")
     cols = {c.lower() for c in con.execute("select * from src limit 0").fetchdf().columns}
     has = lambda c: c in cols  # noqa: E731
-    image_expr = "list_transform(images, x -> coalesce(x.large_image_url, x.medium_image_url, x.small_image_url))" \
+    image_expr = "list_transform(images, lambda x: coalesce(x.large_image_url, x.medium_image_url, x.small_image_url))" \
         if has("images") and _is_struct_list(con, "src", "images") else "cast([] as varchar[])"
     con.execute(
         f"""create table staged as select
@@ -150,7 +150,7 @@ def import_amazon2023(reviews_path: Path, meta_path: Path, zone: LandingZone) ->
 
     con.execute(f"create table meta as select * from {_reader(Path(meta_path))}")
     mcols = {c.lower() for c in con.execute("select * from meta limit 0").fetchdf().columns}
-    meta_image = "list_extract(list_transform(images, x -> coalesce(x.large, x.thumb, x.hi_res)), 1)" \
+    meta_image = "list_extract(list_transform(images, lambda x: coalesce(x.large, x.thumb, x.hi_res)), 1)" \
         if "images" in mcols and _is_struct_list(con, "meta", "images") else "null"
     col = lambda c, default="null": c if c in mcols else default  # noqa: E731
     con.execute(
@@ -229,7 +229,7 @@ def _stage_item_file(con: duckdb.DuckDBPyConnection, items_path: Path) -> None:
         genres = f'cast("{genre[0]}" as varchar[])'
     else:
         genres = (f"""list_filter(list_transform(regexp_split_to_array(cast("{genre[0]}" as varchar), '[|,]'), """
-                  "g -> trim(g)), g -> g <> '')")
+                  "lambda g: trim(g)), lambda g: g <> '')")
     con.execute(
         f"""create table item_src as select cast("{cols['item_id']}" as varchar) as parent_asin,
             cast("{cols['title']}" as varchar) as title, {genres} as genre_list from {source}"""

@@ -1,0 +1,117 @@
+"""Importers write the same landing files as the generator, from files in the real formats."""
+
+import gzip
+import json
+from datetime import date
+
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_assets.data.importers import import_amazon2023, import_interactions
+from recsys_assets.data.landing import LocalLandingZone, review_days
+from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
+from recsys_assets.warehouse.validation import validate_items, validate_review_day
+
+# Amazon Reviews 2023 lines, as the published files write them.
+REVIEWS = [
+    {"rating": 5.0, "title": "Great", "text": "Loved it", "images": [], "asin": "B01", "parent_asin": "P1",
+     "user_id": "U1", "timestamp": 1588615855070, "helpful_vote": 2, "verified_purchase": True},
+    {"rating": 3.0, "title": "Ok", "text": "Fine", "images": [{"small_image_url": "s", "medium_image_url": "m",
+     "large_image_url": "https://img/l.jpg", "attachment_type": "IMAGE"}], "asin": "B02", "parent_asin": "P2",
+     "user_id": "U1", "timestamp": 1588702255070, "helpful_vote": 0, "verified_purchase": False},
+    {"rating": 4.0, "title": "Good", "text": "Nice", "images": [], "asin": "B01", "parent_asin": "P1",
+     "user_id": "U2", "timestamp": 1588702255999, "helpful_vote": 1, "verified_purchase": True},
+    # exact duplicate of the first line, and a line with no user: both dropped and counted
+    {"rating": 5.0, "title": "Great", "text": "Loved it", "images": [], "asin": "B01", "parent_asin": "P1",
+     "user_id": "U1", "timestamp": 1588615855070, "helpful_vote": 2, "verified_purchase": True},
+    {"rating": 2.0, "title": "x", "text": "y", "images": [], "asin": "B03", "parent_asin": "P3",
+     "user_id": None, "timestamp": 1588702255070, "helpful_vote": 0, "verified_purchase": True},
+]
+META = [
+    {"main_category": "Books", "title": "Book One", "average_rating": 4.5, "rating_number": 10,
+     "features": ["hardcover"], "description": ["A story", "of things"], "price": 12.99,
+     "images": [{"thumb": "t", "large": "https://img/p1.jpg", "variant": "MAIN", "hi_res": None}],
+     "videos": [], "store": "Penguin", "categories": ["Books", "Fiction"], "details": {}, "parent_asin": "P1",
+     "bought_together": None},
+    {"main_category": "Books", "title": "Book Two", "average_rating": 4.0, "rating_number": 3,
+     "features": [], "description": [], "price": None, "images": [], "videos": [], "store": None,
+     "categories": [], "details": {}, "parent_asin": "P2", "bought_together": None},
+]
+
+
+def _jsonl_gz(path, rows):
+    with gzip.open(path, "wt") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _assert_valid_landing(zone):
+    days = review_days(zone.list_files())
+    for day in days:
+        table = zone.read_parquet(review_file_name(day))
+        assert table.schema == REVIEW_SCHEMA
+        assert all(o.passed for o in validate_review_day(day, table)), day
+    items = zone.read_parquet(ITEMS_FILE)
+    assert items.schema == ITEM_SCHEMA and all(o.passed for o in validate_items(items))
+    return days, items
+
+
+def test_amazon2023_jsonl_gz(tmp_path):
+    _jsonl_gz(tmp_path / "Books.jsonl.gz", REVIEWS)
+    _jsonl_gz(tmp_path / "meta_Books.jsonl.gz", META)
+    zone = LocalLandingZone(tmp_path / "landing")
+    report = import_amazon2023(tmp_path / "Books.jsonl.gz", tmp_path / "meta_Books.jsonl.gz", zone)
+    assert (report.reviews, report.items, report.dropped_duplicates, report.dropped_invalid) == (3, 2, 1, 1)
+    days, items = _assert_valid_landing(zone)
+    assert days == [date(2020, 5, 4), date(2020, 5, 5)]
+    second = zone.read_parquet(review_file_name(date(2020, 5, 5))).to_pylist()
+    assert {r["user_id"] for r in second} == {"U1", "U2"}
+    assert next(r for r in second if r["parent_asin"] == "P2")["images"] == ["https://img/l.jpg"]
+    p1 = next(r for r in items.to_pylist() if r["parent_asin"] == "P1")
+    assert p1 == {"parent_asin": "P1", "main_category": "Books", "title": "Book One", "features": ["hardcover"],
+                  "description": "A story of things", "price": 12.99, "categories": ["Books", "Fiction"],
+                  "store": "Penguin", "image_url": "https://img/p1.jpg"}
+
+
+def test_interactions_csv_in_seconds_with_movielens_style_items(tmp_path):
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,20,5.0,964982224\n2,10,3.5,964983815\n"
+        "2,30,9.0,964983815\n"
+    )
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n10,Toy Story,Animation|Comedy\n20,Heat,Action\n")
+    zone = LocalLandingZone(tmp_path / "landing")
+    report = import_interactions(tmp_path / "ratings.csv", zone, tmp_path / "movies.csv")
+    assert report.timestamp_unit == "s" and report.reviews == 3 and report.dropped_invalid == 1
+    days, items = _assert_valid_landing(zone)
+    assert days == [date(2000, 7, 30)]
+    rows = zone.read_parquet(review_file_name(days[0])).to_pylist()
+    assert {(r["user_id"], r["parent_asin"], r["timestamp"]) for r in rows} == {
+        ("1", "10", 964982703000), ("1", "20", 964982224000), ("2", "10", 964983815000)}
+    toy = next(r for r in items.to_pylist() if r["parent_asin"] == "10")
+    assert toy["title"] == "Toy Story" and toy["categories"] == ["Animation", "Comedy"]
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "tsv"])
+def test_interactions_in_milliseconds_without_item_file(tmp_path, suffix):
+    import pyarrow as pa
+
+    table = pa.table({"user_id": ["a", "b", "a"], "item_id": ["x", "x", "y"], "rating": [5, 4, 1],
+                      "timestamp": [1700000000000, 1700000100000, 1700086400000]})
+    path = tmp_path / f"events.{suffix}"
+    if suffix == "parquet":
+        pq.write_table(table, path)
+    else:
+        path.write_text("user_id\titem_id\trating\ttimestamp\n" + "\n".join(
+            "\t".join(str(v) for v in row.values()) for row in table.to_pylist()) + "\n")
+    zone = LocalLandingZone(tmp_path / "landing")
+    report = import_interactions(path, zone)
+    assert report.timestamp_unit == "ms" and report.reviews == 3
+    days, items = _assert_valid_landing(zone)
+    assert days == [date(2023, 11, 14), date(2023, 11, 15)]
+    assert sorted(items.column("parent_asin").to_pylist()) == ["x", "y"]
+
+
+def test_interactions_missing_column_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.csv").write_text("user,rating,timestamp\n1,4,964982703\n")
+    with pytest.raises(ValueError, match="missing columns \\['item_id'\\]"):
+        import_interactions(tmp_path / "bad.csv", LocalLandingZone(tmp_path / "landing"))

@@ -1,0 +1,62 @@
+"""The landing sensor: a new file requests exactly its partition, once; a replaced file requests it again."""
+
+import json
+from datetime import date
+
+from dagster import DagsterInstance, build_sensor_context
+
+from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.defs.sensors import landing_sensor
+
+
+def _tick(home, cursor=None):
+    context = build_sensor_context(instance=DagsterInstance.ephemeral(), cursor=cursor,
+                                   resources={"landing": home.resources()["landing"]})
+    result = landing_sensor(context)
+    return result.run_requests or [], result.cursor
+
+
+def _requested(requests):
+    return sorted((r.partition_key or "", tuple(k.to_user_string() for k in r.asset_selection)) for r in requests)
+
+
+def test_new_files_request_their_partitions_once(home):
+    cfg_days = home.write_generated()
+    requests, cursor = _tick(home)
+    assert _requested(requests) == sorted(
+        [("", ("item_metadata",))] + [(str(d), ("raw_reviews",)) for d in cfg_days]
+    )
+    again, cursor = _tick(home, cursor)
+    assert again == []
+
+    new_day = date(2024, 1, 7)
+    table = home.landing.read_parquet(review_file_name(date(2024, 1, 6)))
+    home.landing.write_parquet(review_file_name(new_day), table)
+    requests, cursor = _tick(home, cursor)
+    assert _requested(requests) == [("2024-01-07", ("raw_reviews",))]
+    assert _tick(home, cursor)[0] == []
+
+
+def test_replaced_file_is_requested_again_with_a_new_run_key(home):
+    home.write_generated()
+    first, cursor = _tick(home)
+    items = home.landing.read_parquet(ITEMS_FILE)
+    home.landing.write_parquet(ITEMS_FILE, items.slice(0, 10))
+    requests, _ = _tick(home, cursor)
+    assert _requested(requests) == [("", ("item_metadata",))]
+    assert requests[0].run_key not in {r.run_key for r in first}
+
+
+def test_files_before_the_first_partition_are_not_requested(home):
+    table = home.write_generated() and home.landing.read_parquet(review_file_name(date(2024, 1, 1)))
+    home.landing.write_parquet(review_file_name(date(1999, 5, 1)), table)
+    requests, cursor = _tick(home)
+    assert "1999-05-01" not in {r.partition_key for r in requests}
+    assert "recsys_data_upto_1999_05_01.parquet" in json.loads(cursor)
+
+
+def test_non_landing_files_are_ignored(home):
+    home.settings.landing_dir.mkdir(parents=True)
+    (home.settings.landing_dir / "notes.parquet").write_bytes(b"x")
+    requests, _ = _tick(home)
+    assert requests == []
