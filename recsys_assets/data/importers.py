@@ -91,7 +91,8 @@ def _write_days(con: duckdb.DuckDBPyConnection, zone: LandingZone, report: Impor
     )
     days = [row[0] for row in con.execute("select distinct day from by_day order by day").fetchall()]
     for day in days:
-        table = con.execute(f"select {columns} from by_day where day = ? order by timestamp, user_id, parent_asin", [day]).to_arrow_table()
+        table = con.sql(f"select {columns} from by_day where day = $day order by timestamp, user_id, parent_asin",
+                        params={"day": day}).to_arrow_table()
         zone.write_parquet(review_file_name(day), table.cast(REVIEW_SCHEMA))
     report.days = days
     report.reviews = con.execute("select count(*) from by_day").fetchone()[0]
@@ -114,7 +115,7 @@ def _clean_reviews(con: duckdb.DuckDBPyConnection, report: ImportReport) -> None
 
 
 def _write_items(con: duckdb.DuckDBPyConnection, zone: LandingZone, report: ImportReport) -> None:
-    items = con.execute("select * from items order by parent_asin").to_arrow_table()
+    items = con.sql("select * from items order by parent_asin").to_arrow_table()
     zone.write_parquet(ITEMS_FILE, items.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA))
     report.items = items.num_rows
 

@@ -98,7 +98,7 @@ class DuckDBWarehouse:
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).to_arrow_table()
+            return con.sql(sql, params=params).to_arrow_table()
 
 
 @dataclass
