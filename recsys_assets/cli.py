@@ -15,12 +15,9 @@ from recsys_assets.settings import get_settings, init_dagster_home, record_datas
 
 
 def _progress(iterable, total: int, desc: str):
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, unit="day", file=sys.stderr, disable=None)
-    except ImportError:  # pragma: no cover
-        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="day", file=sys.stderr, disable=None)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

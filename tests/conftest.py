@@ -5,7 +5,8 @@ import os
 # Before anything imports the code location: partitions start early enough for every test data set,
 # and no telemetry leaves the machine.
 os.environ.setdefault("RECSYS_START_DATE", "2023-01-01")
-os.environ.update(DO_NOT_TRACK="1", DAGSTER_DISABLE_TELEMETRY="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False")
+os.environ.update(DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False", RAY_USAGE_STATS_ENABLED="0",
+                  MLFLOW_DISABLE_TELEMETRY="true")
 
 from contextlib import contextmanager  # noqa: E402
 from datetime import date  # noqa: E402

@@ -48,7 +48,8 @@ def test_replaced_file_is_requested_again_with_a_new_run_key(home):
 
 
 def test_files_before_the_first_partition_are_not_requested(home):
-    table = home.write_generated() and home.landing.read_parquet(review_file_name(date(2024, 1, 1)))
+    home.write_generated()
+    table = home.landing.read_parquet(review_file_name(date(2024, 1, 1)))
     home.landing.write_parquet(review_file_name(date(1999, 5, 1)), table)
     requests, cursor = _tick(home)
     assert "1999-05-01" not in {r.partition_key for r in requests}

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_assets.data import vocabulary as vocab
-from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, MS_PER_DAY, REVIEW_SCHEMA, day_start_ms
+from recsys_assets.data.schema import ITEM_SCHEMA, MS_PER_DAY, REVIEW_SCHEMA, day_start_ms
 
 LATENT_DIM = 32
 HISTORY = 32  # recent items per user that are not picked again
@@ -263,5 +263,3 @@ def generate(cfg: GeneratorConfig) -> tuple[pa.Table, Iterator[tuple[date, pa.Ta
 
     return items, stream()
 
-
-__all__ = ["GeneratorConfig", "generate", "ITEMS_FILE"]
