@@ -9,8 +9,8 @@ from recsys_assets.data.schema import ITEMS_FILE, review_file_name
 from recsys_assets.defs.sensors import landing_sensor
 
 
-def _tick(home, cursor=None):
-    context = build_sensor_context(instance=DagsterInstance.ephemeral(), cursor=cursor,
+def _tick(home, cursor=None, instance=None):
+    context = build_sensor_context(instance=instance or DagsterInstance.ephemeral(), cursor=cursor,
                                    resources={"landing": home.resources()["landing"]})
     result = landing_sensor(context)
     return result.run_requests or [], result.cursor
@@ -61,3 +61,18 @@ def test_non_landing_files_are_ignored(home):
     (home.settings.landing_dir / "notes.parquet").write_bytes(b"x")
     requests, _ = _tick(home)
     assert requests == []
+
+
+def test_files_already_loaded_by_a_run_are_not_loaded_again(home):
+    """`make pipeline` before `make dev`: the sensor's first tick skips days loaded from the same file."""
+    from recsys_assets.defs.ingest import raw_reviews
+
+    days = home.write_generated()
+    home.materialize([raw_reviews], str(days[0]), str(days[2]))
+    requests, cursor = _tick(home, instance=home.instance)
+    assert sorted(r.partition_key for r in requests if r.partition_key) == [str(d) for d in days[3:]]
+
+    table = home.landing.read_parquet(review_file_name(days[0]))
+    home.landing.write_parquet(review_file_name(days[0]), table.slice(0, 5))  # corrected file re-landed
+    requests, _ = _tick(home, cursor, instance=home.instance)
+    assert [r.partition_key for r in requests] == [str(days[0])]

@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from recsys_assets.data.landing import read_items, read_review_day
-from recsys_assets.data.schema import ITEM_SCHEMA, REVIEW_SCHEMA
+from recsys_assets.data.schema import ITEM_SCHEMA, REVIEW_SCHEMA, review_file_name
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import LandingResource, WarehouseResource
 from recsys_assets.warehouse.validation import (
@@ -93,6 +93,7 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
         yield from _reject("raw_reviews", merged)
         return
     written = warehouse.warehouse().replace_partitions("raw_reviews", tables)
+    fingerprints = zone.list_files()
     users = set().union(*(set(t.column("user_id").to_pylist()) for t in tables.values()))
     items = set().union(*(set(t.column("parent_asin").to_pylist()) for t in tables.values()))
     yield MaterializeResult(
@@ -102,6 +103,10 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
             "rows_per_day": MetadataValue.json({str(d): t.num_rows for d, t in sorted(tables.items())}),
             "distinct_users": len(users),
             "distinct_items": len(items),
+            # Which version of each landing file this load holds: the sensor skips files already loaded.
+            "landing_fingerprints": MetadataValue.json(
+                {str(d): fingerprints.get(review_file_name(d)) for d in sorted(tables)}
+            ),
         },
         check_results=_check_results(merged),
     )
