@@ -8,6 +8,7 @@ directly in DuckDB. Writes bench/results/ingest.json and prints the ratio.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def pipeline_run(home: Path, first: date, last: date) -> float:
 
 
 def compiled_feature_sql(home: Path, first: date, last: date) -> dict[str, str]:
-    target = Path(tempfile.mkdtemp(prefix="bench-dbt-"))
+    target = home / "dbt-target"
     dbt_vars = json.dumps({"min_date": str(first), "max_date": str(last + timedelta(days=1))})
     subprocess.run([str(Path(sys.executable).parent / "dbt"), "compile", "--vars", dbt_vars, "--target-path",
                     str(target), "--select", *FEATURE_MODELS, "--quiet"],
@@ -101,6 +102,7 @@ def main() -> None:
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     feature_rows = {m: con.execute(f"select count(*) from main.{m}").fetchone()[0] for m in FEATURE_MODELS}
     con.close()
+    shutil.rmtree(work)  # ~100 MB per million reviews
     result = {
         "reviews": rows, "days": cfg.days, "users": cfg.users, "items": cfg.items,
         "feature_rows": feature_rows,
