@@ -81,6 +81,8 @@ def _read(reader, *args):
 )
 def raw_reviews(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):
     zone = landing.zone()
+    # Fingerprints taken before reading: a file replaced mid-run is not recorded as loaded.
+    fingerprints = zone.list_files()
     days = [date.fromisoformat(key) for key in context.partition_keys]
     tables, outcomes = {}, {}
     for day in days:
@@ -93,7 +95,6 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
         yield from _reject("raw_reviews", merged)
         return
     written = warehouse.warehouse().replace_partitions("raw_reviews", tables)
-    fingerprints = zone.list_files()
     users = set().union(*(set(t.column("user_id").to_pylist()) for t in tables.values()))
     items = set().union(*(set(t.column("parent_asin").to_pylist()) for t in tables.values()))
     yield MaterializeResult(
