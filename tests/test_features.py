@@ -1,4 +1,8 @@
-"""dbt features: exact point-in-time values on hand-built data, computed independently here."""
+"""dbt features: exact point-in-time values on hand-built data, computed independently here.
+
+A feature row for a review moment t is stamped 1 ms later and covers only events strictly before its stamp:
+the state once the reviews at t are in.
+"""
 
 from datetime import date, datetime, timezone
 
@@ -47,7 +51,7 @@ def _landing_tables() -> dict[date, pa.Table]:
 def expected_user_stats() -> dict[tuple, tuple]:
     rows = {}
     for user, _, _, when in EVENTS:
-        t = ms(when)
+        t = ms(when) + 1
         before = sorted((ms(w), i, r) for u, i, r, w in EVENTS if u == user and ms(w) < t)
         recent = [r for r in before if r[0] >= t - 90 * DAY_MS]
         last10 = before[-10:]
@@ -63,7 +67,7 @@ def expected_user_stats() -> dict[tuple, tuple]:
 def expected_item_stats() -> dict[tuple, tuple]:
     rows = {}
     for _, item, _, when in EVENTS:
-        t = ms(when)
+        t = ms(when) + 1
         values = []
         for days in (7, 30, 90, 365):
             window = [r for _, i, r, w in EVENTS if i == item and t - days * DAY_MS <= ms(w) < t]
@@ -111,9 +115,12 @@ def test_user_rating_stats_exact_point_in_time(featurized):
         assert g[0] == cnt, key
         assert g[1] == pytest.approx(avg), key
         assert list(g[2]) == items and list(g[3]) == stamps, key
-    # The leak the original had: a first-ever review has no previous ratings.
-    assert got[("u3", ms("2024-01-02T09:00:00"))][:2] == (0, None)
-    assert len(got[("u4", ms("2024-01-02T23:59:59.999"))][2]) == 10
+    # Stamped after the moment it describes: the original counted the current review in a row stamped at it.
+    assert got[("u3", ms("2024-01-02T09:00:00") + 1)][:2] == (1, 5.0)
+    assert ("u3", ms("2024-01-02T09:00:00")) not in got
+    # Reviews sharing a moment are all in the state after it (u1's "c" and "d").
+    assert got[("u1", ms("2024-01-01T10:00:00") + 1)][2][-2:] == ["c", "d"]
+    assert len(got[("u4", ms("2024-01-02T23:59:59.999") + 1)][2]) == 10
 
 
 def test_parent_asin_rating_stats_exact_point_in_time(featurized):

@@ -7,11 +7,12 @@
   {{ return({'min_date': min_date, 'max_date': max_date, 'lookback_start': start.isoformat()}) }}
 {% endmacro %}
 
-{#- Milliseconds in n days, for RANGE frames over the millisecond timestamp. -#}
-{% macro days_ms(n) %}{{ n * 86400000 }}{% endmacro %}
+{#- RANGE frame offset over millisecond timestamps for an n-day window of a row stamped 1 ms after its moment t:
+    `range between <this> preceding and current row` covers [t + 1 - n days, t] = [stamp - n days, stamp). -#}
+{% macro days_before_stamp_ms(n) %}{{ n * 86400000 - 1 }}{% endmacro %}
 
 {% macro ms_to_timestamp(ms) %}{{ return(adapter.dispatch('ms_to_timestamp')(ms)) }}{% endmacro %}
-{% macro duckdb__ms_to_timestamp(ms) %}make_timestamp({{ ms }} * 1000){% endmacro %}
+{% macro duckdb__ms_to_timestamp(ms) %}make_timestamp(({{ ms }}) * 1000){% endmacro %}
 {% macro bigquery__ms_to_timestamp(ms) %}timestamp_millis({{ ms }}){% endmacro %}
 
 {#- An ordered list aggregate that skips nulls (so "no earlier items" is an empty list). -#}

@@ -1,7 +1,8 @@
 {{ config(**partitioned_incremental_config()) }}
 {% set w = partition_window(lookback_days=366) %}
--- One row per (parent_asin, timestamp) with a review in the window: the item's rating stats just before it.
--- Point in time: windows cover [t - N days, t), so the review at t never counts itself.
+-- One row per item and review moment t in the window: the item's rating stats once the reviews at t are in,
+-- stamped `timestamp` = t + 1 ms, so windows cover [timestamp - N days, timestamp): strictly before the stamp.
+-- A point-in-time join for an event at t therefore never sees that event (see user_rating_stats).
 
 with history as (
     select parent_asin, rating, event_ms, partition_date
@@ -23,14 +24,14 @@ moments as (
     {%- for days in [7, 30, 90, 365] %}
         prev_{{ days }}d as (
             partition by parent_asin order by event_ms
-            range between {{ days_ms(days) }} preceding and 1 preceding
+            range between {{ days_before_stamp_ms(days) }} preceding and current row
         ){{ "," if not loop.last }}
     {%- endfor %}
 )
 
 select
     parent_asin,
-    {{ ms_to_timestamp('event_ms') }} as timestamp,
+    {{ ms_to_timestamp('event_ms + 1') }} as timestamp,
     {%- for days in [7, 30, 90, 365] %}
     parent_asin_rating_cnt_{{ days }}d,
     parent_asin_rating_avg_prev_rating_{{ days }}d,

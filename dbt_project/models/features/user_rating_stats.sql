@@ -1,7 +1,9 @@
 {{ config(**partitioned_incremental_config()) }}
 {% set w = partition_window() %}
--- One row per (user_id, timestamp) with a review in the window: the user's state just before that moment.
--- Point in time: every feature uses only events strictly before `timestamp` (the current one excluded).
+-- One row per user and review moment t in the window: the user's state once the reviews at t are in,
+-- stamped `timestamp` = t + 1 ms. Point in time: a row uses only events strictly before its `timestamp`, so a
+-- point-in-time join for an event at t (feature timestamp <= t) sees the state before t and never the event
+-- itself, while the newest row (what the online store serves) includes the user's latest review.
 
 with window_users as (
     select distinct user_id
@@ -18,8 +20,9 @@ history as (
         r.event_ms,
         r.partition_date,
         row_number() over (partition by r.user_id order by r.event_ms, r.parent_asin) as seq,
-        -- events strictly before this moment (ties share a moment and see none of each other)
-        rank() over (partition by r.user_id order by r.event_ms) - 1 as earlier_events
+        -- events at or before this moment (reviews sharing a moment all count)
+        count(*) over (partition by r.user_id order by r.event_ms range between unbounded preceding and current row)
+            as events_through
     from {{ ref('stg_reviews') }} as r
     inner join window_users as u on r.user_id = u.user_id
     where r.partition_date < '{{ w.max_date }}'
@@ -30,13 +33,13 @@ moments as (
         user_id,
         event_ms,
         partition_date,
-        earlier_events,
+        events_through,
         count(rating) over prev_90d as user_rating_cnt_90d,
         avg(rating) over prev_90d as user_rating_avg_prev_rating_90d
     from history
     window prev_90d as (
         partition by user_id order by event_ms
-        range between {{ days_ms(90) }} preceding and 1 preceding
+        range between {{ days_before_stamp_ms(90) }} preceding and current row
     )
 ),
 
@@ -47,7 +50,7 @@ targets as (
 
 select
     t.user_id,
-    {{ ms_to_timestamp('t.event_ms') }} as timestamp,
+    {{ ms_to_timestamp('t.event_ms + 1') }} as timestamp,
     t.user_rating_cnt_90d,
     t.user_rating_avg_prev_rating_90d,
     {{ ordered_list('h.parent_asin', 'h.seq') }} as user_rating_list_10_recent_asin,
@@ -56,6 +59,6 @@ select
 from targets as t
 left join history as h
     on h.user_id = t.user_id
-    and h.seq <= t.earlier_events
-    and h.seq > t.earlier_events - 10
+    and h.seq <= t.events_through
+    and h.seq > t.events_through - 10
 group by t.user_id, t.event_ms, t.partition_date, t.user_rating_cnt_90d, t.user_rating_avg_prev_rating_90d
