@@ -68,7 +68,7 @@ def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:
 
 
 PARTITIONED_SELECTION = "raw_reviews*"  # raw_reviews and everything downstream of it
-UNPARTITIONED_SELECTION = "item_metadata"
+UNPARTITIONED_SELECTION = "item_metadata,feast_definitions"
 
 
 def _dagster(*args: str) -> None:

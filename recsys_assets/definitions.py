@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from recsys_assets.defs import features, ingest
+from recsys_assets.defs import feature_store, features, ingest
 from recsys_assets.defs.resources import EXECUTOR_BY_ENV, resources_for
 from recsys_assets.defs.sensors import automation_sensor, landing_sensor
 from recsys_assets.settings import get_settings
@@ -10,7 +10,13 @@ from recsys_assets.settings import get_settings
 settings = get_settings()
 
 defs = Definitions(
-    assets=[ingest.raw_reviews, ingest.item_metadata, features.dbt_features],
+    assets=[
+        ingest.raw_reviews,
+        ingest.item_metadata,
+        features.dbt_features,
+        feature_store.feast_definitions,
+        feature_store.online_features,
+    ],
     sensors=[landing_sensor, automation_sensor],
     resources=resources_for(settings),
     executor=EXECUTOR_BY_ENV[settings.env],

@@ -38,6 +38,19 @@ class Settings:
         return self.home / "dagster"
 
     @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def online_store(self) -> str:
+        """Feast online store kind: sqlite (default locally) or redis (RECSYS_ONLINE_STORE=redis)."""
+        return os.environ.get("RECSYS_ONLINE_STORE", "redis" if self.env == "gcp" else "sqlite").strip().lower()
+
+    @property
+    def redis_url(self) -> str | None:
+        return os.environ.get("RECSYS_REDIS_URL")
+
+    @property
     def dataset_file(self) -> Path:
         return self.home / DATASET_FILE
 

@@ -14,6 +14,7 @@ from dagster_k8s import k8s_job_executor
 
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
+from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
 
@@ -56,11 +57,39 @@ class WarehouseResource(ConfigurableResource):
         return DuckDBWarehouse(Path(self.duckdb_path))
 
 
+class FeatureStoreResource(ConfigurableResource):
+    """The Feast repository. Locally: parquet + DuckDB offline, SQLite (or Redis) online, state in feast_dir.
+    With bigquery_project set: BigQuery offline over the dbt tables, Redis online, registry at registry_uri."""
+
+    feast_dir: str
+    online_store: str = "sqlite"
+    redis_url: str | None = None
+    bigquery_project: str | None = None
+    bigquery_dataset: str = "features"
+    bigquery_location: str = "US"
+    registry_uri: str | None = None
+
+    def config(self) -> FeatureStoreConfig:
+        if self.bigquery_project:
+            return FeatureStoreConfig.gcp(
+                Path(self.feast_dir), project=self.bigquery_project, dataset=self.bigquery_dataset,
+                location=self.bigquery_location, redis_url=self.redis_url or "",
+                registry_uri=self.registry_uri or f"gs://{self.bigquery_project}-feast/registry.db",
+            )
+        return FeatureStoreConfig.local(Path(self.feast_dir), online=self.online_store, redis_url=self.redis_url)
+
+    def repository(self) -> FeatureRepository:
+        return FeatureRepository(self.config())
+
+
 def _local_resources(settings: Settings) -> dict:
     return {
         "landing": LandingResource(local_path=str(settings.landing_dir)),
         "warehouse": WarehouseResource(duckdb_path=str(settings.warehouse_path)),
         "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="duckdb", dbt_executable=_dbt_executable()),
+        "feature_store": FeatureStoreResource(
+            feast_dir=str(settings.feast_dir), online_store=settings.online_store, redis_url=settings.redis_url
+        ),
     }
 
 
@@ -79,6 +108,15 @@ def _gcp_resources(settings: Settings) -> dict:
             bigquery_location=location,
         ),
         "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="bigquery", dbt_executable=_dbt_executable()),
+        "feature_store": FeatureStoreResource(
+            feast_dir=str(settings.feast_dir),
+            online_store="redis",
+            redis_url=settings.redis_url or "redis-master:6379",  # the Helm chart's service in the cluster
+            bigquery_project=project,
+            bigquery_dataset=os.environ.get("RECSYS_BQ_DATASET", "features"),
+            bigquery_location=location,
+            registry_uri=os.environ.get("RECSYS_FEAST_REGISTRY", f"gs://{project}-feast/registry.db"),
+        ),
         "bigquery": BigQueryResource(project=project, location=location),
         "gcs": GCSResource(project=project),
     }

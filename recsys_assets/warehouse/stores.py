@@ -18,6 +18,8 @@ import duckdb
 import pyarrow as pa
 
 RAW_SCHEMA = "raw"
+# Where dbt builds the feature tables in the DuckDB file (the profile's schema).
+FEATURES_SCHEMA = "main"
 PARTITION_COLUMN = "partition_date"
 
 
