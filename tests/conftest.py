@@ -8,6 +8,10 @@ os.environ.setdefault("RECSYS_START_DATE", "2023-01-01")
 os.environ.update(DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False", RAY_USAGE_STATS_ENABLED="0",
                   MLFLOW_DISABLE_TELEMETRY="true")
 
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -52,6 +56,13 @@ class Home:
     def resources(self) -> dict:
         return resources_for(self.settings)
 
+    def feature_repository(self):
+        return self.resources()["feature_store"].repository()
+
+    def materialize_unpartitioned(self, assets):
+        with recsys_env(self.path):
+            return materialize(assets, resources=self.resources(), instance=self.instance)
+
     def materialize(self, assets, first: str, last: str | None = None, selection=None, raise_on_error=True):
         from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -85,8 +96,52 @@ def generated_home(tmp_path_factory) -> Home:
 
     h = Home(tmp_path_factory.mktemp("generated") / "recsys_home")
     days = h.write_generated()
-    with recsys_env(h.path):
-        materialize([item_metadata], resources=h.resources(), instance=h.instance)
+    h.materialize_unpartitioned([item_metadata])
     h.materialize([raw_reviews, dbt_features], str(days[0]), str(days[-1]))
     h.days = days
     return h
+
+
+@pytest.fixture(scope="session")
+def featured_home(generated_home) -> Home:
+    """generated_home with the Feast definitions applied and every day in the SQLite online store."""
+    from recsys_assets.defs.feature_store import feast_definitions, online_features
+
+    generated_home.materialize_unpartitioned([feast_definitions])
+    generated_home.materialize([online_features], str(generated_home.days[0]), str(generated_home.days[-1]))
+    return generated_home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, for the session (installed by .ci/run)."""
+    import redis
+
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is not installed: apt-get install redis-server (.ci/run does)"
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey
 
 from recsys_assets.settings import REPO_ROOT
 
@@ -26,10 +27,20 @@ def test_definitions_load(env, tmp_path):
                    "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json"), "NO_PROXY": "*"}
     out = subprocess.run([sys.executable, "-c", LOAD], env=environment, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    for key in ("raw_reviews", "item_metadata", "stg_reviews", "user_rating_stats", "parent_asin_rating_stats"):
+    for key in ("raw_reviews", "item_metadata", "stg_reviews", "user_rating_stats", "parent_asin_rating_stats",
+                "feast_definitions", "online_features"):
         assert f"'{key}'" in out.stdout
+    assert "'feature_store'" in out.stdout
     if env == "gcp":
         assert "'bigquery'" in out.stdout and "'gcs'" in out.stdout
+
+
+def test_feast_assets_come_after_the_dbt_models():
+    from recsys_assets.definitions import defs
+
+    graph = defs.get_repository_def().asset_graph
+    parents = {k.to_user_string() for k in graph.get(AssetKey("online_features")).parent_keys}
+    assert parents == {"feast_definitions", "user_rating_stats", "parent_asin_rating_stats"}
 
 
 ORCHESTRATION = {"defs", "definitions.py", "cli.py"}
@@ -48,22 +59,26 @@ def test_library_code_never_imports_dagster():
     assert offenders == []
 
 
-def test_new_raw_partition_triggers_dbt_features_by_automation(generated_home):
-    """After raw_reviews lands a partition (checks passed), automation requests the dbt features for it."""
+def test_new_raw_partition_flows_to_features_and_online_store_by_automation(featured_home):
+    """A raw partition whose checks passed makes automation request the dbt features and the online store
+    for that day, and nothing else."""
     from dagster import Definitions, evaluate_automation_conditions
 
+    from recsys_assets.defs.feature_store import feast_definitions, online_features
     from recsys_assets.defs.features import dbt_features
     from recsys_assets.defs.ingest import item_metadata, raw_reviews
 
-    home = generated_home
-    defs = Definitions(assets=[raw_reviews, item_metadata, dbt_features], resources=home.resources())
+    home = featured_home
+    defs = Definitions(assets=[raw_reviews, item_metadata, dbt_features, feast_definitions, online_features],
+                       resources=home.resources())
     result = evaluate_automation_conditions(defs=defs, instance=home.instance)
-    first = {k.to_user_string(): v for k, v in ((r.key, r.true_subset.size) for r in result.results)}
     # Everything is up to date after the session's pipeline run: nothing requested.
-    assert first.get("user_rating_stats", 0) == 0
+    assert result.total_requested == 0
 
-    home.materialize([raw_reviews], str(home.days[-1]))
+    day = str(home.days[-1])
+    home.materialize([raw_reviews], day)
     result = evaluate_automation_conditions(defs=defs, instance=home.instance, cursor=result.cursor)
     requested = {r.key.to_user_string(): r.true_subset for r in result.results if r.true_subset.size}
-    assert "user_rating_stats" in requested and "parent_asin_rating_stats" in requested
-    assert "raw_reviews" not in requested
+    # One tick requests the whole chain below the new partition (dagster runs it in dependency order).
+    assert set(requested) == {"stg_reviews", "user_rating_stats", "parent_asin_rating_stats", "online_features"}
+    assert list(requested["online_features"].get_internal_subset_value().get_partition_keys()) == [day]

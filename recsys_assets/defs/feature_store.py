@@ -31,13 +31,15 @@ from recsys_assets.feature_store.definitions import BATCH_VIEWS, DEFINITIONS_VER
 
 FEATURE_TABLES = [AssetKey(view) for view in BATCH_VIEWS]  # the dbt models the batch views read
 CONSISTENCY_SAMPLE = 200
+# Apply once on a new deployment, and again whenever the definitions' code version changes.
+APPLY_WHEN_NEW_OR_CHANGED = AutomationCondition.on_missing() | AutomationCondition.code_version_changed()
 
 
 @asset(
     group_name="feature_store",
     kinds={"feast"},
     code_version=DEFINITIONS_VERSION,
-    automation_condition=(AutomationCondition.on_missing() | AutomationCondition.code_version_changed()),
+    automation_condition=APPLY_WHEN_NEW_OR_CHANGED,
     description="Feast entities, batch and *_fresh views, push sources and feature services, applied to the registry.",
 )
 def feast_definitions(context: AssetExecutionContext, feature_store: FeatureStoreResource) -> MaterializeResult:
