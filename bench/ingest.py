@@ -16,33 +16,15 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-os.environ.setdefault("RECSYS_START_DATE", "2024-01-01")
+from common import run_range, write_generated, write_result  # first: sets the partitions' start date
 
-import duckdb  # noqa: E402
-from dagster import DagsterInstance, materialize  # noqa: E402
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+import duckdb
+from recsys_assets.data.generator import GeneratorConfig
+from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
+from recsys_assets.defs.features import dbt_features
+from recsys_assets.defs.ingest import raw_reviews
 
-from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
-from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
-from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
-from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR  # noqa: E402
-from recsys_assets.defs.features import dbt_features  # noqa: E402
-from recsys_assets.defs.ingest import raw_reviews  # noqa: E402
-from recsys_assets.defs.resources import resources_for  # noqa: E402
-from recsys_assets.settings import Settings  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "ingest.json"
 FEATURE_MODELS = ("user_rating_stats", "parent_asin_rating_stats")
-
-
-def pipeline_run(home: Path, first: date, last: date) -> float:
-    os.environ["RECSYS_HOME"] = str(home)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: str(first), ASSET_PARTITION_RANGE_END_TAG: str(last)}
-    start = time.perf_counter()
-    result = materialize([raw_reviews, dbt_features], resources=resources_for(Settings(home, "local")),
-                         instance=DagsterInstance.ephemeral(), tags=tags)
-    assert result.success
-    return time.perf_counter() - start
 
 
 def compiled_feature_sql(home: Path, first: date, last: date) -> dict[str, str]:
@@ -84,20 +66,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     home, floor_home = work / "platform", work / "floor"
     floor_home.mkdir(parents=True)
-    zone = LocalLandingZone(home / "landing")
 
     t = time.perf_counter()
-    items, days = generate(cfg)
-    zone.write_parquet(ITEMS_FILE, items)
-    rows = 0
-    for day, table in days:
-        zone.write_parquet(review_file_name(day), table)
-        rows += table.num_rows
+    rows, first, last = write_generated(home / "landing", cfg)
     generate_s = time.perf_counter() - t
-    first, last = cfg.start, cfg.start + timedelta(days=cfg.days - 1)
 
-    platform_s = pipeline_run(home, first, last)
-    floor_s = floor_run(floor_home, zone.path, compiled_feature_sql(floor_home, first, last))
+    platform_s = run_range(home, [raw_reviews, dbt_features], first, last)
+    floor_s = floor_run(floor_home, home / "landing", compiled_feature_sql(floor_home, first, last))
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     feature_rows = {m: con.execute(f"select count(*) from main.{m}").fetchone()[0] for m in FEATURE_MODELS}
@@ -115,9 +90,7 @@ def main() -> None:
         "goal_seconds": 180,
         "cpus": os.cpu_count(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("ingest", result)
     print(f"\nraw -> dbt features backfill of {rows:,} reviews over {cfg.days} days: {platform_s:.1f} s "
           f"({rows / platform_s:,.0f} rows/s) vs the same SQL directly in DuckDB {floor_s:.1f} s: "
           f"{platform_s / floor_s:.2f}x the floor (goal: under {result['goal_seconds']} s)")

@@ -8,10 +8,6 @@ os.environ.setdefault("RECSYS_START_DATE", "2023-01-01")
 os.environ.update(DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False", RAY_USAGE_STATS_ENABLED="0",
                   MLFLOW_DISABLE_TELEMETRY="true")
 
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -112,36 +108,10 @@ def featured_home(generated_home) -> Home:
     return generated_home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def redis_url():
     """A real redis-server on a free loopback port, for the session (installed by .ci/run)."""
-    import redis
+    from recsys_assets.feature_store.redis_server import local_redis
 
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is not installed: apt-get install redis-server (.ci/run does)"
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with local_redis() as url:
+        yield url

@@ -239,8 +239,10 @@ def test_redis_online_store_round_trip(generated_home, redis_url, tmp_path):
     reader = OnlineFeatures(repo.store)
     assert reader.users([user]).row(0)["user_rating_cnt_90d"] == latest.loc[user, "user_rating_cnt_90d"]
     stamp = int(datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    assert reader.items(["B0REDIS001"]).source == [MISSING]  # Redis answers "present, empty" for it
     push_interaction(repo.store, user, "B0REDIS001", 4.0, stamp)
     assert reader.users([user]).source == [FRESH]
+    assert reader.items(["B0REDIS001"]).row(0)["parent_asin_rating_cnt_365d"] == 1
     assert reader.users(["nobody"]).source == [MISSING]
 
 

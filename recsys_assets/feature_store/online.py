@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from feast import FeatureStore, Field
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.type_map import feast_value_type_to_python_type
 from feast.types import Array, Int64
 
 from recsys_assets.feature_store.definitions import (
@@ -21,6 +23,7 @@ from recsys_assets.feature_store.definitions import (
 )
 
 FRESH, BATCH, MISSING = "fresh", "batch", "missing"
+PRESENT = FieldStatus.PRESENT
 
 
 def default_value(feature: Field) -> object:
@@ -49,30 +52,47 @@ def _feature_refs(view: str) -> list[str]:
     return [f"{v}:{f.name}" for v in (view, fresh_view(view)) for f in FEATURES_BY_VIEW[view]]
 
 
-def _pick(view: str, keys: list[str], raw: dict, rows: list[int] | None = None) -> FeatureRows:
-    """Per entity: the fresh twin when it is at least as new as the batch row, else batch, else defaults."""
+def _pick(view: str, keys: list[str], vectors: dict, rows: list[int] | None = None) -> FeatureRows:
+    """Per entity: the fresh twin when it is at least as new as the batch row, else batch, else defaults.
+
+    `vectors` maps `<view>__<feature>` to Feast's response vector; only the rows asked for are decoded
+    (the rerank read repeats the user's values on every candidate row)."""
     features = FEATURES_BY_VIEW[view]
     rows = rows if rows is not None else list(range(len(keys)))
-    probe = features[0].name  # every feature of a view shares the view's timestamp
-    fresh_ts = raw[f"{fresh_view(view)}__{probe}__ts"]
-    batch_ts = raw[f"{view}__{probe}__ts"]
+    # A view's features share its row: its count (never null in a stored row) tells whether there is one.
+    probe = features[0].name
+    fresh, batch = vectors[f"{fresh_view(view)}__{probe}"], vectors[f"{view}__{probe}"]
     sources = []
     for r in rows:
-        if fresh_ts[r] and fresh_ts[r] >= batch_ts[r]:
+        fresh_found, batch_found = _found(fresh, r), _found(batch, r)
+        if fresh_found and (not batch_found or _seconds(fresh, r) >= _seconds(batch, r)):
             sources.append(FRESH)
-        elif batch_ts[r]:
+        elif batch_found:
             sources.append(BATCH)
         else:
             sources.append(MISSING)
     columns = {}
     for feature in features:
-        fresh_values = raw[f"{fresh_view(view)}__{feature.name}"]
-        batch_values = raw[f"{view}__{feature.name}"]
+        chosen = {FRESH: vectors[f"{fresh_view(view)}__{feature.name}"], BATCH: vectors[f"{view}__{feature.name}"]}
         columns[feature.name] = [
-            fresh_values[r] if s == FRESH else batch_values[r] if s == BATCH else default_value(feature)
+            feast_value_type_to_python_type(chosen[s].values[r]) if s != MISSING else default_value(feature)
             for r, s in zip(rows, sources)
         ]
     return FeatureRows(keys=list(keys), columns=columns, source=sources)
+
+
+def _found(vector, row: int) -> bool:
+    # Stores differ for an absent entity: SQLite says NOT_FOUND, Redis PRESENT with an empty value.
+    return vector.statuses[row] == PRESENT and vector.values[row].WhichOneof("val") is not None
+
+
+def _seconds(vector, row: int) -> float:
+    stamp = vector.event_timestamps[row]
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _nothing(view: str) -> FeatureRows:
+    return FeatureRows(keys=[], columns={f.name: [] for f in FEATURES_BY_VIEW[view]}, source=[])
 
 
 class OnlineFeatures:
@@ -80,18 +100,18 @@ class OnlineFeatures:
         self.store = store
 
     def _read(self, refs: list[str], entity_rows: list[dict]) -> dict:
-        response = self.store.get_online_features(features=refs, entity_rows=entity_rows, full_feature_names=True)
-        return response.to_dict(include_event_timestamps=True)
+        proto = self.store.get_online_features(features=refs, entity_rows=entity_rows, full_feature_names=True).proto
+        return dict(zip(proto.metadata.feature_names.val, proto.results))
 
     def users(self, user_ids: list[str]) -> FeatureRows:
         if not user_ids:
-            return _pick(USER_VIEW, [], _empty(USER_VIEW))
+            return _nothing(USER_VIEW)
         raw = self._read(_feature_refs(USER_VIEW), [{USER_KEY: u} for u in user_ids])
         return _pick(USER_VIEW, user_ids, raw)
 
     def items(self, parent_asins: list[str]) -> FeatureRows:
         if not parent_asins:
-            return _pick(ITEM_VIEW, [], _empty(ITEM_VIEW))
+            return _nothing(ITEM_VIEW)
         raw = self._read(_feature_refs(ITEM_VIEW), [{ITEM_KEY: a} for a in parent_asins])
         return _pick(ITEM_VIEW, parent_asins, raw)
 
@@ -104,6 +124,3 @@ class OnlineFeatures:
         return _pick(USER_VIEW, [user_id], raw, rows=[0]), _pick(ITEM_VIEW, parent_asins, raw)
 
 
-def _empty(view: str) -> dict:
-    return {f"{v}__{f.name}{suffix}": [] for v in (view, fresh_view(view))
-            for f in FEATURES_BY_VIEW[view] for suffix in ("", "__ts")}
