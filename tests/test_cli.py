@@ -6,6 +6,8 @@ import sys
 
 import duckdb
 
+from recsys_assets.feature_store.online import OnlineFeatures
+from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.settings import REPO_ROOT
 
 
@@ -15,7 +17,7 @@ def _run(args, env, timeout=300):
     return out
 
 
-def test_import_then_dagster_cli_materializes_a_partition(tmp_path):
+def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     env.pop("RECSYS_START_DATE", None)  # partitions must start where the imported data does
@@ -25,14 +27,21 @@ def test_import_then_dagster_cli_materializes_a_partition(tmp_path):
     recsys = [sys.executable, "-m", "recsys_assets.cli"]
     out = _run([*recsys, "import", "interactions", str(csv)], env)
     assert "imported 48 reviews over 3 days" in out.stdout
-    _run([*recsys, "init-dagster-home"], env)
-
-    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "recsys_assets.definitions"]
-    _run([*dagster, "--select", "item_metadata"], env)
-    _run([*dagster, "--select", "raw_reviews*", "--partition-range", "2023-11-14...2023-11-16"], env)
+    out = _run([*recsys, "pipeline"], env, timeout=600)  # what `make pipeline` runs: the dagster CLI per range
+    assert "--partition-range 2023-11-14...2023-11-16" in out.stdout
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     raw = con.execute("select count(*) from raw.raw_reviews").fetchone()[0]
     features = con.execute("select count(*) from main.user_rating_stats").fetchone()[0]
+    newest = dict(con.execute("""
+        select user_id, max(timestamp) from raw.raw_reviews
+        where user_id in (select user_id from raw.raw_reviews where partition_date = '2023-11-16')
+        group by 1""").fetchall())
     con.close()
     assert raw == 48 and features == 48
+
+    # The latest day is in the online store: each of its users' newest item is the one reviewed last.
+    repo = FeatureRepository(FeatureStoreConfig.local(home / "feast"))
+    users = OnlineFeatures(repo.store).users(list(newest))
+    assert len(newest) == 7 and users.source == ["batch"] * 7
+    assert [s[-1] for s in users.columns["user_rating_list_10_recent_asin_timestamp"]] == list(newest.values())

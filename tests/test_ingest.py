@@ -34,7 +34,6 @@ def test_rematerializing_a_partition_replaces_it(home):
 
 
 def _corrupt(table: pa.Table, kind: str) -> pa.Table:
-    n = table.num_rows
     if kind == "missing_column":
         return table.drop_columns(["rating"])
     if kind == "wrong_type":

@@ -46,6 +46,7 @@ ITEM_FEATURES = [
 FEATURES_BY_VIEW = {USER_VIEW: USER_FEATURES, ITEM_VIEW: ITEM_FEATURES}
 KEY_BY_VIEW = {USER_VIEW: USER_KEY, ITEM_VIEW: ITEM_KEY}
 BATCH_VIEWS = (USER_VIEW, ITEM_VIEW)
+USER_SERVICE, ITEM_SERVICE, RANKING_SERVICE = "user_features", "item_features", "ranking_features"
 
 
 def fresh_view(view: str) -> str:
@@ -109,9 +110,9 @@ def build_repository(sources: BatchSources) -> list:
         objects.append(push)
     objects += views.values()
     objects += [
-        FeatureService(name="user_features", features=[views[USER_VIEW], views[fresh_view(USER_VIEW)]], tags=tags),
-        FeatureService(name="item_features", features=[views[ITEM_VIEW], views[fresh_view(ITEM_VIEW)]], tags=tags),
+        FeatureService(name=USER_SERVICE, features=[views[USER_VIEW], views[fresh_view(USER_VIEW)]], tags=tags),
+        FeatureService(name=ITEM_SERVICE, features=[views[ITEM_VIEW], views[fresh_view(ITEM_VIEW)]], tags=tags),
         # The rerank read: one user and its candidates in one call.
-        FeatureService(name="ranking_features", features=list(views.values()), tags=tags),
+        FeatureService(name=RANKING_SERVICE, features=list(views.values()), tags=tags),
     ]
     return objects

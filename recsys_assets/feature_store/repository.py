@@ -70,7 +70,8 @@ class FeatureStoreConfig:
         return RepoConfig(
             project=self.project,
             provider="gcp" if self.offline_store["type"] == "bigquery" else "local",
-            registry={"registry_type": "file", "path": self.registry, "cache_ttl_seconds": 0},
+            # Long-lived readers (serving) see a re-applied registry within a minute.
+            registry={"registry_type": "file", "path": self.registry, "cache_ttl_seconds": 60},
             online_store=self.online_store,
             offline_store=self.offline_store,
             repo_path=self.repo_dir,
