@@ -258,3 +258,20 @@ def test_offline_export_is_idempotent(featured_home):
     exported = pd.concat(pd.read_parquet(f) for f in files)
     assert len(exported) == _warehouse_rows(featured_home, "select count(*) n from main.user_rating_stats").n[0]
     assert date.fromisoformat(files[-1].stem) == featured_home.days[-1]
+
+
+def test_gcp_configuration_builds_offline(tmp_path):
+    """RECSYS_ENV=gcp: BigQuery sources over the dbt tables, Redis online, registry on GCS; no network."""
+    from feast.infra.offline_stores.bigquery_source import BigQuerySource
+
+    from recsys_assets.feature_store.definitions import build_repository
+
+    config = FeatureStoreConfig.gcp(tmp_path / "feast", project="p", dataset="features",
+                                    registry_uri="gs://p-feast/registry.db", redis_url="redis-master:6379")
+    repo_config = config.repo_config()
+    assert repo_config.offline_store.type == "bigquery" and repo_config.online_store.type == "redis"
+    assert repo_config.registry.path == "gs://p-feast/registry.db"
+    sources = {o.name: o.batch_source.table for o in build_repository(config.sources)
+               if getattr(o, "batch_source", None) is not None and isinstance(o.batch_source, BigQuerySource)}
+    assert sources[USER_VIEW] == "p.features.user_rating_stats"
+    assert sources[ITEM_VIEW] == "p.features.parent_asin_rating_stats"
