@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.models.promotion import MODEL_NAMES, metrics_table, read_latest
 from recsys_assets.settings import get_settings, init_dagster_home, record_dataset
 
 
@@ -67,7 +69,9 @@ def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:
     return ranges
 
 
-PARTITIONED_SELECTION = "raw_reviews*"  # raw_reviews and everything downstream of it
+# Data assets run for every landed day (one run per contiguous range); models for the newest day only.
+PARTITIONED_SELECTION = "raw_reviews,stg_reviews,user_rating_stats,parent_asin_rating_stats,online_features"
+MODEL_SELECTION = "item_tags*,training_dataset*"
 UNPARTITIONED_SELECTION = "item_metadata,feast_definitions"
 
 
@@ -89,7 +93,38 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     _dagster("--select", UNPARTITIONED_SELECTION)
     for first, last in contiguous_ranges(days):
         _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}")
+    if not args.skip_models:
+        _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1]))
     print(f"pipeline done: {len(days)} day(s), {days[0]}..{days[-1]}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    report = read_latest(get_settings().home / "evaluation")
+    if report is None:
+        print("no evaluation yet: run `make pipeline` (or materialize model_evaluation)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"split: {report['split']}")
+    for row in metrics_table(report):
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    if "ranker" in report:
+        print(f"ranker: {report['ranker']}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from recsys_assets.defs.resources import mlflow_store  # the one place that knows local vs gcp
+    from recsys_assets.models.registry import set_champion
+
+    client = mlflow_store(get_settings()).client()
+    for name in args.model or MODEL_NAMES:
+        client.get_model_version(name, args.version)  # fails clearly when the version does not exist
+    for name in args.model or MODEL_NAMES:
+        set_champion(client, name, args.version)
+        print(f"{name}: champion -> version {args.version}")
     return 0
 
 
@@ -117,8 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--items", help="item file: item_id,title,categories|genres")
     imp.set_defaults(func=cmd_import)
 
-    pipe = sub.add_parser("pipeline", help="materialize every asset for every landed day (generates data if none)")
+    pipe = sub.add_parser("pipeline", help="materialize every asset for every landed day (generates data if none); "
+                                           "models for the newest day")
+    pipe.add_argument("--skip-models", action="store_true", help="stop after the online store")
     pipe.set_defaults(func=cmd_pipeline)
+
+    evaluate = sub.add_parser("evaluate", help="print the latest model evaluation")
+    evaluate.add_argument("--json", action="store_true", help="the raw JSON (RECSYS_HOME/evaluation/latest.json)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    promote = sub.add_parser("promote", help="move MLflow alias champion to a version (rollback)")
+    promote.add_argument("--version", required=True, help="the registered version to make champion")
+    promote.add_argument("--model", action="append", choices=MODEL_NAMES,
+                         help="only this model (repeatable); default: all of them")
+    promote.set_defaults(func=cmd_promote)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
     home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)

@@ -7,14 +7,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from dagster import ConfigurableResource, in_process_executor
+from dagster import ConfigurableResource, Field, Noneable, in_process_executor, resource
 from dagster_dbt import DbtCliResource
 from dagster_gcp import BigQueryResource, GCSResource
 from dagster_k8s import k8s_job_executor
+from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
+from recsys_assets.models.registry import MlflowStore
+from recsys_assets.models.training import TrainConfig
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
 
@@ -82,6 +85,80 @@ class FeatureStoreResource(ConfigurableResource):
         return FeatureRepository(self.config())
 
 
+class TrainingResource(ConfigurableResource):
+    """Where a day's training data and evaluation land, how models train (in-process, or Ray Train with
+    `ray_workers` CPU workers; under gcp RAY_ADDRESS points at the KubeRay cluster) and how long."""
+
+    datasets_dir: str
+    evaluation_dir: str
+    tags_root: str
+    llm_tagger_path: str | None = None  # a local causal LM folder; without one the MiniLM tagger is used
+    executor: str = "in_process"
+    ray_workers: int = 2
+    window_days: int = 0  # days of history a day's models learn from; 0 = everything up to that day
+    item2vec_epochs: int = 5
+    two_tower_epochs: int = 6
+    ranker_epochs: int = 3
+    batch_size: int = 1024
+    eval_max_users: int = 5000
+    seed: int = 0
+
+    def dataset_dir(self, partition_key: str) -> Path:
+        return Path(self.datasets_dir) / partition_key
+
+    @property
+    def evaluation_dir_path(self) -> Path:
+        return Path(self.evaluation_dir)
+
+    def tags_dir(self, partition_key: str) -> Path:
+        return Path(self.tags_root) / partition_key
+
+    def train_config(self, epochs: int, lr: float) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=lr, seed=self.seed)
+
+
+@resource(
+    config_schema={
+        "mlflow_tracking_uri": Field(str),
+        "experiment_name": Field(str, default_value="recsys"),
+        "artifact_location": Field(Noneable(str), default_value=None),
+    },
+    description="dagster-mlflow's MlFlow (one MLflow run per Dagster run; each model logs a nested run), on an "
+                "experiment created with its artifact location first.",
+)
+def mlflow_tracking(context):
+    config = context.resource_config
+    MlflowStore(config["mlflow_tracking_uri"], config["experiment_name"], config["artifact_location"]).ensure_experiment()
+    tracker = MlFlow(context)
+    yield tracker
+    tracker.cleanup_on_error()
+
+
+def mlflow_store(settings: Settings) -> MlflowStore:
+    """The tracking store of this environment: SQLite + local artifacts, or the MLflow server under gcp."""
+    if settings.env == "gcp":
+        return MlflowStore(os.environ.get("RECSYS_MLFLOW_URI", "http://mlflow:5000"))
+    return MlflowStore.local(settings.home / "mlflow")
+
+
+def _training(settings: Settings) -> TrainingResource:
+    return TrainingResource(
+        datasets_dir=str(settings.home / "datasets"),
+        evaluation_dir=str(settings.home / "evaluation"),
+        tags_root=str(settings.home / "tags"),
+        llm_tagger_path=os.environ.get("RECSYS_LLM_TAGGER_PATH") or None,
+        executor=os.environ.get("RECSYS_TRAIN_EXECUTOR", "in_process"),
+        ray_workers=int(os.environ.get("RECSYS_RAY_WORKERS", "2")),
+        window_days=int(os.environ.get("RECSYS_TRAIN_WINDOW_DAYS", "0")),
+    )
+
+
+def _mlflow(settings: Settings):
+    store = mlflow_store(settings)
+    return mlflow_tracking.configured({"mlflow_tracking_uri": store.tracking_uri, "experiment_name": store.experiment,
+                                       "artifact_location": store.artifact_location})
+
+
 def _local_resources(settings: Settings) -> dict:
     return {
         "landing": LandingResource(local_path=str(settings.landing_dir)),
@@ -90,6 +167,8 @@ def _local_resources(settings: Settings) -> dict:
         "feature_store": FeatureStoreResource(
             feast_dir=str(settings.feast_dir), online_store=settings.online_store, redis_url=settings.redis_url
         ),
+        "training": _training(settings),
+        "mlflow_tracking": _mlflow(settings),
     }
 
 
@@ -117,6 +196,8 @@ def _gcp_resources(settings: Settings) -> dict:
             bigquery_location=location,
             registry_uri=os.environ.get("RECSYS_FEAST_REGISTRY", f"gs://{project}-feast/registry.db"),
         ),
+        "training": _training(settings),
+        "mlflow_tracking": _mlflow(settings),
         "bigquery": BigQueryResource(project=project, location=location),
         "gcs": GCSResource(project=project),
     }

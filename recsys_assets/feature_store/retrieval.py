@@ -16,12 +16,19 @@ from recsys_assets.feature_store.online import default_value
 
 EVENT_TIMESTAMP = "event_timestamp"  # the entity-dataframe column Feast joins on
 _ROW = "__row"
+# The DuckDB offline store's join grows faster than linearly with the entity rows: 100k rows take ~6 s,
+# 600k in one go ~140 s. Chunks keep it linear.
+CHUNK_ROWS = 100_000
 
 
 def point_in_time_features(store: FeatureStore, entities: pd.DataFrame, time_column: str = "timestamp",
-                           views: tuple[str, ...] = BATCH_VIEWS) -> pd.DataFrame:
+                           views: tuple[str, ...] = BATCH_VIEWS, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """`entities` (keys `user_id` and/or `parent_asin`, `time_column` in epoch ms) with each view's features
     as of that time, in the input's row order. An entity without history gets the defaults (0, None, [])."""
+    if len(entities) > chunk_rows:
+        parts = [point_in_time_features(store, entities.iloc[i:i + chunk_rows], time_column, views, chunk_rows)
+                 for i in range(0, len(entities), chunk_rows)]
+        return pd.concat(parts, ignore_index=True)
     views = tuple(v for v in views if KEY_BY_VIEW[v] in entities.columns)
     if not views:
         raise ValueError(f"entities need at least one of {sorted(set(KEY_BY_VIEW.values()))}")

@@ -31,6 +31,11 @@ class Warehouse(Protocol):
 
     def row_counts(self, table: str) -> dict[date, int]: ...
 
+    def read_reviews(self, first: date | None, last: date) -> pa.Table:
+        """Raw reviews of partitions [first, last] (first None: from the beginning)."""
+
+    def read_items(self) -> pa.Table: ...
+
 
 def _with_partition_column(day: date, rows: pa.Table) -> pa.Table:
     return rows.append_column(PARTITION_COLUMN, pa.array([day] * rows.num_rows, type=pa.date32()))
@@ -102,6 +107,12 @@ class DuckDBWarehouse:
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params).to_arrow_table()
 
+    def read_reviews(self, first: date | None, last: date) -> pa.Table:
+        return self.query(_reviews_sql(f"{RAW_SCHEMA}.raw_reviews", "?", "?"), [first or date.min, last])
+
+    def read_items(self) -> pa.Table:
+        return self.query(f"select * from {RAW_SCHEMA}.item_metadata")
+
 
 @dataclass
 class BigQueryWarehouse:
@@ -145,3 +156,22 @@ class BigQueryWarehouse:
     def row_counts(self, table: str) -> dict[date, int]:
         sql = f"select {PARTITION_COLUMN}, count(*) from `{self._table_id(table)}` group by 1 order by 1"
         return {row[0]: row[1] for row in self._client().query(sql).result()}
+
+    def read_reviews(self, first: date | None, last: date) -> pa.Table:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter("first", "DATE", first or date.min),
+            bigquery.ScalarQueryParameter("last", "DATE", last),
+        ])
+        sql = _reviews_sql(f"`{self._table_id('raw_reviews')}`", "@first", "@last")
+        return self._client().query(sql, job_config=config).to_arrow()
+
+    def read_items(self) -> pa.Table:
+        return self._client().query(f"select * from `{self._table_id('item_metadata')}`").to_arrow()
+
+
+def _reviews_sql(table: str, first: str, last: str) -> str:
+    # Ordered, so a re-run reads the same rows in the same order (deterministic training).
+    return (f"select user_id, parent_asin, rating, timestamp, {PARTITION_COLUMN} from {table} "
+            f"where {PARTITION_COLUMN} between {first} and {last} order by timestamp, user_id, parent_asin")

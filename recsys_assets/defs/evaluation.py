@@ -1,0 +1,84 @@
+"""Evaluation of the day's models beside popularity, and the promotion gate that moves `champion`.
+
+The gate lives in the `promotion` asset (automation does not wait for checks): it moves the MLflow alias
+only when the day's rerank pipeline beats popularity and the current champion on NDCG@10.
+"""
+
+
+import json
+
+import mlflow
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
+
+from recsys_assets.defs.models import MODEL_ASSET, Tracking, latest_version, load_inputs
+from recsys_assets.defs.resources import TrainingResource, WarehouseResource
+from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+from recsys_assets.models.promotion import GATE_METRIC, gate, metrics_table, plot_png, png_markdown, write_report
+from recsys_assets.models.registry import MODEL_NAMES, champion, set_champion
+
+
+@asset(deps=["item2vec", "two_tower", "ranker"], code_version="1",
+       description="Temporal holdout, full ranking over the catalogue: Recall@10/50, NDCG@10, coverage@10 for "
+                   "popularity, item2vec last-item i2i, two-tower and two-tower + ranker; ranker ROC/PR-AUC.",
+       **MODEL_ASSET)
+def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
+                     mlflow_tracking: Tracking):
+    data, catalogue = load_inputs(context, training, warehouse)
+    versions = {name: latest_version(context, name) for name in MODEL_NAMES}
+    loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
+    models = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(),
+                    two_tower=loaded["two_tower"], ranker=loaded["ranker"])
+    report = evaluate(data, catalogue, models, EvaluationConfig(max_users=training.eval_max_users,
+                                                                seed=training.seed))
+    report["versions"] = versions
+    path = write_report(training.evaluation_dir_path, context.partition_key, report)
+    png = plot_png(report)
+    png_path = path.with_suffix(".png")
+    png_path.write_bytes(png)
+    with mlflow.start_run(run_name=f"evaluation-{context.partition_key}", nested=True):
+        mlflow.log_params({"day": context.partition_key, **{f"{k}_version": v for k, v in versions.items()}})
+        mlflow.log_metrics({f"{model}_{metric.replace('@', '_at_')}": value
+                            for model, values in report["models"].items() for metric, value in values.items()})
+        mlflow.log_metrics({f"ranker_{k}": v for k, v in report.get("ranker", {}).items()})
+        mlflow.log_dict(report, "evaluation.json")
+        mlflow.log_artifact(str(png_path))
+    table = metrics_table(report)
+    return MaterializeResult(metadata={
+        "metrics": MetadataValue.table([TableRecord(row) for row in table]),
+        "plot": MetadataValue.md(png_markdown(png)),
+        "ranker": MetadataValue.json(report.get("ranker", {})),
+        "split": MetadataValue.json(report["split"]),
+        "versions": MetadataValue.json(versions),
+        "path": MetadataValue.path(str(path)),
+        **{f"{row['model']}_{GATE_METRIC}": row[GATE_METRIC] for row in table},
+    })
+
+
+@asset(deps=["model_evaluation"], code_version="1",
+       description="Moves MLflow alias `champion` of item2vec, two_tower and ranker to the day's versions only if "
+                   "the rerank pipeline beats popularity and the current champion on NDCG@10.", **MODEL_ASSET)
+def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow_tracking: Tracking):
+    report = json.loads((training.evaluation_dir_path / f"{context.partition_key}.json").read_text())
+    client = mlflow.MlflowClient()
+    current = {name: champion(client, name) for name in MODEL_NAMES}
+    recorded = current["two_tower"].tags.get(f"gate_{GATE_METRIC}") if current["two_tower"] else None
+    decision = gate(report, float(recorded) if recorded is not None else None, report["versions"],
+                    {name: v.version if v else None for name, v in current.items()})
+    with mlflow.start_run(run_name=f"promotion-{context.partition_key}", nested=True):
+        mlflow.log_dict(decision.as_dict(), "decision.json")
+        mlflow.log_metrics({"candidate_ndcg_at_10": decision.candidate, "popularity_ndcg_at_10": decision.popularity,
+                            "promoted": float(decision.promote)})
+    if decision.promote:
+        for name, version in report["versions"].items():
+            client.set_model_version_tag(name, version, f"gate_{GATE_METRIC}", str(decision.candidate))
+            client.set_model_version_tag(name, version, "promoted_on", context.partition_key)
+            set_champion(client, name, version)
+    context.log.info(("promoted: " if decision.promote else "kept the champion: ") + decision.reason)
+    return MaterializeResult(metadata={
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "candidate_ndcg@10": decision.candidate,
+        "popularity_ndcg@10": decision.popularity,
+        "champion_ndcg@10": decision.champion if decision.champion is not None else -1.0,
+        "champion_versions": MetadataValue.json(report["versions"] if decision.promote else decision.previous_champions),
+    })

@@ -1,0 +1,145 @@
+"""The training data set of one day: split, negatives, point-in-time features, saved as parquet.
+
+Every feature of an example at time t comes from the feature store's point-in-time join (state strictly
+before t). Evaluation reads users and items as of the split boundary, the moment the holdout starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_assets.models.data import (
+    ITEM,
+    TIME,
+    USER,
+    Split,
+    Vocabulary,
+    k_core,
+    popularity,
+    sample_negatives,
+    temporal_split,
+)
+from recsys_assets.models.features import Catalogue, Layout, history_indices, user_dense
+from recsys_assets.models.ranker import ranker_layout
+from recsys_assets.models.two_tower import item_layout, user_layout
+
+PointInTime = Callable[[pd.DataFrame], pd.DataFrame]  # entity rows (keys + timestamp ms) -> with features
+FILES = ("train", "holdout", "ranker_train", "ranker_holdout", "users_at_boundary", "items_at_boundary")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    holdout_fraction: float = 0.2
+    min_user_interactions: int = 2
+    min_item_interactions: int = 3
+    seed: int = 0
+
+
+@dataclass
+class TrainingData:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    ranker_train: pd.DataFrame  # positives (label 1) and one popularity negative each (label 0), with features
+    ranker_holdout: pd.DataFrame
+    users_at_boundary: pd.DataFrame  # every holdout user's features as of the boundary
+    items_at_boundary: pd.DataFrame  # every training item's stats as of the boundary
+    summary: dict
+
+    @property
+    def users(self) -> Vocabulary:
+        return Vocabulary(self.train[USER])
+
+    @property
+    def items(self) -> Vocabulary:
+        return Vocabulary(self.train[ITEM])
+
+    @property
+    def boundary(self) -> int:
+        return int(self.summary["boundary_timestamp"])
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            getattr(self, name).to_parquet(folder / f"{name}.parquet", index=False)
+        (folder / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainingData:
+        frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in FILES}
+        return cls(**frames, summary=json.loads((folder / "summary.json").read_text()))
+
+
+def _with_negatives(positives: pd.DataFrame, events: pd.DataFrame, items: Vocabulary, weights: np.ndarray,
+                    seed: int) -> pd.DataFrame:
+    """Each positive plus one negative for the same user and moment, drawn by popularity, never an item the
+    user interacted with (in any split)."""
+    users = positives[USER].to_numpy()
+    seen: dict = {}
+    for user, item in zip(events[USER].to_numpy(), items.index(events[ITEM].to_numpy())):
+        seen.setdefault(user, set()).add(int(item))
+    negatives = sample_negatives(users, seen, weights, seed)
+    pos = positives[[USER, ITEM, TIME]].assign(label=1.0)
+    neg = pd.DataFrame({USER: users, ITEM: [items.id_of(int(i)) for i in negatives],
+                        TIME: positives[TIME].to_numpy(), "label": 0.0})
+    return pd.concat([pos, neg], ignore_index=True).sort_values([TIME, USER, "label"], ignore_index=True)
+
+
+def build_training_data(events: pd.DataFrame, point_in_time: PointInTime,
+                        cfg: DatasetConfig = DatasetConfig()) -> TrainingData:
+    filtered = k_core(events[[USER, ITEM, "rating", TIME]], cfg.min_user_interactions, cfg.min_item_interactions)
+    split: Split = temporal_split(filtered, cfg.holdout_fraction)
+    items = Vocabulary(split.train[ITEM])
+    weights = popularity(split.train, items)
+    ranker_train = point_in_time(_with_negatives(split.train, filtered, items, weights, cfg.seed))
+    ranker_holdout = point_in_time(_with_negatives(split.holdout, filtered, items, weights, cfg.seed + 1))
+    boundary = split.boundary_timestamp
+    users_at_boundary = point_in_time(pd.DataFrame({USER: sorted(set(split.holdout[USER])), TIME: boundary}))
+    items_at_boundary = point_in_time(pd.DataFrame({ITEM: items.ids, TIME: boundary}))
+    summary = {
+        **split.summary(),
+        "events_in": len(events),
+        "events_after_k_core": len(filtered),
+        "users": len(Vocabulary(split.train[USER])) - 1,
+        "items": len(items) - 1,
+        "ranker_train_rows": len(ranker_train),
+        "ranker_holdout_rows": len(ranker_holdout),
+        "config": cfg.__dict__,
+    }
+    return TrainingData(split.train, split.holdout, ranker_train, ranker_holdout, users_at_boundary,
+                        items_at_boundary, summary)
+
+
+# -- packing examples into model inputs ------------------------------------------------------------------------
+
+
+def pack_users(frame: pd.DataFrame, users: Vocabulary, items: Vocabulary, now_ms: np.ndarray) -> np.ndarray:
+    """Two-tower user rows: user id, the last 10 items, user stats (from features as of `now_ms`)."""
+    history, _ = history_indices(frame, items, now_ms)
+    dense = user_dense(frame)
+    return user_layout(dense.shape[1]).pack(user=users.index(frame[USER].to_numpy()), history=history,
+                                            user_dense=dense)
+
+
+def pack_items(item_index: np.ndarray, stats: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
+    """Two-tower item rows: item id, category, price + rating stats + tag embedding."""
+    return item_layout(catalogue.item_dense_width).pack(
+        item=item_index, category=catalogue.category_index[item_index],
+        item_dense=catalogue.item_dense(item_index, stats))
+
+
+def pack_ranker(frame: pd.DataFrame, users: Vocabulary, catalogue: Catalogue, now_ms: np.ndarray) -> np.ndarray:
+    """Ranker rows for (user, candidate) pairs with the user's and the item's features as of `now_ms`."""
+    items = catalogue.items
+    item_index = items.index(frame[ITEM].to_numpy())
+    history, buckets = history_indices(frame, items, now_ms)
+    dense = user_dense(frame)
+    layout: Layout = ranker_layout(dense.shape[1], catalogue.item_dense_width)
+    return layout.pack(user=users.index(frame[USER].to_numpy()), item=item_index, history=history, buckets=buckets,
+                       category=catalogue.category_index[item_index], user_dense=dense,
+                       item_dense=catalogue.item_dense(item_index, frame))

@@ -1,0 +1,111 @@
+"""Offline evaluation on the temporal holdout, every model beside popularity, one protocol (`metrics.py`).
+
+Users are evaluated as of the split boundary: their features, last item and history are what was known
+when the holdout began. Rerank = the ranker re-orders the two-tower's top `rerank_depth` candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
+from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
+from recsys_assets.models.features import Catalogue
+from recsys_assets.models.metrics import classification_report, ranking_report, top_k
+from recsys_assets.models.ranker import score
+from recsys_assets.models.two_tower import encode
+
+K_MAX = 50
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    max_users: int = 5000  # a fixed sample of holdout users keeps evaluation time bounded
+    rerank_depth: int = 100
+    seed: int = 0
+
+
+@dataclass
+class Models:
+    item2vec: np.ndarray | None = None  # item embeddings by item index
+    two_tower: torch.nn.Module | None = None
+    ranker: torch.nn.Module | None = None
+
+
+def _users_to_evaluate(data: TrainingData, cfg: EvaluationConfig) -> list[str]:
+    users = sorted(set(data.holdout[USER]))
+    if len(users) > cfg.max_users:
+        users = sorted(np.random.default_rng(cfg.seed).choice(users, cfg.max_users, replace=False).tolist())
+    return users
+
+
+def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
+             cfg: EvaluationConfig = EvaluationConfig()) -> dict:
+    users_vocab, items = Vocabulary(data.train[USER]), catalogue.items
+    n_items = len(items)
+    eval_users = _users_to_evaluate(data, cfg)
+    item_idx = lambda frame: items.index(frame[ITEM].to_numpy())  # noqa: E731
+    train = data.train.assign(item=item_idx(data.train))
+    holdout = data.holdout[data.holdout[USER].isin(set(eval_users))]
+    holdout = holdout.assign(item=item_idx(holdout))
+    seen = train.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
+    exclude = [np.concatenate([[0], seen.get(u, np.zeros(0, np.int64))]) for u in eval_users]
+    relevant_by_user = holdout.groupby(USER)["item"].apply(set)
+    relevant = [relevant_by_user.get(u, set()) for u in eval_users]
+
+    results: dict[str, dict] = {}
+    pop = popularity(data.train, items)
+    results["popularity"] = ranking_report(top_k(np.tile(pop, (len(eval_users), 1)), exclude, K_MAX), relevant, n_items - 1)
+
+    if models.item2vec is not None:
+        last = train.sort_values([TIME, "item"]).groupby(USER)["item"].last()
+        query = np.array([last[u] for u in eval_users])
+        scores = models.item2vec[query] @ models.item2vec.T
+        results["item2vec"] = ranking_report(top_k(scores, exclude, K_MAX), relevant, n_items - 1)
+
+    at_boundary = data.users_at_boundary.set_index(USER).loc[eval_users].reset_index()
+    boundary = np.full(len(eval_users), data.boundary, dtype=np.int64)
+    if models.two_tower is not None:
+        user_vectors = encode(models.two_tower.user_vectors, pack_users(at_boundary, users_vocab, items, boundary))
+        item_stats = data.items_at_boundary.set_index(ITEM).loc[items.ids].reset_index()
+        item_vectors = encode(models.two_tower.item_vectors,
+                              pack_items(np.arange(1, n_items), item_stats, catalogue))
+        scores = np.concatenate([np.full((len(eval_users), 1), -np.inf, np.float32), user_vectors @ item_vectors.T],
+                                axis=1)
+        retrieved = top_k(scores, exclude, max(K_MAX, cfg.rerank_depth))
+        results["two_tower"] = ranking_report(retrieved, relevant, n_items - 1)
+
+        if models.ranker is not None:
+            results["rerank"] = ranking_report(
+                _rerank(models.ranker, at_boundary, retrieved[:, :cfg.rerank_depth], data, users_vocab, catalogue),
+                relevant, n_items - 1)
+
+    report = {"split": {k: data.summary[k] for k in
+                        ("boundary_timestamp", "train_events", "holdout_events", "holdout_users")},
+              "evaluated_users": len(eval_users), "models": results}
+    if models.ranker is not None:
+        frame = data.ranker_holdout
+        x = pack_ranker(frame, users_vocab, catalogue, frame[TIME].to_numpy())
+        report["ranker"] = classification_report(frame["label"].to_numpy(), score(models.ranker, x))
+    return report
+
+
+def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, data: TrainingData, users: Vocabulary,
+            catalogue: Catalogue) -> np.ndarray:
+    """Score each user's candidates with the ranker (user features as of the boundary) and re-sort."""
+    items = catalogue.items
+    n_users, depth = candidates.shape
+    rows = at_boundary.loc[at_boundary.index.repeat(depth)].reset_index(drop=True)
+    rows[ITEM] = [items.id_of(int(i)) for i in candidates.reshape(-1)]
+    stats = data.items_at_boundary.set_index(ITEM)
+    for column in stats.columns:
+        if column.startswith("parent_asin_rating_"):
+            rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
+    x = pack_ranker(rows, users, catalogue, np.full(len(rows), data.boundary, dtype=np.int64))
+    scores = score(ranker, x).reshape(n_users, depth)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1)

@@ -1,0 +1,121 @@
+"""item2vec: skip-gram over users' item sequences with negative sampling (the original's retrieval).
+
+Window 1 (the neighbours before and after an item in a user's time-ordered history), `negatives` noise items
+per positive drawn by frequency^0.75. The input vectors, L2-normalised, are the item embeddings: they give
+item-to-item neighbours and initialise the ranker's item embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys_assets.models.data import PAD
+
+
+@dataclass
+class Item2VecConfig:
+    dim: int = 128
+    window: int = 1
+    negatives: int = 2
+    epochs: int = 5
+    batch_size: int = 4096
+    lr: float = 0.01
+    seed: int = 0
+
+
+@dataclass
+class Item2VecResult:
+    embeddings: np.ndarray  # (n_items, dim), L2-normalised; row 0 (padding) is zero
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    pairs: int = 0
+
+
+class SkipGram(nn.Module):
+    def __init__(self, n_items: int, dim: int):
+        super().__init__()
+        self.center = nn.Embedding(n_items, dim)
+        self.context = nn.Embedding(n_items, dim)
+        nn.init.uniform_(self.center.weight, -0.5 / dim, 0.5 / dim)
+        nn.init.zeros_(self.context.weight)
+
+    def forward(self, center: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        c = self.center(center)  # (B, d)
+        pos = (c * self.context(context)).sum(-1)
+        neg = torch.einsum("bd,bkd->bk", c, self.context(noise))
+        return -(nn.functional.logsigmoid(pos) + nn.functional.logsigmoid(-neg).sum(-1)).mean()
+
+    def normalized(self) -> torch.Tensor:
+        """What gets served: unit vectors, so a dot product is a cosine (padding stays zero)."""
+        weights = self.center.weight.detach().clone()
+        weights[PAD] = 0
+        return nn.functional.normalize(weights, dim=1)
+
+
+def skipgram_pairs(sequences: list[np.ndarray], window: int) -> np.ndarray:
+    """(center, context) index pairs within `window` positions, both directions."""
+    pairs = []
+    for seq in sequences:
+        for offset in range(1, window + 1):
+            if len(seq) > offset:
+                pairs.append(np.stack([seq[:-offset], seq[offset:]], axis=1))
+                pairs.append(np.stack([seq[offset:], seq[:-offset]], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def train_item2vec(sequences: list[np.ndarray], n_items: int, cfg: Item2VecConfig = Item2VecConfig(),
+                   on_epoch=None) -> Item2VecResult:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    pairs = skipgram_pairs(sequences, cfg.window)
+    counts = np.bincount(np.concatenate(sequences) if sequences else np.zeros(0, np.int64), minlength=n_items)
+    noise = counts.astype(np.float64) ** 0.75
+    noise[PAD] = 0
+    noise = torch.tensor(noise / noise.sum() if noise.sum() else np.ones(n_items) / n_items)
+    model = SkipGram(n_items, cfg.dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    result = Item2VecResult(embeddings=np.zeros((n_items, cfg.dim), np.float32), pairs=len(pairs))
+    tensor_pairs = torch.from_numpy(pairs.astype(np.int64))
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(pairs)))
+        total, batches = 0.0, 0
+        for start in range(0, len(pairs), cfg.batch_size):
+            batch = tensor_pairs[order[start:start + cfg.batch_size]]
+            negatives = torch.multinomial(noise, len(batch) * cfg.negatives, replacement=True).view(len(batch), -1)
+            loss = model(batch[:, 0], batch[:, 1], negatives)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        result.epoch_losses.append(total / max(batches, 1))
+        result.epoch_seconds.append(time.perf_counter() - started)
+        if on_epoch:
+            on_epoch(epoch, {"item2vec_loss": result.epoch_losses[-1]})
+    result.embeddings = model.normalized().numpy()
+    return result
+
+
+class Item2VecModel(nn.Module):
+    """The served form: packed input = one column of item indices -> unit item vectors."""
+
+    def __init__(self, embeddings: np.ndarray):
+        super().__init__()
+        self.embeddings = nn.Embedding.from_pretrained(torch.from_numpy(embeddings), freeze=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(x[:, 0].long())
+
+
+def neighbours(embeddings: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k most similar items (cosine) for each query item index, the item itself and padding excluded."""
+    scores = embeddings[query] @ embeddings.T
+    scores[np.arange(len(query)), query] = -np.inf
+    scores[:, PAD] = -np.inf
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return top, np.take_along_axis(scores, top, axis=1)

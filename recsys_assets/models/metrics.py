@@ -1,0 +1,55 @@
+"""Ranking metrics under one protocol (full ranking over the catalogue).
+
+For each user: rank every training item except those the user interacted with in training; relevant =
+the user's holdout items. Recall@k = hits / |relevant|; NDCG@k with binary gains and the ideal DCG over
+min(k, |relevant|); means over users with at least one relevant item. Coverage@k = distinct items in all
+top-k lists / catalogue size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
+    """Per row the k best column indices, excluded columns removed (scores is users x items)."""
+    scores = scores.astype(np.float32, copy=True)
+    for row, cols in enumerate(exclude):
+        if len(cols):
+            scores[row, cols] = -np.inf
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[float, float]:
+    recalls, ndcgs = [], []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for row, rel in zip(ranked, relevant):
+        if not rel:
+            continue
+        hits = np.fromiter((i in rel for i in row[:k]), dtype=bool, count=min(k, len(row)))
+        recalls.append(hits.sum() / len(rel))
+        ideal = discounts[: min(k, len(rel))].sum()
+        ndcgs.append((discounts[: len(hits)] * hits).sum() / ideal)
+    if not recalls:
+        return 0.0, 0.0
+    return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+def coverage(ranked: np.ndarray, k: int, catalogue_size: int) -> float:
+    return len(np.unique(ranked[:, :k])) / catalogue_size if catalogue_size else 0.0
+
+
+def ranking_report(ranked: np.ndarray, relevant: list[set[int]], catalogue_size: int) -> dict:
+    r10, n10 = recall_ndcg(ranked, relevant, 10)
+    r50, _ = recall_ndcg(ranked, relevant, 50)
+    return {"recall@10": r10, "recall@50": r50, "ndcg@10": n10, "coverage@10": coverage(ranked, 10, catalogue_size)}
+
+
+def classification_report(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """ROC-AUC and PR-AUC (average precision) of a scorer on labelled pairs."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "pr_auc": float(average_precision_score(labels, scores))}

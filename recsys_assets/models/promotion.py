@@ -1,0 +1,94 @@
+"""The promotion gate, the evaluation's files and picture: plain functions the assets and CLI share."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MODEL_NAMES = ("item2vec", "two_tower", "ranker")  # promoted together: the serving pipeline
+GATE_METRIC = "ndcg@10"
+GATE_MODEL = "rerank"  # what serving answers with: two-tower retrieval re-ordered by the ranker
+LATEST = "latest.json"
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    candidate: float
+    popularity: float
+    champion: float | None
+    versions: dict[str, str]
+    previous_champions: dict[str, str | None]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gate(report: dict, champion_metric: float | None, versions: dict[str, str],
+         previous: dict[str, str | None]) -> Decision:
+    """Promote only when the candidate beats popularity on the same split and the current champion's
+    recorded gate metric (strictly)."""
+    models = report["models"]
+    candidate = models.get(GATE_MODEL, models.get("two_tower", {})).get(GATE_METRIC, 0.0)
+    popularity = models["popularity"][GATE_METRIC]
+    if candidate <= popularity:
+        verdict, reason = False, f"{GATE_MODEL} {GATE_METRIC} {candidate:.4f} does not beat popularity {popularity:.4f}"
+    elif champion_metric is not None and candidate <= champion_metric:
+        verdict, reason = False, f"{candidate:.4f} does not beat the champion's {champion_metric:.4f}"
+    else:
+        verdict = True
+        reason = (f"{candidate:.4f} beats popularity {popularity:.4f}"
+                  + (f" and the champion's {champion_metric:.4f}" if champion_metric is not None else " (first champion)"))
+    return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
+
+
+def write_report(folder: Path, day: str, report: dict) -> Path:
+    """The day's evaluation as `<day>.json` and `latest.json` (written aside, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2) + "\n"
+    for name in (f"{day}.json", LATEST):
+        aside = folder / f".{name}.tmp"
+        aside.write_text(text)
+        aside.replace(folder / name)
+    return folder / f"{day}.json"
+
+
+def read_latest(folder: Path) -> dict | None:
+    path = folder / LATEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def metrics_table(report: dict) -> list[dict]:
+    return [{"model": name, **{k: round(v, 4) for k, v in values.items()}} for name, values in report["models"].items()]
+
+
+def plot_png(report: dict) -> bytes:
+    """Bar chart of Recall@10, NDCG@10 and Recall@50 per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["models"])
+    metrics = ["recall@10", "ndcg@10", "recall@50"]
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        ax.bar([x + i * width for x in range(len(names))], [report["models"][n][metric] for n in names], width,
+               label=metric)
+    ax.set_xticks([x + width for x in range(len(names))], names)
+    ax.set_title(f"holdout of {report['split']['holdout_users']} users, boundary {report['split']['boundary_timestamp']}")
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def png_markdown(png: bytes) -> str:
+    return f"![evaluation](data:image/png;base64,{base64.b64encode(png).decode()})"

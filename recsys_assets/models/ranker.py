@@ -1,0 +1,85 @@
+"""The ranking model of the original (`seed/tt7.png`).
+
+user-id embedding; candidate item embedding; the last 10 items, each with its time-delta bucket embedding,
+through a GRU; an item-feature encoder over category, price, rating stats and the tag embedding; all
+concatenated -> MLP -> sigmoid, trained with BCE. One forward pass scores a batch of candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys_assets.models.data import PAD
+from recsys_assets.models.features import HISTORY, N_DELTA_BUCKETS, Layout
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    user_dim: int = 32
+    item_dim: int = 128  # item2vec's width when initialised from it
+    bucket_dim: int = 16
+    category_dim: int = 16
+    gru_hidden: int = 64
+    item_encoder_dim: int = 32
+    hidden: int = 128
+
+
+def ranker_layout(user_dense_dim: int, item_dense_dim: int) -> Layout:
+    return Layout((("user", 1), ("item", 1), ("history", HISTORY), ("buckets", HISTORY), ("category", 1),
+                   ("user_dense", user_dense_dim), ("item_dense", item_dense_dim)))
+
+
+class Ranker(nn.Module):
+    def __init__(self, n_users: int, n_items: int, n_categories: int, user_dense_dim: int, item_dense_dim: int,
+                 cfg: RankerConfig = RankerConfig(), item_init: np.ndarray | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = ranker_layout(user_dense_dim, item_dense_dim)
+        item_dim = item_init.shape[1] if item_init is not None else cfg.item_dim
+        self.user_emb = nn.Embedding(n_users, cfg.user_dim)
+        self.item_emb = nn.Embedding(n_items, item_dim, padding_idx=PAD)
+        if item_init is not None:
+            with torch.no_grad():
+                self.item_emb.weight.copy_(torch.from_numpy(item_init))
+        self.bucket_emb = nn.Embedding(N_DELTA_BUCKETS + 1, cfg.bucket_dim, padding_idx=0)
+        self.category_emb = nn.Embedding(n_categories, cfg.category_dim)
+        self.gru = nn.GRU(item_dim + cfg.bucket_dim, cfg.gru_hidden, batch_first=True)
+        self.item_encoder = nn.Sequential(
+            nn.Linear(cfg.category_dim + item_dense_dim, cfg.hidden), nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.item_encoder_dim),
+        )
+        width = cfg.user_dim + item_dim + cfg.gru_hidden + cfg.item_encoder_dim + user_dense_dim
+        self.head = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 64), nn.ReLU(),
+                                  nn.Linear(64, 1))
+
+    def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        s = self.layout.slices()
+        history = x[:, s["history"]].long()
+        steps = torch.cat([self.item_emb(history), self.bucket_emb(x[:, s["buckets"]].long())], dim=2)
+        _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
+        item_features = torch.cat([self.category_emb(x[:, s["category"]].long().squeeze(1)), x[:, s["item_dense"]]],
+                                  dim=1)
+        joined = torch.cat([
+            self.user_emb(x[:, s["user"]].long().squeeze(1)),
+            self.item_emb(x[:, s["item"]].long().squeeze(1)),
+            hidden[-1],
+            self.item_encoder(item_features),
+            x[:, s["user_dense"]],
+        ], dim=1)
+        out = self.head(joined).squeeze(1)
+        return out if logits else torch.sigmoid(out)
+
+
+def bce_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(model(batch["x"], logits=True), batch["label"])
+
+
+@torch.no_grad()
+def score(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    model.eval()
+    out = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)

@@ -1,0 +1,79 @@
+"""MLflow: the experiment, logging a torch model as a registered version, and the `champion` alias.
+
+Models are logged with MLflow's PyTorch flavor: one packed float32 matrix in (see `features.Layout`), with
+a signature and an input example; the vocabularies and layouts they need travel as artifacts beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    tracking_uri: str
+    experiment: str = "recsys"
+    artifact_location: str | None = None  # where a new experiment keeps its artifacts (else ./mlruns)
+
+    @classmethod
+    def local(cls, folder: Path) -> MlflowStore:
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{folder.resolve() / 'mlflow.db'}", artifact_location=(folder / "artifacts").resolve().as_uri())
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def ensure_experiment(self) -> str:
+        """Create the experiment with its artifact location once (mlflow.set_experiment would not)."""
+        client = self.client()
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+
+
+def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts: dict[str, object]) -> str:
+    """Log `model` in the active run and register it as a new version of `name`; returns the version."""
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    with tempfile.TemporaryDirectory() as folder:
+        for file_name, content in artifacts.items():
+            path = Path(folder) / file_name
+            if isinstance(content, np.ndarray):
+                np.save(path, content)
+            else:
+                path.write_text(json.dumps(content))
+            mlflow.log_artifact(str(path), artifact_path=f"{name}_extras")
+    # Pickled, not MLflow 3's default torch.export graph: evaluation and serving call the towers' own
+    # methods (user_vectors, item_vectors), which a traced graph of forward() would drop.
+    info = mlflow.pytorch.log_model(
+        model, name=name, signature=infer_signature(example, output), input_example=example[:3],
+        registered_model_name=name, serialization_format="pickle",
+    )
+    return str(info.registered_model_version)
+
+
+def champion(client: MlflowClient, name: str):
+    """The version behind the champion alias, or None."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    client.set_registered_model_alias(name, CHAMPION, version)

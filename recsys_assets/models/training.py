@@ -1,0 +1,145 @@
+"""One training loop for every torch model, run in-process or as a Ray Train `TorchTrainer` job.
+
+Data is a dict of equal-length numpy arrays; a loss function maps (model, batch of tensors) to a scalar.
+Under Ray, each of N CPU workers (DDP over gloo) trains on its shard of the rows with the same loop, and
+rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_ADDRESS` points at KubeRay.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
+EXECUTORS = ("in_process", "ray")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class TrainHistory:
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    samples: int = 0
+    workers: int = 1
+
+    @property
+    def samples_per_second(self) -> float:
+        total = sum(self.epoch_seconds)
+        return self.samples * len(self.epoch_seconds) / total if total else 0.0
+
+
+def _batch(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in data.items()}
+
+
+def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
+               on_epoch: Callable[[int, dict], None] | None = None) -> TrainHistory:
+    """Shuffled mini-batches for `cfg.epochs`, Adam; the same code in-process and in each Ray worker."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(next(iter(data.values())))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = TrainHistory(samples=n)
+    for epoch in range(cfg.epochs):
+        model.train()
+        started = time.perf_counter()
+        order = rng.permutation(n)
+        total, batches = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            rows = order[start:start + cfg.batch_size]
+            if len(rows) < 2:
+                continue
+            loss = loss_fn(model, _batch(data, rows))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        history.epoch_losses.append(total / max(batches, 1))
+        history.epoch_seconds.append(time.perf_counter() - started)
+        if on_epoch:
+            on_epoch(epoch, {"loss": history.epoch_losses[-1], "epoch_seconds": history.epoch_seconds[-1]})
+    model.eval()
+    return history
+
+
+def _ray_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    model = ray.train.torch.prepare_model(config["build"]())  # DDP (gloo on CPU)
+    shard = {k: v[rank::world] for k, v in config["data"].items()}
+    cfg = TrainConfig(**{**config["cfg"], "seed": config["cfg"]["seed"] + rank})
+    history = train_loop(model, shard, config["loss_fn"], cfg,
+                         on_epoch=lambda epoch, metrics: ray.train.report({"epoch": epoch, **metrics}))
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:
+            torch.save({"state": model.module.state_dict(), "history": asdict(history)}, Path(folder) / "model.pt")
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({"done": 1}, checkpoint=checkpoint)
+
+
+def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
+                   workers: int, storage: Path) -> tuple[nn.Module, TrainHistory]:
+    """The same loop as a Ray Train TorchTrainer with `workers` CPU workers; returns rank 0's model."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
+    try:
+        trainer = TorchTrainer(
+            _ray_worker,
+            train_loop_config={"build": build, "data": data, "loss_fn": loss_fn, "cfg": asdict(cfg)},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
+            torch_config=TorchConfig(backend="gloo"),
+            run_config=RunConfig(storage_path=str(storage.resolve()), name="train"),
+        )
+        result = trainer.fit()
+        with result.checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / "model.pt", weights_only=False)
+    finally:
+        if started_here:
+            ray.shutdown()
+    model = build()
+    model.load_state_dict(saved["state"])
+    model.eval()
+    history = TrainHistory(**saved["history"])
+    history.samples, history.workers = len(next(iter(data.values()))), workers
+    return model, history
+
+
+def fit(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
+        executor: str = "in_process", workers: int = 2, storage: Path | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> tuple[nn.Module, TrainHistory]:
+    """Train a fresh `build()` model in-process or through Ray Train (the setting `executor` picks)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if executor == "ray":
+        model, history = train_with_ray(build, data, loss_fn, cfg, workers,
+                                        storage or Path(tempfile.mkdtemp(prefix="ray-train-")))
+        if on_epoch:
+            for epoch, (loss, seconds) in enumerate(zip(history.epoch_losses, history.epoch_seconds)):
+                on_epoch(epoch, {"loss": loss, "epoch_seconds": seconds})
+        return model, history
+    model = build()
+    return model, train_loop(model, data, loss_fn, cfg, on_epoch)
