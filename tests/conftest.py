@@ -48,9 +48,14 @@ class Home:
         self.settings = Settings(home=path, env="local")
         self.landing = LocalLandingZone(self.settings.landing_dir)
         self.instance = DagsterInstance.ephemeral()
+        self.training_overrides: dict = {}
 
     def resources(self) -> dict:
-        return resources_for(self.settings)
+        resources = resources_for(self.settings)
+        if self.training_overrides:
+            training = resources["training"]
+            resources["training"] = type(training)(**{**training.model_dump(), **self.training_overrides})
+        return resources
 
     def feature_repository(self):
         return self.resources()["feature_store"].repository()
@@ -62,10 +67,13 @@ class Home:
     def materialize(self, assets, first: str, last: str | None = None, selection=None, raise_on_error=True):
         from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
+        if last is None or last == first:
+            tags, partition_key = {}, first
+        else:
+            tags, partition_key = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}, None
         with recsys_env(self.path):
             return materialize(
-                assets, resources=self.resources(), instance=self.instance, tags=tags,
+                assets, resources=self.resources(), instance=self.instance, tags=tags, partition_key=partition_key,
                 selection=selection, raise_on_error=raise_on_error,
             )
 
@@ -115,3 +123,24 @@ def redis_url():
 
     with local_redis() as url:
         yield url
+
+
+# Small and quick: the assertions are about behaviour, not about quality on 4k reviews.
+SMALL_TRAINING = dict(item2vec_epochs=2, two_tower_epochs=2, ranker_epochs=2, batch_size=256, eval_max_users=300)
+
+
+def model_assets() -> list:
+    from recsys_assets.defs.evaluation import model_evaluation, promotion
+    from recsys_assets.defs.models import item2vec, ranker, two_tower
+    from recsys_assets.defs.tags import item_tags, tag_embeddings
+    from recsys_assets.defs.training_data import training_dataset
+
+    return [item_tags, tag_embeddings, training_dataset, item2vec, two_tower, ranker, model_evaluation, promotion]
+
+
+@pytest.fixture(scope="session")
+def trained_home(featured_home) -> Home:
+    """featured_home with every model asset materialized for the last day (MLflow under RECSYS_HOME)."""
+    featured_home.training_overrides = SMALL_TRAINING
+    featured_home.trained = featured_home.materialize(model_assets(), str(featured_home.days[-1]))
+    return featured_home

@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Tab
 from recsys_assets.defs.models import MODEL_ASSET, Tracking, latest_version, load_inputs
 from recsys_assets.defs.resources import TrainingResource, WarehouseResource
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
-from recsys_assets.models.promotion import GATE_METRIC, gate, metrics_table, plot_png, png_markdown, write_report
+from recsys_assets.models.promotion import GATE_METRIC, GATE_TAG, gate, metrics_table, plot_png, png_markdown, write_report
 from recsys_assets.models.registry import MODEL_NAMES, champion, set_champion
 
 
@@ -61,7 +61,7 @@ def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow
     report = json.loads((training.evaluation_dir_path / f"{context.partition_key}.json").read_text())
     client = mlflow.MlflowClient()
     current = {name: champion(client, name) for name in MODEL_NAMES}
-    recorded = current["two_tower"].tags.get(f"gate_{GATE_METRIC}") if current["two_tower"] else None
+    recorded = current["two_tower"].tags.get(GATE_TAG) if current["two_tower"] else None
     decision = gate(report, float(recorded) if recorded is not None else None, report["versions"],
                     {name: v.version if v else None for name, v in current.items()})
     with mlflow.start_run(run_name=f"promotion-{context.partition_key}", nested=True):
@@ -70,7 +70,7 @@ def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow
                             "promoted": float(decision.promote)})
     if decision.promote:
         for name, version in report["versions"].items():
-            client.set_model_version_tag(name, version, f"gate_{GATE_METRIC}", str(decision.candidate))
+            client.set_model_version_tag(name, version, GATE_TAG, str(decision.candidate))
             client.set_model_version_tag(name, version, "promoted_on", context.partition_key)
             set_champion(client, name, version)
     context.log.info(("promoted: " if decision.promote else "kept the champion: ") + decision.reason)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 MODEL_NAMES = ("item2vec", "two_tower", "ranker")  # promoted together: the serving pipeline
 GATE_METRIC = "ndcg@10"
+GATE_TAG = "gate_ndcg_at_10"  # on promoted versions: the gate metric they won with
 GATE_MODEL = "rerank"  # what serving answers with: two-tower retrieval re-ordered by the ranker
 LATEST = "latest.json"
 

@@ -1,0 +1,166 @@
+"""Model assets on small generated data: each materializes, MLflow holds runs and versions, the evaluation
+is shaped as documented, the gate moves `champion` only for a better pipeline, no future data in training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import recsys_env
+
+from recsys_assets.defs.evaluation import promotion
+from recsys_assets.defs.resources import mlflow_store
+from recsys_assets.models.dataset import TrainingData
+from recsys_assets.models.promotion import MODEL_NAMES
+from recsys_assets.models.registry import champion
+from recsys_assets.settings import REPO_ROOT
+
+
+def _metadata(result, asset: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def test_every_model_asset_materializes(trained_home):
+    result = trained_home.trained
+    assert result.success
+    for name in ("item_tags", "tag_embeddings", "training_dataset", "item2vec", "two_tower", "ranker",
+                 "model_evaluation", "promotion"):
+        assert result.asset_materializations_for_node(name), name
+    tags = _metadata(result, "item_tags")
+    assert tags["tagger"] == "minilm" and tags["tagged_now"] == tags["dagster/row_count"] == 150
+    assert _metadata(result, "tag_embeddings")["dim"] == 384
+    for name in MODEL_NAMES:
+        meta = _metadata(result, name)
+        assert meta["mlflow_model"] == name and int(meta["mlflow_version"]) >= 1
+        assert len(meta["epoch_losses"]) == 2
+
+
+def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
+    store = mlflow_store(trained_home.settings)
+    client = store.client()
+    experiment = client.get_experiment_by_name(store.experiment)
+    assert experiment.artifact_location.startswith((trained_home.path / "mlflow").resolve().as_uri())
+    runs = client.search_runs([experiment.experiment_id])
+    names = {r.info.run_name.split("-")[0] for r in runs}
+    assert {"item2vec", "two_tower", "ranker", "evaluation", "promotion"} <= names
+    ranker_run = next(r for r in runs if r.info.run_name.startswith("ranker"))
+    assert len(client.get_metric_history(ranker_run.info.run_id, "train_loss")) == 2  # per epoch
+    assert ranker_run.data.params["model"] == "ranker"
+    assert ranker_run.data.tags.get("mlflow.parentRunId")  # nested under the Dagster run's MLflow run
+    for name in MODEL_NAMES:
+        versions = client.search_model_versions(f"name='{name}'")
+        assert versions
+        with recsys_env(trained_home.path):
+            mlflow.set_tracking_uri(store.tracking_uri)
+            info = mlflow.models.get_model_info(f"models:/{name}/{versions[0].version}")
+        assert info.signature is not None and info.saved_input_example_info is not None
+
+
+def test_evaluation_report_is_shaped_as_documented(trained_home):
+    report = json.loads((trained_home.path / "evaluation" / "latest.json").read_text())
+    assert set(report["split"]) == {"boundary_timestamp", "train_events", "holdout_events", "holdout_users"}
+    assert report["split"]["boundary_timestamp"] > 1_600_000_000_000  # milliseconds, like the raw data
+    assert set(report["models"]) == {"popularity", "item2vec", "two_tower", "rerank"}
+    for metrics in report["models"].values():
+        assert set(metrics) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
+        assert all(0 <= v <= 1 for v in metrics.values())
+        assert metrics["recall@50"] >= metrics["recall@10"]
+    assert set(report["ranker"]) == {"roc_auc", "pr_auc"}
+    meta = _metadata(trained_home.trained, "model_evaluation")
+    assert [row.data["model"] for row in meta["metrics"].records] == list(report["models"])
+    assert meta["plot"].startswith("![evaluation](data:image/png;base64,")
+
+
+def test_recsys_evaluate_json_prints_the_latest(trained_home):
+    env = {**os.environ, "RECSYS_HOME": str(trained_home.path)}
+    out = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "evaluate", "--json"], env=env,
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == json.loads((trained_home.path / "evaluation" / "latest.json").read_text())
+
+
+def test_training_examples_hold_no_future_data(trained_home):
+    data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
+    for frame in (data.ranker_train, data.ranker_holdout):
+        for t, stamps in zip(frame["timestamp"], frame["user_rating_list_10_recent_asin_timestamp"]):
+            assert all(s < t for s in stamps)
+    # A user's count of earlier ratings never includes the event itself or later ones.
+    events = data.train.groupby("user_id")["timestamp"].apply(np.sort)
+    positives = data.ranker_train[data.ranker_train.label == 1].sample(200, random_state=0)
+    for user, t, count in zip(positives.user_id, positives.timestamp, positives.user_rating_cnt_90d):
+        assert count <= np.searchsorted(events[user], t, side="left")
+    assert (data.train.timestamp < data.boundary).all() and (data.holdout.timestamp >= data.boundary).all()
+    # negatives are never items the user interacted with
+    seen = set(zip(data.train.user_id, data.train.parent_asin)) | set(zip(data.holdout.user_id, data.holdout.parent_asin))
+    negatives = data.ranker_train[data.ranker_train.label == 0]
+    assert not any(pair in seen for pair in zip(negatives.user_id, negatives.parent_asin))
+
+
+def _evaluation_with(home, day: str, candidate: float, popularity: float) -> None:
+    path = home.path / "evaluation" / f"{day}.json"
+    report = json.loads(path.read_text())
+    report["models"]["rerank"]["ndcg@10"] = candidate
+    report["models"]["popularity"]["ndcg@10"] = popularity
+    path.write_text(json.dumps(report))
+
+
+def test_promotion_moves_champion_only_for_a_better_pipeline(trained_home):
+    day = str(trained_home.days[-1])
+    client = mlflow_store(trained_home.settings).client()
+    versions = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())["versions"]
+
+    _evaluation_with(trained_home, day, candidate=0.5, popularity=0.1)
+    meta = _metadata(trained_home.materialize([promotion], day), "promotion")
+    assert meta["promoted"] is True
+    for name in MODEL_NAMES:
+        assert str(champion(client, name).version) == versions[name]
+
+    _evaluation_with(trained_home, day, candidate=0.4, popularity=0.1)  # worse than the champion's 0.5
+    meta = _metadata(trained_home.materialize([promotion], day), "promotion")
+    assert meta["promoted"] is False and "champion" in meta["reason"]
+    assert str(champion(client, "two_tower").version) == versions["two_tower"]
+
+    _evaluation_with(trained_home, day, candidate=0.6, popularity=0.7)  # better than champion, not popularity
+    assert _metadata(trained_home.materialize([promotion], day), "promotion")["promoted"] is False
+
+
+def test_recsys_promote_rolls_back_to_a_version(trained_home):
+    env = {**os.environ, "RECSYS_HOME": str(trained_home.path)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "recsys_assets.cli", "promote", *args], env=env,  # noqa: E731
+                                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    out = run("--version", "1", "--model", "ranker")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(champion(mlflow_store(trained_home.settings).client(), "ranker").version) == "1"
+    assert run("--version", "999").returncode != 0  # no such version: nothing moves
+
+
+@pytest.mark.timeout(600)
+def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
+    """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
+    from recsys_assets.defs.models import _two_tower_inputs
+    from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.training import TrainConfig, fit
+    from recsys_assets.models.two_tower import TwoTower, in_batch_softmax_loss
+
+    data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
+    metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
+    catalogue = Catalogue.build(data.items, metadata, None)
+    inputs = _two_tower_inputs(data, catalogue)
+    build = lambda: TwoTower(len(data.users), len(catalogue.items), len(catalogue.categories), 2,  # noqa: E731
+                             catalogue.item_dense_width)
+    cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003)
+    local, local_history = fit(build, inputs, in_batch_softmax_loss, cfg)
+    distributed, ray_history = fit(build, inputs, in_batch_softmax_loss, cfg, executor="ray", workers=2,
+                                   storage=tmp_path)
+    assert ray_history.workers == 2 and len(ray_history.epoch_losses) == 4
+    assert ray_history.epoch_losses[-1] < ray_history.epoch_losses[0]  # it learned
+    scores = {name: evaluate(data, catalogue, Models(two_tower=model), EvaluationConfig(max_users=300))
+              for name, model in (("local", local), ("ray", distributed))}
+    local_recall = scores["local"]["models"]["two_tower"]["recall@50"]
+    ray_recall = scores["ray"]["models"]["two_tower"]["recall@50"]
+    assert ray_recall >= 0.8 * local_recall, (ray_recall, local_recall)
