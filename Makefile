@@ -63,6 +63,7 @@ dev: setup
 bench: setup
 	python bench/ingest.py
 	python bench/feature_store.py
+	python bench/training.py
 
 clean:
 	rm -rf $(RECSYS_HOME) dbt_project/target dbt_project/logs .pytest_cache

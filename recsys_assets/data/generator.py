@@ -40,9 +40,11 @@ class GeneratorConfig:
     seed: int = 42
     # Choice model weights: taste, popularity, similarity to the previous item.
     taste_weight: float = 5.0
-    popularity_weight: float = 0.6
+    # Popularity is a real but modest force: with 0.6 and 64 popular candidates per choice, global popularity
+    # alone scored NDCG@10 0.085 on the default data, far above what it scores on Amazon Reviews (~0.01).
+    popularity_weight: float = 0.3
     sequence_weight: float = 2.5
-    candidate_pool: tuple[int, int, int] = field(default=(64, 64, 64))  # popular, home genre, last item's genre
+    candidate_pool: tuple[int, int, int] = field(default=(32, 64, 64))  # popular, home genre, last item's genre
 
 
 def stable_id(prefix: str, kind: str, index: int, seed: int, length: int) -> str:

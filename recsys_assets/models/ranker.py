@@ -3,6 +3,10 @@
 user-id embedding; candidate item embedding; the last 10 items, each with its time-delta bucket embedding,
 through a GRU; an item-feature encoder over category, price, rating stats and the tag embedding; all
 concatenated -> MLP -> sigmoid, trained with BCE. One forward pass scores a batch of candidates.
+
+Beside the concatenation the MLP also gets three explicit matches of the candidate (with the GRU state, the
+user and the mean history item): an MLP learns such products slowly, and they are what tells apart
+candidates that all fit the user's taste, the rerank case.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class Ranker(nn.Module):
             nn.Linear(cfg.category_dim + item_dense_dim, cfg.hidden), nn.ReLU(),
             nn.Linear(cfg.hidden, cfg.item_encoder_dim),
         )
-        width = cfg.user_dim + item_dim + cfg.gru_hidden + cfg.item_encoder_dim + user_dense_dim
+        self.sequence_match = nn.Linear(cfg.gru_hidden, item_dim, bias=False)
+        self.user_match = nn.Linear(cfg.user_dim, item_dim, bias=False)
+        width = cfg.user_dim + item_dim + cfg.gru_hidden + cfg.item_encoder_dim + user_dense_dim + 3
         self.head = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 64), nn.ReLU(),
                                   nn.Linear(64, 1))
 
@@ -61,15 +67,20 @@ class Ranker(nn.Module):
         history = x[:, s["history"]].long()
         steps = torch.cat([self.item_emb(history), self.bucket_emb(x[:, s["buckets"]].long())], dim=2)
         _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
+        state = hidden[-1]
         item_features = torch.cat([self.category_emb(x[:, s["category"]].long().squeeze(1)), x[:, s["item_dense"]]],
                                   dim=1)
-        joined = torch.cat([
-            self.user_emb(x[:, s["user"]].long().squeeze(1)),
-            self.item_emb(x[:, s["item"]].long().squeeze(1)),
-            hidden[-1],
-            self.item_encoder(item_features),
-            x[:, s["user_dense"]],
+        user = self.user_emb(x[:, s["user"]].long().squeeze(1))
+        candidate = self.item_emb(x[:, s["item"]].long().squeeze(1))
+        filled = (history != PAD).sum(1, keepdim=True).clamp(min=1)
+        mean_history = self.item_emb(history).sum(1) / filled
+        matches = torch.stack([
+            (self.sequence_match(state) * candidate).sum(1),
+            (self.user_match(user) * candidate).sum(1),
+            (mean_history * candidate).sum(1),
         ], dim=1)
+        joined = torch.cat([user, candidate, state, self.item_encoder(item_features), x[:, s["user_dense"]], matches],
+                           dim=1)
         out = self.head(joined).squeeze(1)
         return out if logits else torch.sigmoid(out)
 
