@@ -36,7 +36,7 @@ def test_long_tails():
     item_counts = np.sort(np.array(list(Counter(reviews.column("parent_asin").to_pylist()).values())))[::-1]
     user_counts = np.sort(np.array(list(Counter(reviews.column("user_id").to_pylist()).values())))[::-1]
     # The top 10% of items get far more than 10% of reviews; activity is heavy-tailed too.
-    assert item_counts[: len(item_counts) // 10].sum() / item_counts.sum() > 0.3
+    assert item_counts[: len(item_counts) // 10].sum() / item_counts.sum() > 0.2
     assert user_counts[: len(user_counts) // 10].sum() / user_counts.sum() > 0.3
     assert user_counts.max() > 10 * np.median(user_counts)
 

@@ -74,8 +74,10 @@ def test_negatives_are_never_items_the_user_touched():
     negatives = sample_negatives(users, seen, weights, seed=3)
     assert not set(negatives[:500]) & seen["u"] and 1 not in set(negatives[500:])
     assert (negatives > 0).all()
-    with pytest.raises(ValueError):
-        sample_negatives(np.array(["w"]), {"w": set(range(1, 21))}, weights, seed=0, max_rounds=3)
+    # Nearly everything seen: the exact fallback finds the one item left; everything seen: no negative (0).
+    almost = sample_negatives(np.array(["w"] * 5), {"w": set(range(1, 20))}, weights, seed=0, rounds=1)
+    assert almost.tolist() == [20] * 5
+    assert sample_negatives(np.array(["w"]), {"w": set(range(1, 21))}, weights, seed=0).tolist() == [0]
 
 
 def test_time_delta_buckets():

@@ -97,18 +97,24 @@ def popularity(train: pd.DataFrame, items: Vocabulary) -> np.ndarray:
     return counts
 
 
-def sample_negatives(users: np.ndarray, seen: dict[int, set[int]], weights: np.ndarray, seed: int,
-                     max_rounds: int = 50) -> np.ndarray:
-    """One item index per row, drawn by `weights`, never an item the row's user interacted with."""
+def sample_negatives(users: np.ndarray, seen: dict[object, set[int]], weights: np.ndarray, seed: int,
+                     rounds: int = 20) -> np.ndarray:
+    """One item index per row, drawn by `weights`, never an item the row's user interacted with; PAD for a
+    user who interacted with every item that has weight (no negative exists)."""
     rng = np.random.default_rng(seed)
     p = weights / weights.sum()
-    result = np.zeros(len(users), dtype=np.int64)
+    result = np.full(len(users), PAD, dtype=np.int64)
     todo = np.arange(len(users))
-    for _ in range(max_rounds):
+    for _ in range(rounds):  # rejection sampling: fast when users saw a small share of the catalogue
         if not len(todo):
             return result
         draws = rng.choice(len(p), size=len(todo), p=p)
         ok = np.fromiter((d not in seen.get(u, ()) for u, d in zip(users[todo], draws)), dtype=bool, count=len(todo))
         result[todo[ok]] = draws[ok]
         todo = todo[~ok]
-    raise ValueError(f"{len(todo)} rows found no negative item: users who interacted with nearly everything")
+    support = np.flatnonzero(p > 0)
+    for row in todo:  # exact for the rest: draw among the items this user has not touched
+        allowed = np.setdiff1d(support, np.fromiter(seen.get(users[row], ()), dtype=np.int64))
+        if len(allowed):
+            result[row] = rng.choice(allowed, p=p[allowed] / p[allowed].sum())
+    return result

@@ -16,6 +16,7 @@ import pandas as pd
 
 from recsys_assets.models.data import (
     ITEM,
+    PAD,
     TIME,
     USER,
     Split,
@@ -84,9 +85,10 @@ def _with_negatives(positives: pd.DataFrame, events: pd.DataFrame, items: Vocabu
     for user, item in zip(events[USER].to_numpy(), items.index(events[ITEM].to_numpy())):
         seen.setdefault(user, set()).add(int(item))
     negatives = sample_negatives(users, seen, weights, seed)
+    found = negatives != PAD  # a user who touched every item has no negative
     pos = positives[[USER, ITEM, TIME]].assign(label=1.0)
-    neg = pd.DataFrame({USER: users, ITEM: [items.id_of(int(i)) for i in negatives],
-                        TIME: positives[TIME].to_numpy(), "label": 0.0})
+    neg = pd.DataFrame({USER: users[found], ITEM: [items.id_of(int(i)) for i in negatives[found]],
+                        TIME: positives[TIME].to_numpy()[found], "label": 0.0})
     return pd.concat([pos, neg], ignore_index=True).sort_values([TIME, USER, "label"], ignore_index=True)
 
 
