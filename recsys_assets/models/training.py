@@ -7,6 +7,7 @@ rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_A
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -105,7 +106,10 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):  # a running cluster (KubeRay under gcp): join it
+            ray.init(log_to_driver=False)
+        else:  # a local cluster just big enough for the workers
+            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
     try:
         trainer = TorchTrainer(
             _ray_worker,
