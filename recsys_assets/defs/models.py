@@ -143,7 +143,9 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
         mlflow.log_params({"model": "ranker", "day": context.partition_key, **asdict(cfg), **sizes,
                            **asdict(train_cfg), "executor": training.executor})
         started = time.perf_counter()
-        model, history = fit(lambda: Ranker(**sizes, cfg=cfg, item_init=item_init), inputs, bce_loss, train_cfg,
+        counts = popularity(data.train, catalogue.items)  # what negatives were drawn by
+        model, history = fit(lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
+                             inputs, bce_loss, train_cfg,
                              executor=training.executor, workers=training.ray_workers,
                              on_epoch=_log_epochs("train"))
         mlflow.log_metric("train_seconds", time.perf_counter() - started)

@@ -106,6 +106,6 @@ def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, data: Tra
         if column.startswith("parent_asin_rating_"):
             rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
     x = pack_ranker(rows, users, catalogue, np.full(len(rows), data.boundary, dtype=np.int64))
-    scores = score(ranker, x).reshape(n_users, depth)
+    scores = score(ranker, x, ranking=True).reshape(n_users, depth)
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(candidates, order, axis=1)

@@ -7,6 +7,11 @@ concatenated -> MLP -> sigmoid, trained with BCE. One forward pass scores a batc
 Beside the concatenation the MLP also gets three explicit matches of the candidate (with the GRU state, the
 user and the mean history item): an MLP learns such products slowly, and they are what tells apart
 candidates that all fit the user's taste, the rerank case.
+
+Negatives are drawn by popularity q(i), so the trained logit estimates log p(i|user) / q(i) (a density
+ratio), not log p(i|user): a tail item is rarely a negative and looks better than it is. Ranking therefore
+adds log q(i) back (`ranking_scores`), the same logQ correction the two-tower applies in training; the
+sigmoid output stays the calibrated "positive vs popularity negative" probability.
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ def ranker_layout(user_dense_dim: int, item_dense_dim: int) -> Layout:
 
 class Ranker(nn.Module):
     def __init__(self, n_users: int, n_items: int, n_categories: int, user_dense_dim: int, item_dense_dim: int,
-                 cfg: RankerConfig = RankerConfig(), item_init: np.ndarray | None = None):
+                 cfg: RankerConfig = RankerConfig(), item_init: np.ndarray | None = None,
+                 negative_sampling_counts: np.ndarray | None = None):
         super().__init__()
         self.cfg = cfg
+        counts = np.ones(n_items) if negative_sampling_counts is None else np.asarray(negative_sampling_counts, float)
+        q = np.maximum(counts, 0.5) / np.maximum(counts, 0.5).sum()  # unseen items: half a count
+        self.register_buffer("log_q", torch.from_numpy(np.log(q)).float())
         self.layout = ranker_layout(user_dense_dim, item_dense_dim)
         item_dim = item_init.shape[1] if item_init is not None else cfg.item_dim
         self.user_emb = nn.Embedding(n_users, cfg.user_dim)
@@ -85,12 +94,20 @@ class Ranker(nn.Module):
         return out if logits else torch.sigmoid(out)
 
 
+    def ranking_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(item | user) up to a constant per user: what orders one user's candidates."""
+        item = x[:, self.layout.slices()["item"]].long().squeeze(1)
+        return self(x, logits=True) + self.log_q[item]
+
+
 def bce_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(model(batch["x"], logits=True), batch["label"])
 
 
 @torch.no_grad()
-def score(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def score(model: nn.Module, x: np.ndarray, batch_size: int = 8192, ranking: bool = False) -> np.ndarray:
+    """Probabilities (default) or ranking scores for packed ranker rows, in batches."""
     model.eval()
-    out = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    fn = model.ranking_scores if ranking else model
+    out = [fn(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
