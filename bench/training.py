@@ -22,7 +22,7 @@ from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.defs.feature_store import online_features
 from recsys_assets.defs.features import dbt_features
 from recsys_assets.defs.ingest import raw_reviews
-from recsys_assets.defs.models import _two_tower_inputs
+from recsys_assets.defs.models import two_tower_inputs
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER
@@ -69,7 +69,7 @@ def main() -> None:
     epochs["item2vec"] = item2vec.epoch_seconds
     samples_per_s["item2vec_pairs"] = item2vec.pairs * args.epochs / sum(item2vec.epoch_seconds)
 
-    inputs = _two_tower_inputs(data, catalogue)
+    inputs = two_tower_inputs(data, catalogue)
     for backend in ("torchrec", "torch"):
         build = lambda: TwoTower(len(data.users), len(items), len(catalogue.categories), USER_DENSE_WIDTH,  # noqa: E731
                                  catalogue.item_dense_width, TwoTowerConfig(backend=backend))

@@ -141,7 +141,7 @@ def test_recsys_promote_rolls_back_to_a_version(trained_home):
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
-    from recsys_assets.defs.models import _two_tower_inputs
+    from recsys_assets.defs.models import two_tower_inputs
     from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
     from recsys_assets.models.features import Catalogue
     from recsys_assets.models.training import TrainConfig, fit
@@ -150,7 +150,7 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
     metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
     catalogue = Catalogue.build(data.items, metadata, None)
-    inputs = _two_tower_inputs(data, catalogue)
+    inputs = two_tower_inputs(data, catalogue)
     build = lambda: TwoTower(len(data.users), len(catalogue.items), len(catalogue.categories), 2,  # noqa: E731
                              catalogue.item_dense_width)
     cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003)

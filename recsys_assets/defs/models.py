@@ -89,7 +89,7 @@ def item2vec(context: AssetExecutionContext, training: TrainingResource, warehou
     return _result("item2vec", version, history, run.info.run_id, {"pairs": result.pairs})
 
 
-def _two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
+def two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
     positives = data.ranker_train[data.ranker_train["label"] == 1]
     items = catalogue.items
     item_index = items.index(positives[ITEM].to_numpy())
@@ -108,7 +108,7 @@ def _two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
               mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
-    inputs = _two_tower_inputs(data, catalogue)
+    inputs = two_tower_inputs(data, catalogue)
     cfg = TwoTowerConfig()
     sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
                  user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
