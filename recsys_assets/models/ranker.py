@@ -35,6 +35,9 @@ class RankerConfig:
     gru_hidden: int = 64
     item_encoder_dim: int = 32
     hidden: int = 128
+    # Keep item2vec's vectors as they are: fine-tuning them memorised per-item biases (on the default data the
+    # rerank NDCG@10 was 0.087 fine-tuned vs 0.093 frozen, same split).
+    freeze_item_embeddings: bool = True
 
 
 def ranker_layout(user_dense_dim: int, item_dense_dim: int) -> Layout:
@@ -58,6 +61,7 @@ class Ranker(nn.Module):
         if item_init is not None:
             with torch.no_grad():
                 self.item_emb.weight.copy_(torch.from_numpy(item_init))
+            self.item_emb.weight.requires_grad_(not cfg.freeze_item_embeddings)
         self.bucket_emb = nn.Embedding(N_DELTA_BUCKETS + 1, cfg.bucket_dim, padding_idx=0)
         self.category_emb = nn.Embedding(n_categories, cfg.category_dim)
         self.gru = nn.GRU(item_dim + cfg.bucket_dim, cfg.gru_hidden, batch_first=True)
