@@ -58,6 +58,13 @@ def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
             mlflow.set_tracking_uri(store.tracking_uri)
             info = mlflow.models.get_model_info(f"models:/{name}/{versions[0].version}")
         assert info.signature is not None and info.saved_input_example_info is not None
+    # The two-tower's item vectors for the index travel with its run: one unit row per catalogue item.
+    two_tower_run = next(r for r in runs if r.info.run_name.startswith("two_tower"))
+    folder = client.download_artifacts(two_tower_run.info.run_id, "two_tower_extras", str(trained_home.path / "dl"))
+    vectors = np.load(f"{folder}/item_vectors.npy")
+    items = json.loads(open(f"{folder}/items.json").read())
+    assert vectors.shape == (len(items), 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
 
 
 def test_evaluation_report_is_shaped_as_documented(trained_home):

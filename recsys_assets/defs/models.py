@@ -6,11 +6,12 @@ run's, and registers a new version. Downstream assets load that version from the
 """
 
 
-import time
 from dataclasses import asdict
+from datetime import date, timedelta
 
 import mlflow
 import numpy as np
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -24,17 +25,19 @@ from dagster import (
 from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import TrainingResource, WarehouseResource
+from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource, WarehouseResource
+from recsys_assets.feature_store.repository import day_start
+from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.defs.training_data import LATEST_DAY_AFTER_UPSTREAM
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
-from recsys_assets.models.registry import log_model
+from recsys_assets.models.registry import ITEM_VECTORS, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
-from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss
+from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
 MODEL_ASSET = dict(partitions_def=daily_partitions, group_name="models", kinds={"pytorch", "mlflow"},
                    automation_condition=LATEST_DAY_AFTER_UPSTREAM)
@@ -102,56 +105,67 @@ def two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
     }
 
 
+def _sizes(data: TrainingData, catalogue: Catalogue) -> dict:
+    return dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
+                user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
+
+
+def _train_and_register(context: AssetExecutionContext, training: TrainingResource, name: str, cfg, sizes: dict,
+                        build, inputs: dict, loss_fn, epochs: int, lr: float, example: np.ndarray,
+                        data: TrainingData, catalogue: Catalogue, exports=None) -> MaterializeResult:
+    """Train through the shared loop in a nested MLflow run, register the model (with what `exports(model)`
+    adds to its artifacts), describe it in metadata."""
+    train_cfg = training.train_config(epochs, lr=lr)
+    with mlflow.start_run(run_name=f"{name}-{context.partition_key}", nested=True) as run:
+        mlflow.log_params({"model": name, "day": context.partition_key, **asdict(cfg), **sizes,
+                           **asdict(train_cfg), "executor": training.executor})
+        model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
+                             workers=training.ray_workers, on_epoch=_log_epochs("train"))
+        artifacts = {"users.json": data.users.ids, "items.json": catalogue.items.ids,
+                     "categories.json": catalogue.categories.ids, **(exports(model) if exports else {})}
+        version = log_model(name, model, example, artifacts)
+    return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})
+
+
+def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, partition_key: str) -> np.ndarray:
+    """Item-tower vectors of every item (row i = items.json[i]) with the stats as of the end of the day:
+    what the ANN index serves."""
+    end_ms = int(day_start(date.fromisoformat(partition_key) + timedelta(days=1)).timestamp() * 1000)
+    stats = point_in_time_features(store, pd.DataFrame({ITEM: catalogue.items.ids, TIME: end_ms}))
+    return encode(model.item_vectors, pack_items(np.arange(1, len(catalogue.items)), stats, catalogue))
+
+
 @asset(deps=["training_dataset", "tag_embeddings"], code_version="1",
-       description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; item-tower "
-                   "vectors exported with the model.", **MODEL_ASSET)
+       description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; the item tower's "
+                   "vectors (stats as of the day's end) are exported with the model for the index.", **MODEL_ASSET)
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
-              mlflow_tracking: Tracking):
+              feature_store: FeatureStoreResource, mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
     inputs = two_tower_inputs(data, catalogue)
-    cfg = TwoTowerConfig()
-    sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
-                 user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
-    train_cfg = training.train_config(training.two_tower_epochs, lr=0.003)
-    with mlflow.start_run(run_name=f"two_tower-{context.partition_key}", nested=True) as run:
-        mlflow.log_params({"model": "two_tower", "day": context.partition_key, **asdict(cfg), **sizes,
-                           **asdict(train_cfg), "executor": training.executor})
-        model, history = fit(lambda: TwoTower(**sizes, cfg=cfg), inputs, in_batch_softmax_loss, train_cfg,
-                             executor=training.executor, workers=training.ray_workers,
-                             on_epoch=_log_epochs("train"))
-        version = log_model("two_tower", model, inputs["user_x"][:5],
-                            {"users.json": data.users.ids, "items.json": catalogue.items.ids,
-                             "categories.json": catalogue.categories.ids})
-    return _result("two_tower", version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})
+    cfg, sizes = TwoTowerConfig(), _sizes(data, catalogue)
+    store = feature_store.repository().store
+    return _train_and_register(
+        context, training, "two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), inputs,
+        in_batch_softmax_loss, training.two_tower_epochs, 0.003, inputs["user_x"][:5], data, catalogue,
+        exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)})
 
 
 @asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="1",
        description="tt7 ranker: user id, candidate, GRU over the last 10 items with time-delta buckets, item "
-                   "feature encoder -> MLP -> sigmoid; item embeddings initialised from item2vec.", **MODEL_ASSET)
+                   "feature encoder -> MLP -> sigmoid; item embeddings from item2vec.", **MODEL_ASSET)
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
            mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
     frame = data.ranker_train
     x = pack_ranker(frame, data.users, catalogue, frame[TIME].to_numpy())
-    inputs = {"x": x, "label": frame["label"].to_numpy(np.float32)}
     item_init = _item2vec_embeddings(context)
-    cfg = RankerConfig()
-    sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
-                 user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
-    train_cfg = training.train_config(training.ranker_epochs, lr=0.002)
-    with mlflow.start_run(run_name=f"ranker-{context.partition_key}", nested=True) as run:
-        mlflow.log_params({"model": "ranker", "day": context.partition_key, **asdict(cfg), **sizes,
-                           **asdict(train_cfg), "executor": training.executor})
-        started = time.perf_counter()
-        counts = popularity(data.train, catalogue.items)  # what negatives were drawn by
-        model, history = fit(lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
-                             inputs, bce_loss, train_cfg,
-                             executor=training.executor, workers=training.ray_workers,
-                             on_epoch=_log_epochs("train"))
-        mlflow.log_metric("train_seconds", time.perf_counter() - started)
-        version = log_model("ranker", model, x[:5], {"users.json": data.users.ids, "items.json": catalogue.items.ids,
-                                                     "categories.json": catalogue.categories.ids})
-    return _result("ranker", version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})
+    counts = popularity(data.train, catalogue.items)  # what the negatives were drawn by
+    cfg, sizes = RankerConfig(), _sizes(data, catalogue)
+    return _train_and_register(
+        context, training, "ranker", cfg, sizes,
+        lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
+        {"x": x, "label": frame["label"].to_numpy(np.float32)}, bce_loss, training.ranker_epochs, 0.002, x[:5],
+        data, catalogue)
 
 
 def _item2vec_embeddings(context: AssetExecutionContext) -> np.ndarray:

@@ -20,6 +20,7 @@ from mlflow.models import infer_signature
 from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
 
 CHAMPION = "champion"
+ITEM_VECTORS = "item_vectors.npy"  # two_tower: one row per entry of items.json, for the ANN index
 
 
 @dataclass(frozen=True)
