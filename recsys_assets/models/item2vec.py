@@ -7,7 +7,6 @@ item-to-item neighbours and initialise the ranker's item embeddings.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from recsys_assets.models.data import PAD
+from recsys_assets.models.training import TrainConfig, train_loop
 
 
 @dataclass
@@ -68,37 +68,33 @@ def skipgram_pairs(sequences: list[np.ndarray], window: int) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
+@dataclass
+class NegativeSamplingLoss:
+    """Skip-gram loss with `negatives` noise items per pair drawn from `noise` (freq^0.75)."""
+
+    noise: torch.Tensor
+    negatives: int
+
+    def __call__(self, model: SkipGram, batch: dict) -> torch.Tensor:
+        centers = batch["center"]
+        noise = torch.multinomial(self.noise, len(centers) * self.negatives, replacement=True).view(len(centers), -1)
+        return model(centers, batch["context"], noise)
+
+
 def train_item2vec(sequences: list[np.ndarray], n_items: int, cfg: Item2VecConfig = Item2VecConfig(),
                    on_epoch=None) -> Item2VecResult:
+    """Skip-gram through the shared training loop (shuffled pair batches, Adam)."""
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    pairs = skipgram_pairs(sequences, cfg.window)
+    pairs = skipgram_pairs(sequences, cfg.window).astype(np.int64)
     counts = np.bincount(np.concatenate(sequences) if sequences else np.zeros(0, np.int64), minlength=n_items)
     noise = counts.astype(np.float64) ** 0.75
     noise[PAD] = 0
     noise = torch.tensor(noise / noise.sum() if noise.sum() else np.ones(n_items) / n_items)
     model = SkipGram(n_items, cfg.dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    result = Item2VecResult(embeddings=np.zeros((n_items, cfg.dim), np.float32), pairs=len(pairs))
-    tensor_pairs = torch.from_numpy(pairs.astype(np.int64))
-    for epoch in range(cfg.epochs):
-        started = time.perf_counter()
-        order = torch.from_numpy(rng.permutation(len(pairs)))
-        total, batches = 0.0, 0
-        for start in range(0, len(pairs), cfg.batch_size):
-            batch = tensor_pairs[order[start:start + cfg.batch_size]]
-            negatives = torch.multinomial(noise, len(batch) * cfg.negatives, replacement=True).view(len(batch), -1)
-            loss = model(batch[:, 0], batch[:, 1], negatives)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-        result.epoch_losses.append(total / max(batches, 1))
-        result.epoch_seconds.append(time.perf_counter() - started)
-        if on_epoch:
-            on_epoch(epoch, {"item2vec_loss": result.epoch_losses[-1]})
-    result.embeddings = model.normalized().numpy()
-    return result
+    history = train_loop(model, {"center": pairs[:, 0], "context": pairs[:, 1]},
+                         NegativeSamplingLoss(noise, cfg.negatives),
+                         TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed), on_epoch)
+    return Item2VecResult(model.normalized().numpy(), history.epoch_losses, history.epoch_seconds, len(pairs))
 
 
 class Item2VecModel(nn.Module):
