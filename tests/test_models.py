@@ -171,3 +171,23 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     local_recall = scores["local"]["models"]["two_tower"]["recall@50"]
     ray_recall = scores["ray"]["models"]["two_tower"]["recall@50"]
     assert ray_recall >= 0.8 * local_recall, (ray_recall, local_recall)
+
+
+def test_rerank_fuses_ranker_and_retriever_scores(trained_home):
+    """Rerank order = both models' log p(item|user) averaged: all weight on the retriever gives exactly the
+    two-tower's list; no weight on it gives the ranker's own order, which is a different list."""
+    from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.tags import load_tag_embeddings
+
+    mlflow.set_tracking_uri(mlflow_store(trained_home.settings).tracking_uri)
+    data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
+    metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
+    tags = load_tag_embeddings(trained_home.path / "tags" / str(trained_home.days[-1]))
+    catalogue = Catalogue.build(data.items, metadata, tags)
+    models = Models(two_tower=mlflow.pytorch.load_model("models:/two_tower/1"),
+                    ranker=mlflow.pytorch.load_model("models:/ranker/1"))
+    report = {w: evaluate(data, catalogue, models, EvaluationConfig(max_users=300, retrieval_weight=w))["models"]
+              for w in (1.0, 0.0)}
+    assert report[1.0]["rerank"] == report[1.0]["two_tower"]
+    assert report[0.0]["rerank"] != report[0.0]["two_tower"]

@@ -1,7 +1,8 @@
 """Offline evaluation on the temporal holdout, every model beside popularity, one protocol (`metrics.py`).
 
 Users are evaluated as of the split boundary: their features, last item and history are what was known
-when the holdout began. Rerank = the ranker re-orders the two-tower's top `rerank_depth` candidates.
+when the holdout began. Rerank = the two-tower's top `rerank_depth` candidates re-ordered by the ranker fused with the retriever's
+score (`ranker.rerank_scores`), exactly as served.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, ranking_report, top_k
-from recsys_assets.models.ranker import score
+from recsys_assets.models.ranker import rerank_scores, score
 from recsys_assets.models.two_tower import encode
 
 K_MAX = 50
@@ -26,6 +27,7 @@ K_MAX = 50
 class EvaluationConfig:
     max_users: int = 5000  # a fixed sample of holdout users keeps evaluation time bounded
     rerank_depth: int = 100
+    retrieval_weight: float = 0.5  # the retriever's share of the rerank score (`ranker.rerank_scores`)
     seed: int = 0
 
 
@@ -81,7 +83,9 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
 
         if models.ranker is not None:
             results["rerank"] = ranking_report(
-                _rerank(models.ranker, at_boundary, retrieved[:, :cfg.rerank_depth], data, users_vocab, catalogue),
+                _rerank(models.ranker, at_boundary, retrieved[:, :cfg.rerank_depth],
+                        np.take_along_axis(scores, retrieved[:, :cfg.rerank_depth], axis=1)
+                        / models.two_tower.cfg.temperature, data, users_vocab, catalogue, cfg.retrieval_weight),
                 relevant, n_items - 1)
 
     report = {"split": {k: data.summary[k] for k in
@@ -94,9 +98,10 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     return report
 
 
-def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, data: TrainingData, users: Vocabulary,
-            catalogue: Catalogue) -> np.ndarray:
-    """Score each user's candidates with the ranker (user features as of the boundary) and re-sort."""
+def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, retrieval_logits: np.ndarray,
+            data: TrainingData, users: Vocabulary, catalogue: Catalogue, retrieval_weight: float) -> np.ndarray:
+    """Score each user's candidates with the ranker (user features as of the boundary), fuse with the
+    retriever's logits and re-sort."""
     items = catalogue.items
     n_users, depth = candidates.shape
     rows = at_boundary.loc[at_boundary.index.repeat(depth)].reset_index(drop=True)
@@ -106,6 +111,7 @@ def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, data: Tra
         if column.startswith("parent_asin_rating_"):
             rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
     x = pack_ranker(rows, users, catalogue, np.full(len(rows), data.boundary, dtype=np.int64))
-    scores = score(ranker, x, ranking=True).reshape(n_users, depth)
+    scores = rerank_scores(score(ranker, x, ranking=True).reshape(n_users, depth), retrieval_logits,
+                           retrieval_weight)
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(candidates, order, axis=1)
