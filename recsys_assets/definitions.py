@@ -2,7 +2,18 @@
 
 from dagster import Definitions
 
-from recsys_assets.defs import evaluation, feature_store, features, ingest, models, tags, training_data
+from recsys_assets.defs import (
+    candidates,
+    evaluation,
+    feature_store,
+    features,
+    index,
+    ingest,
+    models,
+    serving,
+    tags,
+    training_data,
+)
 from recsys_assets.defs.resources import EXECUTOR_BY_ENV, resources_for
 from recsys_assets.defs.sensors import automation_sensor, landing_sensor
 from recsys_assets.settings import get_settings
@@ -24,8 +35,18 @@ defs = Definitions(
         models.ranker,
         evaluation.model_evaluation,
         evaluation.promotion,
+        index.two_tower_index,
+        index.item2vec_index,
+        index.tag_index,
+        candidates.popular_items,
+        candidates.i2i_candidates,
+        candidates.u2i_candidates,
+        candidates.user_sequences,
+        candidates.item_catalog,
+        serving.serving_release,
     ],
-    sensors=[landing_sensor, automation_sensor],
+    jobs=[serving.serving_refresh_job],
+    sensors=[landing_sensor, automation_sensor, serving.champion_sensor],
     resources=resources_for(settings),
     executor=EXECUTOR_BY_ENV[settings.env],
 )

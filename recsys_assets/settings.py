@@ -51,6 +51,35 @@ class Settings:
         return os.environ.get("RECSYS_REDIS_URL")
 
     @property
+    def qdrant_dir(self) -> Path:
+        return self.home / "qdrant"
+
+    @property
+    def qdrant_url(self) -> str | None:
+        """A Qdrant server (RECSYS_QDRANT_URL; the cluster's service under gcp); None: local mode in qdrant_dir."""
+        return os.environ.get("RECSYS_QDRANT_URL") or ("http://qdrant:6333" if self.env == "gcp" else None)
+
+    @property
+    def serving_store(self) -> str:
+        """Where precomputed candidates and the release live: sqlite (default locally) or redis."""
+        default = "redis" if self.env == "gcp" or self.online_store == "redis" else "sqlite"
+        return os.environ.get("RECSYS_SERVING_STORE", default).strip().lower()
+
+    @property
+    def serving_db_path(self) -> Path:
+        return self.home / "serving" / "serving.sqlite"
+
+    @property
+    def events_dir(self) -> Path:
+        """Interactions received by the API, one JSON-lines file per day, until they are landed."""
+        return self.home / "events"
+
+    @property
+    def mlflow_uri(self) -> str | None:
+        """An MLflow server (RECSYS_MLFLOW_URI; the cluster's under gcp); None: SQLite under RECSYS_HOME/mlflow."""
+        return os.environ.get("RECSYS_MLFLOW_URI") or ("http://mlflow:5000" if self.env == "gcp" else None)
+
+    @property
     def dataset_file(self) -> Path:
         return self.home / DATASET_FILE
 

@@ -121,8 +121,7 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                            **asdict(train_cfg), "executor": training.executor})
         model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
                              workers=training.ray_workers, on_epoch=_log_epochs("train"))
-        artifacts = {"users.json": data.users.ids, "items.json": catalogue.items.ids,
-                     "categories.json": catalogue.categories.ids, **(exports(model) if exports else {})}
+        artifacts = {"users.json": data.users.ids, **catalogue.artifacts(), **(exports(model) if exports else {})}
         version = log_model(name, model, example, artifacts)
     return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})
 

@@ -18,6 +18,8 @@ from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
+from recsys_assets.serving_data.index import VectorIndex
+from recsys_assets.serving_data.kv import KeyValueStore, RedisKV, SQLiteKV
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
 
@@ -134,11 +136,41 @@ def mlflow_tracking(context):
     tracker.cleanup_on_error()
 
 
+class ServingResource(ConfigurableResource):
+    """What the serving app reads: the key-value store of candidates and releases (SQLite file, or Redis
+    when redis_url is set), the Qdrant index (local folder, or a server URL) and the model registry."""
+
+    sqlite_path: str
+    redis_url: str | None = None
+    qdrant_path: str | None = None
+    qdrant_url: str | None = None
+    mlflow_uri: str | None = None  # None: SQLite under mlflow_dir
+    mlflow_dir: str | None = None
+
+    def kv(self) -> KeyValueStore:
+        return RedisKV(self.redis_url) if self.redis_url else SQLiteKV(Path(self.sqlite_path))
+
+    def index(self) -> VectorIndex:
+        if self.qdrant_url:
+            return VectorIndex(url=self.qdrant_url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY"))
+        return VectorIndex(path=Path(self.qdrant_path))
+
+    def registry(self) -> MlflowStore:
+        return MlflowStore(self.mlflow_uri) if self.mlflow_uri else MlflowStore.local(Path(self.mlflow_dir))
+
+
+def _serving(settings: Settings) -> ServingResource:
+    redis = settings.serving_store == "redis"
+    return ServingResource(
+        sqlite_path=str(settings.serving_db_path),
+        redis_url=(settings.redis_url or "redis-master:6379") if redis else None,
+        qdrant_path=str(settings.qdrant_dir), qdrant_url=settings.qdrant_url,
+        mlflow_uri=settings.mlflow_uri, mlflow_dir=str(settings.home / "mlflow"),
+    )
+
+
 def mlflow_store(settings: Settings) -> MlflowStore:
-    """The tracking store of this environment: SQLite + local artifacts, or the MLflow server under gcp."""
-    if settings.env == "gcp":
-        return MlflowStore(os.environ.get("RECSYS_MLFLOW_URI", "http://mlflow:5000"))
-    return MlflowStore.local(settings.home / "mlflow")
+    return MlflowStore.for_settings(settings)
 
 
 def _training(settings: Settings) -> TrainingResource:
@@ -169,6 +201,7 @@ def _local_resources(settings: Settings) -> dict:
         ),
         "training": _training(settings),
         "mlflow_tracking": _mlflow(settings),
+        "serving": _serving(settings),
     }
 
 
@@ -198,6 +231,7 @@ def _gcp_resources(settings: Settings) -> dict:
         ),
         "training": _training(settings),
         "mlflow_tracking": _mlflow(settings),
+        "serving": _serving(settings),
         "bigquery": BigQueryResource(project=project, location=location),
         "gcs": GCSResource(project=project),
     }

@@ -7,7 +7,9 @@ evaluation and serving all build inputs here. Id columns hold vocabulary indices
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,6 +124,20 @@ class Catalogue:
         else:
             table = np.zeros((len(items), 0), dtype=np.float32)
         return cls(items, categories, category_index, log_price, table)
+
+    def artifacts(self) -> dict[str, object]:
+        """What `from_artifacts` needs, as files logged beside a model (serving rebuilds the catalogue)."""
+        return {"items.json": self.items.ids, "categories.json": self.categories.ids,
+                "category_index.npy": self.category_index, "log_price.npy": self.log_price,
+                "tag_embedding.npy": self.tag_embedding}
+
+    @classmethod
+    def from_artifacts(cls, folder: Path) -> Catalogue:
+        folder = Path(folder)
+        return cls(Vocabulary(json.loads((folder / "items.json").read_text())),
+                   Vocabulary(json.loads((folder / "categories.json").read_text())),
+                   np.load(folder / "category_index.npy"), np.load(folder / "log_price.npy"),
+                   np.load(folder / "tag_embedding.npy"))
 
     @property
     def tag_dim(self) -> int:

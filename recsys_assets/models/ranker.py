@@ -104,11 +104,15 @@ class Ranker(nn.Module):
         out = self.head(joined).squeeze(1)
         return out if logits else torch.sigmoid(out)
 
-
     def ranking_scores(self, x: torch.Tensor) -> torch.Tensor:
         """log p(item | user) up to a constant per user: what orders one user's candidates."""
+        return self.probability_and_ranking(x)[1]
+
+    def probability_and_ranking(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The calibrated probability and the ranking score, from one forward pass."""
+        logits = self(x, logits=True)
         item = x[:, self.layout.slices()["item"]].long().squeeze(1)
-        return self(x, logits=True) + self.log_q[item]
+        return torch.sigmoid(logits), logits + self.log_q[item]
 
 
 def rerank_scores(ranker_scores: np.ndarray, retrieval_logits: np.ndarray, retrieval_weight: float = 0.5

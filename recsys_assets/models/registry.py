@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
+from recsys_assets.settings import Settings
 
 CHAMPION = "champion"
 ITEM_VECTORS = "item_vectors.npy"  # two_tower: one row per entry of items.json, for the ANN index
@@ -33,6 +34,11 @@ class MlflowStore:
     def local(cls, folder: Path) -> MlflowStore:
         folder.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{folder.resolve() / 'mlflow.db'}", artifact_location=(folder / "artifacts").resolve().as_uri())
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MlflowStore:
+        """SQLite + local artifacts under RECSYS_HOME/mlflow, or the MLflow server of settings.mlflow_uri."""
+        return cls(settings.mlflow_uri) if settings.mlflow_uri else cls.local(settings.home / "mlflow")
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -58,7 +64,7 @@ def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts:
                 np.save(path, content)
             else:
                 path.write_text(json.dumps(content))
-            mlflow.log_artifact(str(path), artifact_path=f"{name}_extras")
+            mlflow.log_artifact(str(path), artifact_path=extras_dir(name))
     # Pickled, not MLflow 3's default torch.export graph: evaluation and serving call the towers' own
     # methods (user_vectors, item_vectors), which a traced graph of forward() would drop.
     info = mlflow.pytorch.log_model(
@@ -66,6 +72,26 @@ def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts:
         registered_model_name=name, serialization_format="pickle",
     )
     return str(info.registered_model_version)
+
+
+def extras_dir(name: str) -> str:
+    return f"{name}_extras"
+
+
+def load_extras(store: MlflowStore, name: str, version: str) -> Path:
+    """The local folder of the artifacts logged beside a registered version (vocabularies, vectors)."""
+    run_id = store.client().get_model_version(name, str(version)).run_id
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=extras_dir(name),
+                                                    tracking_uri=store.tracking_uri))
+
+
+def load_version(store: MlflowStore, name: str, version: str) -> tuple[torch.nn.Module, Path]:
+    """A registered version's model and its artifacts folder."""
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    model.eval()
+    return model, load_extras(store, name, version)
 
 
 def champion(client: MlflowClient, name: str):

@@ -1,0 +1,126 @@
+"""Precomputed candidate assets: popular items, i2i and u2i neighbours, users' last items, the catalogue.
+
+Each writes a new version of its kind to the serving store (SQLite locally, Redis when configured) and
+records the version in its metadata; `serving_release` publishes the versions together.
+"""
+
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
+
+from recsys_assets.defs.index import SERVING_ASSET, champion_version
+from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.feature_store.retrieval import point_in_time_features
+from recsys_assets.models.bundles import Retriever
+from recsys_assets.models.data import ITEM, TIME, USER
+from recsys_assets.models.registry import load_version
+from recsys_assets.serving_data.candidates import (
+    I2I,
+    ITEM as ITEM_KIND,
+    POPULAR,
+    POPULAR_KEY,
+    SEQUENCE,
+    U2I,
+    CandidateStore,
+    catalogue_rows,
+    item_neighbours,
+    last_items,
+)
+from recsys_assets.serving_data.candidates import (
+    popular_items as most_popular,
+    user_top_items,
+)
+
+TOP_K = 100
+ACTIVE_USER_DAYS = 30  # u2i is precomputed for users with an event in the last 30 days of the window
+
+
+def _day_end_ms(partition_key: str) -> int:
+    end = datetime.combine(date.fromisoformat(partition_key) + timedelta(days=1), datetime.min.time(),
+                           tzinfo=timezone.utc)
+    return int(end.timestamp() * 1000)
+
+
+def _window_events(context: AssetExecutionContext, warehouse: WarehouseResource,
+                   training: TrainingResource) -> pd.DataFrame:
+    """Real reviews up to the day (the training window): never sampled negatives."""
+    day = date.fromisoformat(context.partition_key)
+    first = day - timedelta(days=training.window_days - 1) if training.window_days > 0 else None
+    return warehouse.warehouse().read_reviews(first, day).to_pandas()[[USER, ITEM, "rating", TIME]]
+
+
+def _spec(asset_name: str) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec("written", asset=asset_name, blocking=True,
+                           description="the version holds one entry per expected key")]
+
+
+def _write(context: AssetExecutionContext, serving: ServingResource, kind: str, version: str, rows,
+           expected: int, extra: dict | None = None) -> MaterializeResult:
+    store = CandidateStore(serving.kv())
+    written = store.write(kind, version, rows)
+    return MaterializeResult(
+        metadata={"kind": kind, "version": version, "entries": written, **(extra or {})},
+        check_results=[AssetCheckResult(check_name="written", passed=written == expected and written > 0,
+                                        metadata={"entries": written, "expected": expected})])
+
+
+@asset(deps=["raw_reviews"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("popular_items"),
+       description="The 100 most reviewed items of the window, from real reviews only.", **SERVING_ASSET)
+def popular_items(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                  training: TrainingResource) -> MaterializeResult:
+    top = most_popular(_window_events(context, warehouse, training), TOP_K)
+    return _write(context, serving, POPULAR, context.partition_key, [(POPULAR_KEY, top)], 1, {"items": len(top)})
+
+
+@asset(deps=["promotion"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),
+       description="Each item's 100 nearest items by the champion item2vec (cosine).", **SERVING_ASSET)
+def i2i_candidates(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    registry = serving.registry()
+    version = champion_version(registry, "item2vec")
+    model, folder = load_version(registry, "item2vec", version)
+    ids = json.loads((folder / "items.json").read_text())
+    vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]
+    return _write(context, serving, I2I, f"{context.partition_key}_v{version}", item_neighbours(ids, vectors, TOP_K),
+                  len(ids), {"model_version": version})
+
+
+@asset(deps=["promotion", "online_features"], code_version="1", kinds={"sqlite", "redis"},
+       check_specs=_spec("u2i_candidates"),
+       description="The champion two-tower's top 100 unseen items for each user active in the window's last "
+                   "30 days, user features as of the day's end.", **SERVING_ASSET)
+def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                   training: TrainingResource, feature_store: FeatureStoreResource) -> MaterializeResult:
+    registry = serving.registry()
+    version = champion_version(registry, "two_tower")
+    retriever = Retriever.load(registry, version)
+    events = _window_events(context, warehouse, training)
+    end_ms = _day_end_ms(context.partition_key)
+    active = sorted(events.loc[events[TIME] >= end_ms - ACTIVE_USER_DAYS * 86_400_000, USER].unique())
+    users = point_in_time_features(feature_store.repository().store, pd.DataFrame({USER: active, TIME: end_ms}))
+    vectors = retriever.user_vectors(users, np.full(len(users), end_ms))
+    seen = events[events[USER].isin(set(active))].groupby(USER)[ITEM].apply(set).to_dict()
+    rows = user_top_items(users[USER].tolist(), vectors, retriever.catalogue.items.ids, retriever.item_vectors,
+                          seen, TOP_K)
+    return _write(context, serving, U2I, f"{context.partition_key}_v{version}", rows, len(active),
+                  {"model_version": version, "active_users": len(active)})
+
+
+@asset(deps=["raw_reviews"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("user_sequences"),
+       description="Each user's last 10 items with their timestamps (ms), oldest first.", **SERVING_ASSET)
+def user_sequences(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                   training: TrainingResource) -> MaterializeResult:
+    events = _window_events(context, warehouse, training)
+    return _write(context, serving, SEQUENCE, context.partition_key, last_items(events), events[USER].nunique())
+
+
+@asset(deps=["item_metadata"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("item_catalog"),
+       description="What a product card shows per item: title, category, price, image url.", **SERVING_ASSET)
+def item_catalog(context: AssetExecutionContext, serving: ServingResource,
+                 warehouse: WarehouseResource) -> MaterializeResult:
+    metadata = warehouse.warehouse().read_items().to_pandas()
+    return _write(context, serving, ITEM_KIND, context.partition_key, catalogue_rows(metadata),
+                  metadata["parent_asin"].nunique())

@@ -1,0 +1,97 @@
+"""Vector index assets: the champion two-tower's item vectors, item2vec vectors and tag embeddings, each a
+new versioned Qdrant collection per build; the alias moves only after the collection passes its check.
+"""
+
+
+import json
+
+import numpy as np
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from recsys_assets.defs.partitions import daily_partitions
+from recsys_assets.defs.resources import ServingResource, TrainingResource
+from recsys_assets.defs.training_data import LATEST_DAY_AFTER_UPSTREAM
+from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
+from recsys_assets.models.tags import load_tag_embeddings
+from recsys_assets.serving_data.index import VectorIndex
+
+INDEX_ALIASES = {"two_tower_index": "two_tower_items", "item2vec_index": "item2vec_items",
+                 "tag_index": "tag_embeddings"}
+SERVING_ASSET = dict(partitions_def=daily_partitions, group_name="serving",
+                     automation_condition=LATEST_DAY_AFTER_UPSTREAM)
+
+
+def champion_version(registry: MlflowStore, name: str) -> str:
+    found = champion(registry.client(), name)
+    if found is None:
+        raise Failure(f"no champion version of {name} yet: the promotion gate has not passed a model")
+    return str(found.version)
+
+
+def _check_spec(asset_name: str) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec("collection_ready", asset=asset_name, blocking=True,
+                           description="count equals the vectors built, sampled items find themselves nearest; "
+                                       "the alias moves only when this passes")]
+
+
+def publish_collection(context: AssetExecutionContext, index: VectorIndex, alias: str, version: str,
+                       ids: list[str], vectors: np.ndarray, extra: dict) -> MaterializeResult:
+    """Build a new collection, check it, and only then point the alias at it (the old one stays)."""
+    collection = index.build(alias, version, ids, vectors)
+    check = index.check(collection, ids, vectors)
+    previous = index.point_alias(alias, collection) if check.passed else index.resolve(alias)
+    retired = index.retire(alias, keep={previous} if previous else set()) if check.passed else []
+    context.log.info(f"{alias}: {collection} " + ("now behind the alias" if check.passed else
+                                                  f"failed its check {check.as_dict()}; alias stays on {previous}"))
+    return MaterializeResult(
+        metadata={"collection": collection, "alias": alias, "alias_moved": check.passed,
+                  "previous_collection": previous or "", "retired": MetadataValue.json(retired),
+                  "points": len(ids), "dimensions": int(vectors.shape[1]), **extra},
+        check_results=[AssetCheckResult(check_name="collection_ready", passed=check.passed,
+                                        metadata={k: v for k, v in check.as_dict().items()})])
+
+
+@asset(deps=["promotion"], code_version="1", kinds={"qdrant"}, check_specs=_check_spec("two_tower_index"),
+       description="The champion two-tower's item-tower vectors (item stats as of its day's end) as a new "
+                   "Qdrant collection behind alias `two_tower_items`.", **SERVING_ASSET)
+def two_tower_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    version = champion_version(serving.registry(), "two_tower")
+    folder = load_extras(serving.registry(), "two_tower", version)
+    ids = json.loads((folder / "items.json").read_text())
+    vectors = np.load(folder / "item_vectors.npy")
+    return publish_collection(context, serving.index(), INDEX_ALIASES["two_tower_index"],
+                              f"{context.partition_key}_v{version}", ids, vectors, {"model_version": version})
+
+
+@asset(deps=["promotion"], code_version="1", kinds={"qdrant"}, check_specs=_check_spec("item2vec_index"),
+       description="The champion item2vec's item vectors as a new Qdrant collection behind alias "
+                   "`item2vec_items`.", **SERVING_ASSET)
+def item2vec_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    version = champion_version(serving.registry(), "item2vec")
+    model, folder = load_version(serving.registry(), "item2vec", version)
+    ids = json.loads((folder / "items.json").read_text())
+    vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]  # row 0 is padding
+    return publish_collection(context, serving.index(), INDEX_ALIASES["item2vec_index"],
+                              f"{context.partition_key}_v{version}", ids, vectors, {"model_version": version})
+
+
+@asset(deps=["tag_embeddings"], code_version="1", kinds={"qdrant"}, check_specs=_check_spec("tag_index"),
+       description="The day's 384-d tag embeddings as a new Qdrant collection behind alias `tag_embeddings`.",
+       **SERVING_ASSET)
+def tag_index(context: AssetExecutionContext, serving: ServingResource,
+              training: TrainingResource) -> MaterializeResult:
+    tags = load_tag_embeddings(training.tags_dir(context.partition_key))
+    if tags is None or tags.empty:
+        raise Failure(f"no tag embeddings for {context.partition_key}: materialize tag_embeddings first")
+    tags = tags.drop_duplicates("parent_asin").sort_values("parent_asin")
+    vectors = np.stack(tags["tag_embedding"].to_numpy()).astype(np.float32)
+    return publish_collection(context, serving.index(), INDEX_ALIASES["tag_index"], context.partition_key,
+                              tags["parent_asin"].tolist(), vectors, {})

@@ -1,0 +1,106 @@
+"""The release that tells serving to move: champion model versions, index collections and candidate
+versions, published together once all of them exist and passed their checks. Replicas poll it and switch.
+
+`champion_sensor` covers a champion moved outside a run (`recsys promote --version N`, a rollback): it
+requests the serving assets of the newest day again, so the index and u2i follow the new champion.
+"""
+
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    AssetSelection,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    asset,
+    define_asset_job,
+    sensor,
+)
+
+from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, champion_version
+from recsys_assets.defs.resources import ServingResource
+from recsys_assets.models.promotion import MODEL_NAMES
+from recsys_assets.models.registry import champion
+from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, SEQUENCE, U2I, CandidateStore
+from recsys_assets.serving_data.release import Release, ReleaseStore
+
+CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_candidates",
+                    SEQUENCE: "user_sequences", ITEM: "item_catalog"}
+SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
+
+
+def _recorded(context: AssetExecutionContext, asset_name: str, key: str) -> str:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records or key not in records[0].asset_materialization.metadata:
+        raise Failure(f"{asset_name} has no materialization for {context.partition_key}: materialize it first")
+    return str(records[0].asset_materialization.metadata[key].value)
+
+
+@asset(deps=[*INDEX_ALIASES, *CANDIDATE_ASSETS.values()], code_version="1", kinds={"rayserve"},
+       description="Publishes the release serving moves to: champion versions + the collections behind the index "
+                   "aliases + the day's candidate versions; the day's unpromoted ranker as canary challenger.",
+       **SERVING_ASSET)
+def serving_release(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    registry = serving.registry()
+    models = {name: champion_version(registry, name) for name in MODEL_NAMES}
+    index = serving.index()
+    collections = {alias: index.resolve(alias) for alias in INDEX_ALIASES.values()}
+    candidates = {kind: _recorded(context, asset_name, "version") for kind, asset_name in CANDIDATE_ASSETS.items()}
+    # The pieces built from a model must be of the champion being released (a two-tower's user vectors
+    # only match its own item vectors).
+    expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
+                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"]}
+    stale = [name for name, version in expected.items() if not name or not name.endswith(f"_v{version}")]
+    if stale:
+        raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")
+    day_ranker = _recorded(context, "ranker", "mlflow_version") if context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("ranker"), asset_partitions=[context.partition_key]), limit=1
+    ).records else None
+    challengers = {"ranker": day_ranker} if day_ranker and day_ranker != models["ranker"] else {}
+    release = Release(day=context.partition_key, models=models, collections=collections, candidates=candidates,
+                      challengers=challengers)
+    releases = ReleaseStore(serving.kv())
+    current = releases.current()
+    if current is not None and current.day > release.day:
+        context.log.info(f"release of {current.day} is newer than {release.day}: not moving serving back")
+        published = False
+    else:
+        published = releases.publish(release)
+    retired = _retire_candidates(serving, releases) if published else {}
+    return MaterializeResult(metadata={
+        "release": release.id, "published": published, "models": MetadataValue.json(models),
+        "collections": MetadataValue.json(collections), "candidates": MetadataValue.json(candidates),
+        "challengers": MetadataValue.json(challengers), "retired_candidates": MetadataValue.json(retired),
+    })
+
+
+def _retire_candidates(serving: ServingResource, releases: ReleaseStore) -> dict:
+    """Keep the candidate versions of the last two releases (a replica may still serve the previous one)."""
+    recent = releases.history()[-2:]
+    store = CandidateStore(serving.kv())
+    return {kind: store.retire(kind, {r.candidates.get(kind) for r in recent}) for kind in CANDIDATE_ASSETS}
+
+
+serving_refresh_job = define_asset_job("serving_refresh", selection=AssetSelection.assets(*SERVING_ASSETS))
+
+
+@sensor(job=serving_refresh_job, minimum_interval_seconds=30,
+        description="A champion moved outside a run (rollback): rebuild the serving assets of the newest day.")
+def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
+    current = ReleaseStore(serving.kv()).current()
+    if current is None:
+        return SkipReason("nothing released yet")
+    client = serving.registry().client()
+    champions = {name: (v.version if (v := champion(client, name)) else None) for name in MODEL_NAMES}
+    if any(v is None for v in champions.values()) or champions == current.models:
+        return SkipReason(f"serving the champions {current.models}")
+    key = ",".join(f"{k}={v}" for k, v in sorted(champions.items()))
+    return RunRequest(run_key=f"{current.day}:{key}", partition_key=current.day,
+                      tags={"recsys/reason": f"champions {champions} differ from the release's {current.models}"})

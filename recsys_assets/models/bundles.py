@@ -1,0 +1,81 @@
+"""Registered models with what it takes to run them outside training: loaded from the MLflow registry with
+the artifacts logged beside each version (vocabularies, catalogue arrays, the two-tower's item vectors).
+Used by the serving app and by the candidate assets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_assets.models.data import ITEM, USER, Vocabulary
+from recsys_assets.models.dataset import pack_ranker, pack_users
+from recsys_assets.models.features import Catalogue
+from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, load_version
+from recsys_assets.models.two_tower import encode
+
+
+@dataclass
+class Retriever:
+    version: str
+    model: torch.nn.Module
+    users: Vocabulary
+    catalogue: Catalogue
+    item_vectors: np.ndarray  # row r = catalogue.items.ids[r]
+    position: dict[str, int]
+
+    @classmethod
+    def load(cls, store: MlflowStore, version: str) -> Retriever:
+        model, folder = load_version(store, "two_tower", version)
+        catalogue = Catalogue.from_artifacts(folder)
+        return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())), catalogue,
+                   np.load(folder / ITEM_VECTORS), {item: r for r, item in enumerate(catalogue.items.ids)})
+
+    @torch.no_grad()
+    def user_vectors(self, users: pd.DataFrame, now_ms: np.ndarray) -> np.ndarray:
+        """Query vectors for user rows (user_id + user features as of now_ms)."""
+        x = pack_users(users, self.users, self.catalogue.items, np.asarray(now_ms, dtype=np.int64))
+        return encode(self.model.user_vectors, x)
+
+    def user_vector(self, user: pd.DataFrame, now_ms: int) -> np.ndarray:
+        return self.user_vectors(user, np.array([now_ms]))[0]
+
+    def logits(self, user_vector: np.ndarray, items: list[str]) -> np.ndarray:
+        """The retriever's log p(item | user) estimate (cosine / temperature); -inf for items it never saw."""
+        rows = np.array([self.position.get(i, -1) for i in items])
+        known = rows >= 0
+        out = np.full(len(items), -np.inf, dtype=np.float32)
+        out[known] = self.item_vectors[rows[known]] @ user_vector / self.model.cfg.temperature
+        return out
+
+
+@dataclass
+class Ranker:
+    version: str
+    model: torch.nn.Module
+    users: Vocabulary
+    catalogue: Catalogue
+
+    @classmethod
+    def load(cls, store: MlflowStore, version: str) -> Ranker:
+        model, folder = load_version(store, "ranker", version)
+        return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())),
+                   Catalogue.from_artifacts(folder))
+
+    @torch.no_grad()
+    def score(self, rows: pd.DataFrame, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probability, ranking score) per (user, candidate) row, all rows in one forward pass."""
+        x = torch.from_numpy(pack_ranker(rows, self.users, self.catalogue, np.full(len(rows), now_ms, np.int64)))
+        probability, ranking = self.model.probability_and_ranking(x)
+        return probability.numpy(), ranking.numpy()
+
+
+def ranking_rows(user_id: str, user: dict, items: list[str], item_columns: dict[str, list]) -> pd.DataFrame:
+    """One row per candidate: the user's features repeated beside each candidate's own."""
+    frame = pd.DataFrame({USER: [user_id] * len(items), ITEM: items, **item_columns})
+    for name, value in user.items():
+        frame[name] = [value] * len(items)
+    return frame

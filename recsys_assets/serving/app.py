@@ -1,0 +1,163 @@
+"""The HTTP API (FastAPI), served by Ray Serve (`deployment`) or, for comparison, bare uvicorn.
+
+Every answer carries `request_id`, `model_version`, `index_version` and `release`. Bad parameters get 422,
+unknown items 404, unknown users the popular list with `cold_start: true`, a service with no release yet
+503; nothing a client sends can cause a 500.
+"""
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from recsys_assets.serving.recommender import NotFound, Recommender
+from recsys_assets.serving.runtime import Runtime
+
+log = logging.getLogger("recsys.serving")
+PAGE = Path(__file__).parent / "static" / "index.html"
+UserId = Annotated[str, Query(min_length=1, max_length=256, description="a user id as in the raw data")]
+ItemId = Annotated[str, Query(min_length=1, max_length=256, description="a parent_asin")]
+
+
+class ScoreRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    item_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=1, max_length=500)
+
+
+class Interaction(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    rating: float = Field(5.0, ge=1, le=5)
+    timestamp_ms: int | None = Field(None, ge=0, description="event time in ms; default: now")
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(title="recsys", version="1",
+                  description="Recommendations from the latest promoted release (Ray Serve + FastAPI).")
+    app.state.runtime = runtime
+    metrics = runtime.metrics
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = route.path if route is not None else "unmatched"
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(elapsed)
+        response.headers["x-request-id"] = request.state.request_id
+        if response.status_code >= 400 or log.isEnabledFor(logging.DEBUG):
+            log.info(json.dumps({"request_id": request.state.request_id, "path": request.url.path,
+                                 "status": response.status_code, "ms": round(elapsed * 1000, 2)}))
+        return response
+
+    def error(request: Request, status: int, detail) -> JSONResponse:
+        return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return error(request, 404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        return error(request, 422, detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"detail": exc.detail, "request_id": request.state.request_id},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("request %s failed", request.state.request_id)
+        return error(request, 500, "internal error; see the server log for this request_id")
+
+    def recommender() -> Recommender:
+        current = runtime.current
+        if current is None:
+            raise HTTPException(503, "no release published yet: run the pipeline (`make pipeline`) first")
+        return current
+
+    Rec = Annotated[Recommender, Depends(recommender)]
+
+    def answer(request: Request, rec: Recommender, body: dict) -> dict:
+        return {**body, **rec.versions, "request_id": request.state.request_id}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return HTMLResponse(PAGE.read_text())
+
+    @app.get("/recs/popular", summary="Most interacted items of the release's window")
+    def popular(request: Request, rec: Rec, count: Annotated[int, Query(ge=1, le=100)] = 10):
+        return answer(request, rec, {"items": rec.popular(count)})
+
+    @app.get("/recs/i2i", summary="Items like an item (item2vec neighbours)")
+    def i2i(request: Request, rec: Rec, item_id: ItemId, count: Annotated[int, Query(ge=1, le=100)] = 10):
+        return answer(request, rec, {"item_id": item_id, "items": rec.i2i(item_id, count)})
+
+    @app.get("/recs/u2i/last_item_i2i", summary="Items like the user's latest item")
+    def last_item_i2i(request: Request, rec: Rec, user_id: UserId, count: Annotated[int, Query(ge=1, le=100)] = 10):
+        return answer(request, rec, {"user_id": user_id, **rec.last_item_i2i(user_id, count)})
+
+    @app.get("/recs/u2i/rerank", summary="Two-tower ANN + last-item i2i + popular, reranked by the ranker")
+    def rerank(request: Request, rec: Rec, user_id: UserId,
+               top_k_retrieval: Annotated[int, Query(ge=10, le=500)] = 100,
+               count: Annotated[int, Query(ge=1, le=50)] = 10, debug: bool = False):
+        ranker, variant = runtime.choose_ranker(rec)
+        metrics.variants.labels(variant).inc()
+        body = rec.rerank(user_id, top_k_retrieval, count, debug, ranker=ranker)
+        return answer(request, rec, {"user_id": user_id, "ranker_variant": variant, **body})
+
+    @app.post("/score/seq_rating_prediction", summary="The ranker's interaction probability per item")
+    def score(request: Request, rec: Rec, body: ScoreRequest):
+        return answer(request, rec, {"user_id": body.user_id, **rec.seq_rating_prediction(body.user_id,
+                                                                                            body.item_ids)})
+
+    @app.get("/features/user", summary="The user's online features (fresh views first)")
+    def user_features(request: Request, rec: Rec, user_id: UserId):
+        return answer(request, rec, rec.user_features(user_id))
+
+    def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
+        token = runtime.config.api_token
+        if token is None:
+            raise HTTPException(403, "interactions are disabled: set RECSYS_API_TOKEN on the server")
+        given = authorization.removeprefix("Bearer ").strip() if authorization else ""
+        if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given, token):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/interactions", status_code=201, dependencies=[Depends(bearer)],
+              summary="Record an interaction: fresh features now, the next day's landing file later")
+    def interactions(request: Request, rec: Rec, body: Interaction):
+        timestamp_ms = body.timestamp_ms if body.timestamp_ms is not None else int(time.time() * 1000)
+        state = rec.record_interaction(body.user_id, body.item_id, body.rating, timestamp_ms)
+        runtime.events.append(body.user_id, body.item_id, body.rating, timestamp_ms)
+        return answer(request, rec, {**state, "timestamp_ms": timestamp_ms})
+
+    @app.get("/healthz", summary="The process answers")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A release is loaded")
+    def readyz(request: Request):
+        current = runtime.current
+        if current is None:
+            return error(request, 503, "no release loaded")
+        return answer(request, current, {"ready": True, "day": current.release.day})
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,70 @@
+"""What the serving app connects to, from the environment: the serving side's counterpart of the Dagster
+resources (the one place in serving that knows local from gcp)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys_assets.feature_store.repository import FeatureStoreConfig
+from recsys_assets.models.registry import MlflowStore
+from recsys_assets.serving_data.index import VectorIndex
+from recsys_assets.serving_data.kv import KeyValueStore, RedisKV, SQLiteKV
+from recsys_assets.settings import Settings, get_settings
+
+DEFAULT_PORT = 8000
+
+
+def serving_kv(settings: Settings) -> KeyValueStore:
+    if settings.serving_store == "redis":
+        if not settings.redis_url and settings.env != "gcp":
+            raise ValueError("RECSYS_SERVING_STORE=redis needs RECSYS_REDIS_URL")
+        return RedisKV(settings.redis_url or "redis-master:6379")
+    return SQLiteKV(settings.serving_db_path)
+
+
+def vector_index(settings: Settings) -> VectorIndex:
+    url = settings.qdrant_url
+    return VectorIndex(url=url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY")) if url else \
+        VectorIndex(path=settings.qdrant_dir)
+
+
+def feature_store_config(settings: Settings) -> FeatureStoreConfig:
+    if settings.env == "gcp":
+        project = os.environ.get("RECSYS_GCP_PROJECT", "recsys-project")
+        return FeatureStoreConfig.gcp(
+            settings.feast_dir, project=project, dataset=os.environ.get("RECSYS_BQ_DATASET", "features"),
+            location=os.environ.get("RECSYS_BQ_LOCATION", "US"), redis_url=settings.redis_url or "redis-master:6379",
+            registry_uri=os.environ.get("RECSYS_FEAST_REGISTRY", f"gs://{project}-feast/registry.db"))
+    return FeatureStoreConfig.local(settings.feast_dir, online=settings.online_store, redis_url=settings.redis_url)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    settings: Settings
+    api_token: str | None  # POST /interactions needs `Authorization: Bearer <token>`; None: refused
+    reload_interval_s: float = 5.0
+    canary_share: float = 0.0  # share of rerank requests the challenger ranker answers, when one is published
+    retrieval_extra: int = 20  # last-item i2i and popular candidates added to the ANN ones
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    replicas: int = 1
+
+    @classmethod
+    def from_env(cls) -> ServingConfig:
+        env = os.environ
+        return cls(settings=get_settings(), api_token=env.get("RECSYS_API_TOKEN") or None,
+                   reload_interval_s=float(env.get("RECSYS_RELOAD_INTERVAL_S", "5")),
+                   canary_share=float(env.get("RECSYS_CANARY_SHARE", "0")),
+                   host=env.get("RECSYS_SERVE_HOST", "127.0.0.1"),
+                   port=int(env.get("RECSYS_SERVE_PORT", str(DEFAULT_PORT))),
+                   replicas=int(env.get("RECSYS_SERVE_REPLICAS", "1")))
+
+    @property
+    def mlflow(self) -> MlflowStore:
+        return MlflowStore.for_settings(self.settings)
+
+    @property
+    def events_dir(self) -> Path:
+        return self.settings.events_dir

@@ -1,0 +1,190 @@
+"""Every answer the API gives, over one release: plain Python, no web framework.
+
+Reads: precomputed candidates (one batched read per kind), online features (Feast, fresh views first),
+the release's Qdrant collection for two-tower retrieval, the release's models. Time for the ranker's
+time-delta buckets is the release's data time (the end of its day) or the user's latest event if later:
+a model trained on day D sees the world as of D.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from recsys_assets.feature_store.online import BATCH, MISSING, OnlineFeatures
+from recsys_assets.feature_store.push import push_interaction
+from recsys_assets.models.data import USER
+from recsys_assets.models.ranker import rerank_scores
+from recsys_assets.models.bundles import Ranker, Retriever, ranking_rows
+from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
+from recsys_assets.serving_data.index import IndexReader
+from recsys_assets.serving_data.release import Release
+
+HISTORY_ITEMS = "user_rating_list_10_recent_asin"
+HISTORY_TIMES = "user_rating_list_10_recent_asin_timestamp"
+TWO_TOWER_INDEX = "two_tower_items"
+
+
+class NotFound(LookupError):
+    """An id the platform does not know (answered 404 with the message)."""
+
+
+@dataclass
+class Recommender:
+    release: Release
+    retriever: Retriever
+    ranker: Ranker
+    index: IndexReader
+    candidates: CandidateStore
+    features: OnlineFeatures
+    retrieval_extra: int = 20
+    challenger: Ranker | None = None  # canary: answers the share of reranks the runtime routes to it
+
+    @property
+    def versions(self) -> dict:
+        return {"model_version": dict(self.release.models), "index_version": self.release.collections.get(
+            TWO_TOWER_INDEX), "release": self.release.id}
+
+    @property
+    def data_time_ms(self) -> int:
+        end = datetime.combine(date.fromisoformat(self.release.day) + timedelta(days=1), datetime.min.time(),
+                               tzinfo=timezone.utc)
+        return int(end.timestamp() * 1000)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def _read(self, kind: str, ids: list[str]) -> list:
+        return self.candidates.read(kind, self.release.candidates[kind], ids)
+
+    def items_info(self, ids: list[str]) -> list[dict | None]:
+        return self._read(ITEM, ids)
+
+    def known_items(self, ids: list[str]) -> None:
+        unknown = [i for i, info in zip(ids, self.items_info(ids)) if info is None]
+        if unknown:
+            raise NotFound(f"unknown item_id: {', '.join(unknown[:10])}")
+
+    def _cards(self, scored: list[tuple[str, float]], extra: list[dict] | None = None) -> list[dict]:
+        """Product cards: id, score and what the catalogue says, read in one batch."""
+        infos = self.items_info([i for i, _ in scored])
+        cards = []
+        for n, ((item, score), info) in enumerate(zip(scored, infos)):
+            card = {"item_id": item, "score": round(float(score), 6), **(info or {})}
+            if extra:
+                card.update(extra[n])
+            cards.append(card)
+        return cards
+
+    def _popular(self) -> list[list]:
+        return self._read(POPULAR, [POPULAR_KEY])[0] or []
+
+    def _user(self, user_id: str) -> tuple[dict, str]:
+        rows = self.features.users([user_id])
+        return rows.row(0), rows.source[0]
+
+    # -- endpoints -----------------------------------------------------------------------------------
+    def popular(self, count: int, exclude: set[str] = frozenset()) -> list[dict]:
+        top = [(i, n) for i, n in self._popular() if i not in exclude][:count]
+        return self._cards(top)
+
+    def i2i(self, item_id: str, count: int, exclude: set[str] = frozenset()) -> list[dict]:
+        neighbours = self._read(I2I, [item_id])[0]
+        if neighbours is None:
+            raise NotFound(f"unknown item_id: {item_id}")
+        return self._cards([(i, s) for i, s in neighbours if i not in exclude and i != item_id][:count])
+
+    def last_item_i2i(self, user_id: str, count: int) -> dict:
+        user, source = self._user(user_id)
+        history = list(user[HISTORY_ITEMS])
+        if source == MISSING or not history:
+            return {"cold_start": True, "items": self.popular(count)}
+        last = history[-1]
+        try:
+            items = self.i2i(last, count, exclude=set(history))
+        except NotFound:  # the last item is newer than the release's candidates
+            items = self.popular(count, exclude=set(history))
+        return {"cold_start": False, "last_item": last, "items": items}
+
+    def _now_ms(self, user: dict) -> int:
+        stamps = list(user[HISTORY_TIMES])
+        return max(self.data_time_ms, max(stamps) + 1 if stamps else 0)
+
+    def rerank(self, user_id: str, top_k_retrieval: int, count: int, debug: bool = False,
+               ranker: Ranker | None = None) -> dict:
+        started = time.perf_counter()
+        ranker = ranker or self.ranker
+        user, source = self._user(user_id)
+        if source == MISSING:
+            return {"cold_start": True, "items": self.popular(count)}
+        history = list(user[HISTORY_ITEMS])
+        seen = set(history)
+        now_ms = self._now_ms(user)
+        user_frame = pd.DataFrame([{USER: user_id, **user}])
+        vector = self.retriever.user_vector(user_frame, now_ms)
+        timings = {"features_user_ms": (time.perf_counter() - started) * 1000}
+
+        t = time.perf_counter()
+        # A user with no event since the batch has the same ANN answer precomputed (u2i): one key read.
+        precomputed = self._read(U2I, [user_id])[0] if source == BATCH else None
+        if precomputed is not None and len(precomputed) >= top_k_retrieval:
+            retrieval = "precomputed_u2i"
+            ann = [(i, s) for i, s in precomputed if i not in seen]
+        else:
+            retrieval = "qdrant"
+            ann = [(i, s) for i, s in self.index.search(vector, top_k_retrieval + len(seen)) if i not in seen]
+        ann = ann[:top_k_retrieval]
+        origin = {i: "two_tower" for i, _ in ann}
+        last_item_i2i = (self._read(I2I, [history[-1]])[0] or []) if history else []
+        for name, extra in (("last_item_i2i", last_item_i2i), ("popular", self._popular())):
+            for i, _ in extra[:self.retrieval_extra]:
+                if i not in seen:
+                    origin.setdefault(i, name)
+        candidates = list(origin)
+        timings["retrieval_ms"] = (time.perf_counter() - t) * 1000
+        if not candidates:
+            return {"cold_start": False, "items": []}
+
+        t = time.perf_counter()
+        item_rows = self.features.items(candidates)
+        timings["features_items_ms"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        probability, ranking = ranker.score(ranking_rows(user_id, user, candidates, item_rows.columns), now_ms)
+        logits = self.retriever.logits(vector, candidates)
+        fused = rerank_scores(ranking, logits)
+        order = np.argsort(-fused, kind="stable")[:count]
+        timings["ranking_ms"] = (time.perf_counter() - t) * 1000
+        scored = [(candidates[j], float(fused[j])) for j in order]
+        extra = None
+        if debug:
+            extra = [{"source": origin[candidates[j]], "ranker_probability": round(float(probability[j]), 6),
+                      "ranker_score": round(float(ranking[j]), 6), "retrieval_score": round(float(logits[j]), 6)}
+                     for j in order]
+        out = {"cold_start": False, "items": self._cards(scored, extra)}
+        if debug:
+            out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval, "ranker": ranker.version,
+                            "now_ms": now_ms, "timings": {k: round(v, 3) for k, v in timings.items()}}
+        return out
+
+    def seq_rating_prediction(self, user_id: str, item_ids: list[str]) -> dict:
+        """The ranker's probability that the user interacts with each item (given order), one forward pass."""
+        self.known_items(item_ids)
+        user, source = self._user(user_id)
+        item_rows = self.features.items(item_ids)
+        probability, _ = self.ranker.score(ranking_rows(user_id, user, item_ids, item_rows.columns),
+                                           self._now_ms(user))
+        return {"cold_start": source == MISSING,
+                "scores": [{"item_id": i, "score": round(float(p), 6)} for i, p in zip(item_ids, probability)]}
+
+    def user_features(self, user_id: str) -> dict:
+        user, source = self._user(user_id)
+        if source == MISSING:
+            raise NotFound(f"unknown user_id: {user_id}")
+        return {"user_id": user_id, "source": source, "features": user}
+
+    def record_interaction(self, user_id: str, item_id: str, rating: float, timestamp_ms: int) -> dict:
+        self.known_items([item_id])
+        state = push_interaction(self.features.store, user_id, item_id, rating, timestamp_ms)
+        return {"user_id": user_id, "recent_items": state[HISTORY_ITEMS]}

@@ -1,0 +1,124 @@
+"""One replica's live state: the current release's recommender, swapped whole when a new release appears.
+
+A poller reads the current release every few seconds; a new one is loaded beside the old (models from
+MLflow, a private copy of the index), then one reference assignment moves traffic to it, so no request
+fails during the switch. The old one is closed after a grace period, once its in-flight requests are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+
+from recsys_assets.feature_store.online import OnlineFeatures
+from recsys_assets.feature_store.repository import FeatureRepository
+from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
+from recsys_assets.models.bundles import Ranker, Retriever
+from recsys_assets.serving.recommender import TWO_TOWER_INDEX, Recommender
+from recsys_assets.serving_data.candidates import CandidateStore
+from recsys_assets.serving_data.events import EventLog
+from recsys_assets.serving_data.release import Release, ReleaseStore
+
+log = logging.getLogger("recsys.serving")
+CLOSE_GRACE_S = 30.0
+
+
+class ServingMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("recsys_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("recsys_request_latency_seconds", "Request latency by endpoint", ["endpoint"],
+                                 registry=self.registry,
+                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5))
+        self.reloads = Counter("recsys_release_reloads", "Release loads by outcome", ["outcome"],
+                               registry=self.registry)
+        self.release = Info("recsys_release", "The release being served", registry=self.registry)
+        self.variants = Counter("recsys_rerank_variant", "Reranks by ranker variant", ["variant"],
+                                registry=self.registry)
+
+
+class Runtime:
+    def __init__(self, config: ServingConfig, poll: bool = True):
+        self.config = config
+        settings = config.settings
+        kv = serving_kv(settings)
+        self.releases, self.candidates = ReleaseStore(kv), CandidateStore(kv)
+        self.index = vector_index(settings)
+        self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
+        self.events = EventLog(config.events_dir)
+        self.metrics = ServingMetrics()
+        self._current: Recommender | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.reload()
+        if poll:
+            threading.Thread(target=self._poll, name="release-poller", daemon=True).start()
+
+    @property
+    def current(self) -> Recommender | None:
+        return self._current
+
+    def choose_ranker(self, recommender: Recommender) -> tuple[Ranker, str]:
+        """The canary: a configured share of reranks goes to the challenger ranker when one is published."""
+        if recommender.challenger is not None and random.random() < self.config.canary_share:
+            return recommender.challenger, "challenger"
+        return recommender.ranker, "champion"
+
+    def reload(self) -> bool:
+        """Move to the current release if it is new; True when it moved. A release that fails to load
+        leaves the serving one in place."""
+        with self._reload_lock:
+            try:
+                release = self.releases.current()
+            except Exception:
+                log.exception("reading the current release failed")
+                self.metrics.reloads.labels("read_failed").inc()
+                return False
+            old = self._current
+            if release is None or (old is not None and old.release.id == release.id):
+                return False
+            try:
+                new = self._load(release)
+            except Exception:
+                log.exception("loading release %s failed; still serving %s", release.id,
+                              old.release.id if old else None)
+                self.metrics.reloads.labels("load_failed").inc()
+                return False
+            self._current = new  # one reference assignment: the next request uses the new release
+            self.metrics.reloads.labels("loaded").inc()
+            self.metrics.release.info({"release": release.id, "day": release.day,
+                                       **{f"{name}_version": v for name, v in release.models.items()},
+                                       "index": release.collections.get(TWO_TOWER_INDEX, "")})
+            log.info("serving release %s (models %s)", release.id, release.models)
+            if old is not None:
+                timer = threading.Timer(CLOSE_GRACE_S, old.index.close)
+                timer.daemon = True
+                timer.start()
+            return True
+
+    def _load(self, release: Release) -> Recommender:
+        store = self.config.mlflow
+        challenger = release.challengers.get("ranker")
+        index = self.index.open_reader(release.collections[TWO_TOWER_INDEX])
+        try:
+            return Recommender(
+                release=release, retriever=Retriever.load(store, release.models["two_tower"]),
+                ranker=Ranker.load(store, release.models["ranker"]), index=index, candidates=self.candidates,
+                features=self.features, retrieval_extra=self.config.retrieval_extra,
+                challenger=Ranker.load(store, challenger) if challenger and self.config.canary_share > 0 else None)
+        except Exception:
+            index.close()
+            raise
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.reload_interval_s):
+            self.reload()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._current is not None:
+            self._current.index.close()

@@ -1,0 +1,119 @@
+"""A key -> JSON value store: SQLite locally, Redis when configured. One batched read per call.
+
+SQLite runs in WAL mode, so Serve replicas keep reading while an asset writes a new version; each thread
+gets its own connection (FastAPI runs sync endpoints in a thread pool).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+_SQLITE_CHUNK = 900  # below SQLite's default limit of bound parameters
+
+
+class KeyValueStore(Protocol):
+    def get_many(self, keys: list[str]) -> list[object | None]: ...
+
+    def put_many(self, items: Iterable[tuple[str, object]]) -> int: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    def keys_with_prefix(self, prefix: str) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteKV:
+    def __init__(self, path: Path, timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._connection() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def get_many(self, keys: list[str]) -> list[object | None]:
+        found: dict[str, str] = {}
+        conn = self._connection()
+        for i in range(0, len(keys), _SQLITE_CHUNK):
+            chunk = keys[i:i + _SQLITE_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(conn.execute(f"SELECT key, value FROM kv WHERE key IN ({marks})", chunk).fetchall())
+        return [json.loads(found[k]) if k in found else None for k in keys]
+
+    def put_many(self, items: Iterable[tuple[str, object]]) -> int:
+        rows = [(k, json.dumps(v, separators=(",", ":"))) for k, v in items]
+        with self._connection() as conn:  # one transaction: all or nothing
+            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", rows)
+        return len(rows)
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM kv WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")).rowcount
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        rows = self._connection().execute("SELECT key FROM kv WHERE key >= ? AND key < ?",
+                                          (prefix, prefix + "\uffff")).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class RedisKV:
+    def __init__(self, url: str):
+        import redis  # only where Redis is configured
+
+        # Feast's connection string style (host:port[,options]) or a redis:// URL.
+        if "://" in url:
+            self.client = redis.Redis.from_url(url)
+        else:
+            host, _, port = url.split(",")[0].partition(":")
+            self.client = redis.Redis(host=host, port=int(port or 6379))
+
+    def get_many(self, keys: list[str]) -> list[object | None]:
+        if not keys:
+            return []
+        return [json.loads(v) if v is not None else None for v in self.client.mget(keys)]
+
+    def put_many(self, items: Iterable[tuple[str, object]]) -> int:
+        pipe, n = self.client.pipeline(transaction=True), 0
+        for key, value in items:
+            pipe.set(key, json.dumps(value, separators=(",", ":")))
+            n += 1
+        pipe.execute()
+        return n
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.keys_with_prefix(prefix)
+        for i in range(0, len(keys), 1000):
+            self.client.unlink(*keys[i:i + 1000])
+        return len(keys)
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        return [k.decode() for k in self.client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=1000)]
+
+    def close(self) -> None:
+        self.client.close()
