@@ -129,6 +129,18 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from recsys_assets.serving.config import ServingConfig
+    from recsys_assets.serving.deploy import run
+
+    config = ServingConfig.from_env()
+    config = replace(config, port=args.port or config.port, replicas=args.replicas or config.replicas)
+    run(config, blocking=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--model", action="append", choices=MODEL_NAMES,
                          help="only this model (repeatable); default: all of them")
     promote.set_defaults(func=cmd_promote)
+
+    serve = sub.add_parser("serve", help="the Ray Serve API on 127.0.0.1 (RECSYS_SERVE_PORT, default 8000); "
+                                         "follows each new release")
+    serve.add_argument("--port", type=int, help="HTTP port (default RECSYS_SERVE_PORT or 8000)")
+    serve.add_argument("--replicas", type=int, help="Serve replicas (default RECSYS_SERVE_REPLICAS or 1)")
+    serve.set_defaults(func=cmd_serve)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
     home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)

@@ -144,3 +144,19 @@ def trained_home(featured_home) -> Home:
     featured_home.training_overrides = SMALL_TRAINING
     featured_home.trained = featured_home.materialize(model_assets(), str(featured_home.days[-1]))
     return featured_home
+
+
+def serving_assets() -> list:
+    from recsys_assets.defs.candidates import i2i_candidates, item_catalog, popular_items, u2i_candidates, user_sequences
+    from recsys_assets.defs.index import item2vec_index, tag_index, two_tower_index
+    from recsys_assets.defs.serving import serving_release
+
+    return [two_tower_index, item2vec_index, tag_index, popular_items, i2i_candidates, u2i_candidates, user_sequences,
+            item_catalog, serving_release]
+
+
+@pytest.fixture(scope="session")
+def served_home(trained_home) -> Home:
+    """trained_home with the index, candidate and release assets of the last day: what serving reads."""
+    trained_home.served = trained_home.materialize(serving_assets(), str(trained_home.days[-1]))
+    return trained_home

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
 
-from recsys_assets.defs.index import SERVING_ASSET, champion_version
+from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.bundles import Retriever
@@ -73,7 +73,7 @@ def _write(context: AssetExecutionContext, serving: ServingResource, kind: str, 
 def popular_items(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                   training: TrainingResource) -> MaterializeResult:
     top = most_popular(_window_events(context, warehouse, training), TOP_K)
-    return _write(context, serving, POPULAR, context.partition_key, [(POPULAR_KEY, top)], 1, {"items": len(top)})
+    return _write(context, serving, POPULAR, build_version(context), [(POPULAR_KEY, top)], 1, {"items": len(top)})
 
 
 @asset(deps=["promotion"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),
@@ -84,7 +84,7 @@ def i2i_candidates(context: AssetExecutionContext, serving: ServingResource) -> 
     model, folder = load_version(registry, "item2vec", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]
-    return _write(context, serving, I2I, f"{context.partition_key}_v{version}", item_neighbours(ids, vectors, TOP_K),
+    return _write(context, serving, I2I, build_version(context, version), item_neighbours(ids, vectors, TOP_K),
                   len(ids), {"model_version": version})
 
 
@@ -105,7 +105,7 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
     seen = events[events[USER].isin(set(active))].groupby(USER)[ITEM].apply(set).to_dict()
     rows = user_top_items(users[USER].tolist(), vectors, retriever.catalogue.items.ids, retriever.item_vectors,
                           seen, TOP_K)
-    return _write(context, serving, U2I, f"{context.partition_key}_v{version}", rows, len(active),
+    return _write(context, serving, U2I, build_version(context, version), rows, len(active),
                   {"model_version": version, "active_users": len(active)})
 
 
@@ -114,7 +114,7 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
 def user_sequences(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                    training: TrainingResource) -> MaterializeResult:
     events = _window_events(context, warehouse, training)
-    return _write(context, serving, SEQUENCE, context.partition_key, last_items(events), events[USER].nunique())
+    return _write(context, serving, SEQUENCE, build_version(context), last_items(events), events[USER].nunique())
 
 
 @asset(deps=["item_metadata"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("item_catalog"),
@@ -122,5 +122,5 @@ def user_sequences(context: AssetExecutionContext, serving: ServingResource, war
 def item_catalog(context: AssetExecutionContext, serving: ServingResource,
                  warehouse: WarehouseResource) -> MaterializeResult:
     metadata = warehouse.warehouse().read_items().to_pandas()
-    return _write(context, serving, ITEM_KIND, context.partition_key, catalogue_rows(metadata),
+    return _write(context, serving, ITEM_KIND, build_version(context), catalogue_rows(metadata),
                   metadata["parent_asin"].nunique())

@@ -29,6 +29,17 @@ SERVING_ASSET = dict(partitions_def=daily_partitions, group_name="serving",
                      automation_condition=LATEST_DAY_AFTER_UPSTREAM)
 
 
+def build_version(context: AssetExecutionContext, model_version: str | None = None) -> str:
+    """Names one build: the day, the model version it serves, the run. A re-run never rewrites what
+    serving may be reading; it writes a new version beside it."""
+    model = f"_v{model_version}" if model_version else ""
+    return f"{context.partition_key}{model}_{context.run_id[:8]}"
+
+
+def built_from(version: str, model_version: str) -> bool:
+    return f"_v{model_version}_" in version
+
+
 def champion_version(registry: MlflowStore, name: str) -> str:
     found = champion(registry.client(), name)
     if found is None:
@@ -68,7 +79,7 @@ def two_tower_index(context: AssetExecutionContext, serving: ServingResource) ->
     ids = json.loads((folder / "items.json").read_text())
     vectors = np.load(folder / "item_vectors.npy")
     return publish_collection(context, serving.index(), INDEX_ALIASES["two_tower_index"],
-                              f"{context.partition_key}_v{version}", ids, vectors, {"model_version": version})
+                              build_version(context, version), ids, vectors, {"model_version": version})
 
 
 @asset(deps=["promotion"], code_version="1", kinds={"qdrant"}, check_specs=_check_spec("item2vec_index"),
@@ -80,7 +91,7 @@ def item2vec_index(context: AssetExecutionContext, serving: ServingResource) -> 
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]  # row 0 is padding
     return publish_collection(context, serving.index(), INDEX_ALIASES["item2vec_index"],
-                              f"{context.partition_key}_v{version}", ids, vectors, {"model_version": version})
+                              build_version(context, version), ids, vectors, {"model_version": version})
 
 
 @asset(deps=["tag_embeddings"], code_version="1", kinds={"qdrant"}, check_specs=_check_spec("tag_index"),
@@ -93,5 +104,5 @@ def tag_index(context: AssetExecutionContext, serving: ServingResource,
         raise Failure(f"no tag embeddings for {context.partition_key}: materialize tag_embeddings first")
     tags = tags.drop_duplicates("parent_asin").sort_values("parent_asin")
     vectors = np.stack(tags["tag_embedding"].to_numpy()).astype(np.float32)
-    return publish_collection(context, serving.index(), INDEX_ALIASES["tag_index"], context.partition_key,
+    return publish_collection(context, serving.index(), INDEX_ALIASES["tag_index"], build_version(context),
                               tags["parent_asin"].tolist(), vectors, {})

@@ -22,7 +22,7 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, champion_version
+from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from, champion_version
 from recsys_assets.defs.resources import ServingResource
 from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.registry import champion
@@ -57,7 +57,7 @@ def serving_release(context: AssetExecutionContext, serving: ServingResource) ->
     # only match its own item vectors).
     expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
                 collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"]}
-    stale = [name for name, version in expected.items() if not name or not name.endswith(f"_v{version}")]
+    stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
     if stale:
         raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")
     day_ranker = _recorded(context, "ranker", "mlflow_version") if context.instance.fetch_materializations(

@@ -1,0 +1,65 @@
+"""`recsys serve` as a child process, for tests, benchmarks and the demo: started on a loopback port, ready
+when /readyz answers, stopped by its process group (Ray's own processes included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recsys_assets.feature_store.redis_server import free_port
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"recsys serve exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+@contextmanager
+def serve_process(home: Path, env: dict[str, str] | None = None, port: int | None = None,
+                  log_path: Path | None = None) -> Iterator[str]:
+    """Yields the base URL of a running Ray Serve app over RECSYS_HOME=home."""
+    port = port or free_port()
+    child_env = {**os.environ, "RECSYS_HOME": str(home), "RECSYS_SERVE_PORT": str(port), **(env or {})}
+    log = open(log_path or Path(home) / "serve.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "recsys_assets.cli", "serve"], env=child_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGTERM (serve shuts Ray down), then SIGKILL to whatever of the group is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)

@@ -1,0 +1,215 @@
+"""The Ray Serve app over real HTTP on 127.0.0.1, started as `recsys serve` over a trained, released home:
+every endpoint, cold start, bad input, the token, live interactions, and a release switch under load."""
+
+import json
+import threading
+import time
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import recsys_env, serving_assets
+
+from recsys_assets.data.schema import ITEMS_FILE
+from recsys_assets.serving.process import serve_process
+from recsys_assets.serving_data.release import ReleaseStore
+from recsys_assets.serving.config import serving_kv
+
+TOKEN = "test-token"
+VERSION_FIELDS = ("model_version", "index_version", "request_id")
+
+
+@pytest.fixture(scope="module")
+def service(served_home):
+    env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_RELOAD_INTERVAL_S": "1"}
+    with serve_process(served_home.path, env=env) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def known(served_home):
+    """An active user (most reviews) and catalogue items, from the landed data."""
+    reviews = pd.concat([pd.read_parquet(p) for p in sorted(served_home.landing.path.glob("recsys_data_upto_*"))])
+    user = reviews["user_id"].value_counts().index[0]
+    items = pd.read_parquet(served_home.landing.path / ITEMS_FILE)["parent_asin"].tolist()
+    return {"user": user, "items": items, "seen": set(reviews.loc[reviews["user_id"] == user, "parent_asin"])}
+
+
+def _ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for field in VERSION_FIELDS:
+        assert body[field], (field, body)
+    return body
+
+
+def test_popular_i2i_and_last_item_i2i(service, known):
+    popular = _ok(service.get("/recs/popular", params={"count": 5}))["items"]
+    assert len(popular) == 5 and all(p["title"] for p in popular)
+    counts = [p["score"] for p in popular]
+    assert counts == sorted(counts, reverse=True)
+
+    item = popular[0]["item_id"]
+    similar = _ok(service.get("/recs/i2i", params={"item_id": item, "count": 7}))["items"]
+    assert len(similar) == 7 and item not in {s["item_id"] for s in similar}
+
+    last = _ok(service.get("/recs/u2i/last_item_i2i", params={"user_id": known["user"], "count": 5}))
+    assert last["cold_start"] is False and last["last_item"] in known["seen"]
+    assert len(last["items"]) == 5
+
+
+def test_rerank_scores_retrieved_candidates_minus_seen(service, known):
+    body = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"], "top_k_retrieval": 100,
+                                                        "count": 10, "debug": True}))
+    items = body["items"]
+    assert body["cold_start"] is False and len(items) == 10
+    assert len({i["item_id"] for i in items}) == 10
+    recent = set(_ok(service.get("/features/user", params={"user_id": known["user"]}))["features"][
+        "user_rating_list_10_recent_asin"])
+    assert not recent & {i["item_id"] for i in items}
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+    # the two-tower's top 100 (of the items the user has not seen) + last-item i2i + popular, deduplicated
+    assert body["debug"]["candidates"] >= min(100, len(known["items"]) - len(known["seen"]))
+    assert {i["source"] for i in items} <= {"two_tower", "last_item_i2i", "popular"}
+    assert all(0 <= i["ranker_probability"] <= 1 for i in items)
+
+
+def test_seq_rating_prediction_and_user_features(service, known):
+    items = known["items"][:4]
+    body = _ok(service.post("/score/seq_rating_prediction", json={"user_id": known["user"], "item_ids": items}))
+    assert [s["item_id"] for s in body["scores"]] == items
+    assert all(0 < s["score"] < 1 for s in body["scores"])
+    features = _ok(service.get("/features/user", params={"user_id": known["user"]}))
+    assert features["features"]["user_rating_cnt_90d"] > 0
+
+
+def test_unknown_user_gets_popular_as_cold_start(service):
+    popular = [p["item_id"] for p in _ok(service.get("/recs/popular", params={"count": 5}))["items"]]
+    for path in ("/recs/u2i/rerank", "/recs/u2i/last_item_i2i"):
+        body = _ok(service.get(path, params={"user_id": "never-seen-user", "count": 5}))
+        assert body["cold_start"] is True and [i["item_id"] for i in body["items"]] == popular
+    assert service.get("/features/user", params={"user_id": "never-seen-user"}).status_code == 404
+
+
+@pytest.mark.parametrize("method,path,kwargs,status", [
+    ("get", "/recs/popular", {"params": {"count": 0}}, 422),
+    ("get", "/recs/popular", {"params": {"count": "ten"}}, 422),
+    ("get", "/recs/u2i/rerank", {"params": {}}, 422),
+    ("get", "/recs/u2i/rerank", {"params": {"user_id": "u", "top_k_retrieval": 5}}, 422),
+    ("get", "/recs/u2i/rerank", {"params": {"user_id": "u", "count": 51}}, 422),
+    ("get", "/recs/u2i/rerank", {"params": {"user_id": "u", "debug": "maybe"}}, 422),
+    ("get", "/recs/i2i", {"params": {"item_id": "no-such-item"}}, 404),
+    ("post", "/score/seq_rating_prediction", {"json": {"user_id": "u", "item_ids": []}}, 422),
+    ("post", "/score/seq_rating_prediction", {"json": {"user_id": "u", "item_ids": ["no-such-item"]}}, 404),
+    ("post", "/score/seq_rating_prediction", {"content": b"{not json", "headers": {"content-type": "application/json"}},
+     422),
+])
+def test_bad_input_gets_a_clear_4xx(service, method, path, kwargs, status):
+    response = getattr(service, method)(path, **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["detail"] and body["request_id"]
+
+
+def test_interactions_need_the_bearer_token(service, known):
+    body = {"user_id": known["user"], "item_id": known["items"][0]}
+    assert service.post("/interactions", json=body).status_code == 401
+    assert service.post("/interactions", json=body, headers={"authorization": "Bearer wrong"}).status_code == 401
+    bad = service.post("/interactions", json={**body, "rating": 7}, headers={"authorization": f"Bearer {TOKEN}"})
+    assert bad.status_code == 422
+    unknown = service.post("/interactions", json={**body, "item_id": "no-such-item"},
+                           headers={"authorization": f"Bearer {TOKEN}"})
+    assert unknown.status_code == 404
+
+
+def test_an_interaction_shows_in_the_next_rerank_and_in_the_event_log(service, known, served_home):
+    user = known["user"]
+    before = _ok(service.get("/recs/u2i/rerank", params={"user_id": user, "count": 10, "debug": True}))
+    liked = before["items"][0]["item_id"]
+    stamp = int(time.time() * 1000)
+    response = service.post("/interactions", json={"user_id": user, "item_id": liked, "rating": 5, "timestamp_ms": stamp},
+                            headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 201, response.text
+    assert response.json()["recent_items"][-1] == liked
+
+    after = _ok(service.get("/recs/u2i/rerank", params={"user_id": user, "count": 10, "debug": True}))
+    assert after["debug"]["feature_source"] == "fresh" and after["debug"]["retrieval"] == "qdrant"
+    assert liked not in {i["item_id"] for i in after["items"]}  # now seen
+    assert _ok(service.get("/recs/u2i/last_item_i2i", params={"user_id": user}))["last_item"] == liked
+
+    day = time.strftime("%Y-%m-%d", time.gmtime(stamp / 1000))
+    logged = [json.loads(line) for line in (served_home.path / "events" / f"{day}.jsonl").read_text().splitlines()]
+    assert {"user_id": user, "parent_asin": liked, "timestamp": stamp}.items() <= logged[-1].items()
+
+
+def test_healthz_readyz_metrics_and_docs(service):
+    assert service.get("/healthz").json() == {"status": "ok"}
+    ready = _ok(service.get("/readyz"))
+    assert ready["ready"] is True
+    metrics = service.get("/metrics").text
+    assert 'recsys_requests_total{endpoint="/recs/u2i/rerank",status="200"}' in metrics
+    assert "recsys_release_info" in metrics
+    paths = set(service.get("/openapi.json").json()["paths"])
+    assert {"/recs/popular", "/recs/i2i", "/recs/u2i/last_item_i2i", "/recs/u2i/rerank",
+            "/score/seq_rating_prediction", "/features/user", "/interactions", "/healthz", "/readyz"} <= paths
+    assert service.get("/docs").status_code == 200
+    assert "Get Recommendations" in service.get("/").text
+
+
+@pytest.mark.timeout(600)
+def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, known):
+    """A champion moved outside a run: the sensor asks for the serving assets, the release is published,
+    and every replica moves to the other model and index within 60 s while requests keep succeeding."""
+    from dagster import build_sensor_context
+
+    from recsys_assets.defs.models import item2vec, ranker, two_tower
+    from recsys_assets.defs.resources import mlflow_store
+    from recsys_assets.defs.serving import champion_sensor
+    from recsys_assets.models.registry import MODEL_NAMES, set_champion
+
+    day = str(served_home.days[-1])
+    before = _ok(service.get("/readyz"))
+    # A second version of every model (the same day retrained), made champion by hand like a rollback.
+    served_home.materialize([item2vec, two_tower, ranker], day)
+    client = mlflow_store(served_home.settings).client()
+    new = {name: max(int(v.version) for v in client.search_model_versions(f"name='{name}'")) for name in MODEL_NAMES}
+    assert new != {k: int(v) for k, v in before["model_version"].items()}
+
+    failures, answered, stop = [], [], threading.Event()
+
+    def load():
+        with httpx.Client(base_url=str(service.base_url), timeout=30) as c:
+            while not stop.is_set():
+                r = c.get("/recs/u2i/rerank", params={"user_id": known["user"], "count": 5})
+                (answered if r.status_code == 200 else failures).append(r)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for name, version in new.items():
+            set_champion(client, name, str(version))
+        resources = served_home.resources()
+        with recsys_env(served_home.path):
+            request = champion_sensor(build_sensor_context(instance=served_home.instance,
+                                                           resources={"serving": resources["serving"]}))
+        assert request.partition_key == day
+        served_home.materialize(serving_assets(), day)
+        release = ReleaseStore(serving_kv(served_home.settings)).current()
+        assert release.models == {k: str(v) for k, v in new.items()}
+        deadline = time.monotonic() + 60
+        while _ok(service.get("/readyz"))["release"] != release.id:
+            assert time.monotonic() < deadline, "serving did not move to the new release within 60 s"
+            time.sleep(0.5)
+        time.sleep(2)  # requests keep flowing after the switch
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, [f.text for f in failures[:3]]
+    assert len(answered) > 20
+    moved = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))
+    assert moved["model_version"] == release.models
+    assert moved["index_version"] == release.collections["two_tower_items"] != before["index_version"]
