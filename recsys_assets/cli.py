@@ -129,6 +129,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_land_events(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from recsys_assets.data.landing import LocalLandingZone
+    from recsys_assets.serving_data.events import EventLog, land_events
+
+    settings = get_settings()
+    log, zone = EventLog(settings.events_dir), LocalLandingZone(settings.landing_dir)
+    today = datetime.now(timezone.utc).date().isoformat()
+    days = [args.day] if args.day else [d for d in log.days() if d < today]
+    for day in days:
+        print(f"{day}: {land_events(log, zone, date.fromisoformat(day))} interaction(s) added to the landing file")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -185,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default RECSYS_SERVE_PORT or 8000)")
     serve.add_argument("--replicas", type=int, help="Serve replicas (default RECSYS_SERVE_REPLICAS or 1)")
     serve.set_defaults(func=cmd_serve)
+
+    land = sub.add_parser("land-events", help="merge the API's logged interactions into their days' landing files "
+                                              "(the daily schedule does this under `make dev`)")
+    land.add_argument("--day", help="YYYY-MM-DD (default: every logged day before today, UTC)")
+    land.set_defaults(func=cmd_land_events)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
     home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)

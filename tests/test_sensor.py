@@ -76,3 +76,29 @@ def test_files_already_loaded_by_a_run_are_not_loaded_again(home):
     home.landing.write_parquet(review_file_name(days[0]), table.slice(0, 5))  # corrected file re-landed
     requests, _ = _tick(home, cursor, instance=home.instance)
     assert [r.partition_key for r in requests] == [str(days[0])]
+
+
+def test_logged_interactions_land_in_their_day_and_the_day_is_ingested_again(home):
+    """POST /interactions logs events; landed_interactions merges a day's events into its landing file
+    (once), and the landing sensor requests that day again."""
+    from recsys_assets.data.schema import day_start_ms
+    from recsys_assets.defs.interactions import landed_interactions
+    from recsys_assets.serving_data.events import EventLog
+
+    days = home.write_generated()
+    _, cursor = _tick(home)
+    day = days[-1]
+    before = home.landing.read_parquet(review_file_name(day)).num_rows
+    log = EventLog(home.settings.events_dir)
+    log.append("live-user", "B000000001", 5, day_start_ms(day) + 3_600_000)
+    log.append("live-user", "B000000002", 4, day_start_ms(day) + 7_200_000)
+
+    for expected_added in (2, 0):  # a second run adds nothing
+        result = home.materialize([landed_interactions], str(day))
+        metadata = result.asset_materializations_for_node("landed_interactions")[0].metadata
+        assert metadata["rows_added"].value == expected_added
+    table = home.landing.read_parquet(review_file_name(day)).to_pandas()
+    assert len(table) == before + 2
+    assert set(table.loc[table["user_id"] == "live-user", "parent_asin"]) == {"B000000001", "B000000002"}
+    requests, _ = _tick(home, cursor)
+    assert _requested(requests) == [(str(day), ("raw_reviews",))]

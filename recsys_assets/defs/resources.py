@@ -18,6 +18,7 @@ from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
+from recsys_assets.serving_data.events import EventLog
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, RedisKV, SQLiteKV
 from recsys_assets.settings import Settings
@@ -146,6 +147,7 @@ class ServingResource(ConfigurableResource):
     qdrant_url: str | None = None
     mlflow_uri: str | None = None  # None: SQLite under mlflow_dir
     mlflow_dir: str | None = None
+    events_dir: str | None = None  # the API's interaction log (local disk of the serving machine)
 
     def kv(self) -> KeyValueStore:
         return RedisKV(self.redis_url) if self.redis_url else SQLiteKV(Path(self.sqlite_path))
@@ -158,6 +160,9 @@ class ServingResource(ConfigurableResource):
     def registry(self) -> MlflowStore:
         return MlflowStore(self.mlflow_uri) if self.mlflow_uri else MlflowStore.local(Path(self.mlflow_dir))
 
+    def events(self) -> EventLog:
+        return EventLog(Path(self.events_dir))
+
 
 def _serving(settings: Settings) -> ServingResource:
     redis = settings.serving_store == "redis"
@@ -165,7 +170,7 @@ def _serving(settings: Settings) -> ServingResource:
         sqlite_path=str(settings.serving_db_path),
         redis_url=(settings.redis_url or "redis-master:6379") if redis else None,
         qdrant_path=str(settings.qdrant_dir), qdrant_url=settings.qdrant_url,
-        mlflow_uri=settings.mlflow_uri, mlflow_dir=str(settings.home / "mlflow"),
+        mlflow_uri=settings.mlflow_uri, mlflow_dir=str(settings.home / "mlflow"), events_dir=str(settings.events_dir),
     )
 
 
