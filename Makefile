@@ -21,13 +21,18 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup test demo pipeline dev bench clean
+# The demo's token for POST /interactions (the page's likes); set your own outside a demo.
+RECSYS_API_TOKEN ?= demo-token
+export RECSYS_API_TOKEN
+
+.PHONY: help setup test demo pipeline dev serve bench clean
 help:
 	@echo "make setup     install the pinned stack into .venv (idempotent)"
-	@echo "make demo      setup + generate data + run the whole pipeline"
+	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
 	@echo "make test      the test suite"
 	@echo "make pipeline  materialize every asset for every day in RECSYS_HOME/landing"
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
+	@echo "make serve     the Ray Serve API + demo page on http://127.0.0.1:8000 (RECSYS_SERVE_PORT)"
 	@echo "make bench     benchmarks -> bench/results/*.json"
 
 $(UV):
@@ -55,7 +60,10 @@ test: setup
 pipeline: setup
 	recsys pipeline
 
-demo: pipeline
+demo: pipeline serve
+
+serve: setup
+	recsys serve
 
 dev: setup
 	dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
@@ -64,6 +72,7 @@ bench: setup
 	python bench/ingest.py
 	python bench/feature_store.py
 	python bench/training.py
+	python bench/serving.py
 
 clean:
 	rm -rf $(RECSYS_HOME) dbt_project/target dbt_project/logs .pytest_cache

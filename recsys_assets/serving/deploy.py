@@ -10,8 +10,10 @@ import sys
 from ray import serve
 
 from recsys_assets.serving.app import create_app
-from recsys_assets.serving.config import ServingConfig
+from recsys_assets.serving.config import ServingConfig, serving_kv
 from recsys_assets.serving.runtime import Runtime
+from recsys_assets.serving_data.candidates import POPULAR, POPULAR_KEY, SEQUENCE, CandidateStore
+from recsys_assets.serving_data.release import ReleaseStore
 
 APP_NAME = "recsys"
 _FORWARDED_ENV = ("RECSYS_", "MLFLOW_", "FEAST_", "HF_", "DO_NOT_TRACK")
@@ -48,7 +50,7 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
                  num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
-    print(f"recsys serving on http://{config.host}:{config.port}/ (docs: /docs)", flush=True)
+    print(_welcome(config), flush=True)
     if blocking:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
@@ -57,6 +59,27 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
             pass
         finally:
             shutdown()
+
+
+def _welcome(config: ServingConfig) -> str:
+    """Where to look, with a user the current release knows."""
+    url = f"http://{config.host}:{config.port}"
+    lines = [f"recsys serving on {url}/  (demo page; API docs at {url}/docs)"]
+    kv = serving_kv(config.settings)
+    release = ReleaseStore(kv).current()
+    if release is None:
+        lines.append("no release yet: run `make pipeline`; serving picks it up when it is published")
+        return "\n".join(lines)
+    store = CandidateStore(kv)
+    users = store.ids(SEQUENCE, release.candidates[SEQUENCE])
+    user = users[len(users) // 2] if users else "some-user"
+    popular = store.read(POPULAR, release.candidates[POPULAR], [POPULAR_KEY])[0] or [["some-item", 0]]
+    lines += [f"try:  curl '{url}/recs/u2i/rerank?user_id={user}&count=5'",
+              f"      curl '{url}/recs/popular?count=5'"]
+    if config.api_token:
+        lines.append(f"      curl -X POST {url}/interactions -H 'Authorization: Bearer {config.api_token}' "
+                     f"-H 'content-type: application/json' -d '{{\"user_id\": \"{user}\", \"item_id\": \"{popular[0][0]}\"}}'")
+    return "\n".join(lines)
 
 
 def shutdown() -> None:

@@ -125,6 +125,10 @@ class CandidateStore:
         prefix = self._prefix(kind, version)
         return self.kv.get_many([prefix + i for i in ids])
 
+    def ids(self, kind: str, version: str) -> list[str]:
+        prefix = self._prefix(kind, version)
+        return sorted(k[len(prefix):] for k in self.kv.keys_with_prefix(prefix))
+
     def count(self, kind: str, version: str) -> int:
         return len(self.kv.keys_with_prefix(self._prefix(kind, version)))
 
