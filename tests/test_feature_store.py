@@ -275,3 +275,26 @@ def test_gcp_configuration_builds_offline(tmp_path):
                if getattr(o, "batch_source", None) is not None and isinstance(o.batch_source, BigQuerySource)}
     assert sources[USER_VIEW] == "p.features.user_rating_stats"
     assert sources[ITEM_VIEW] == "p.features.parent_asin_rating_stats"
+
+
+def test_item_feature_cache_reads_misses_in_one_call_and_expires(featured_home):
+    from recsys_assets.feature_store.online import ItemFeatureCache
+
+    store = featured_home.feature_repository().store
+    reader = OnlineFeatures(store)
+    items = _warehouse_rows(featured_home, "select distinct parent_asin from main.parent_asin_rating_stats "
+                                          "order by 1 limit 30")["parent_asin"].tolist()
+    calls = []
+    original = reader.items
+    reader.items = lambda ids: calls.append(list(ids)) or original(ids)
+    cache = ItemFeatureCache(reader, ttl_s=60)
+    first = cache.items(items[:20] + ["B0NOSUCH01"])
+    assert first.as_dicts() == original(items[:20] + ["B0NOSUCH01"]).as_dicts() and first.source[-1] == MISSING
+    again = cache.items(items[10:30])  # 10 cached, 10 new: one call for the 10 new
+    assert calls == [items[:20] + ["B0NOSUCH01"], items[20:30]]
+    assert again.as_dicts() == original(items[10:30]).as_dicts()
+
+    # Within the TTL a cached row may be stale by design; a cache with ttl 0 always reads through.
+    push_interaction(store, "cache-test-user", items[0], 5.0, 1_900_000_000_000)
+    assert cache.items([items[0]]).row(0) == first.row(0)
+    assert ItemFeatureCache(reader, ttl_s=0).items([items[0]]).source == [FRESH]

@@ -191,3 +191,40 @@ def test_rerank_fuses_ranker_and_retriever_scores(trained_home):
               for w in (1.0, 0.0)}
     assert report[1.0]["rerank"] == report[1.0]["two_tower"]
     assert report[0.0]["rerank"] != report[0.0]["two_tower"]
+
+
+def test_serving_packs_and_scores_one_user_like_training(trained_home):
+    """The rerank path (one user's part packed once, the GRU run once per distinct history) gives the
+    same inputs and scores as the general per-row path used in training and evaluation."""
+    import torch
+
+    from recsys_assets.models.data import ITEM
+    from recsys_assets.models.dataset import pack_ranker, pack_ranker_for_user
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.tags import load_tag_embeddings
+
+    day = str(trained_home.days[-1])
+    data = TrainingData.load(trained_home.path / "datasets" / day)
+    metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
+    catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
+    user = data.users_at_boundary.iloc[[3]].reset_index(drop=True)
+    items = catalogue.items.ids[:25]
+    stats = data.items_at_boundary.set_index(ITEM).reindex(items).reset_index()
+    rows = user.loc[user.index.repeat(len(items))].reset_index(drop=True)
+    rows[ITEM] = items
+    for column in stats.columns:
+        if column.startswith("parent_asin_rating_"):
+            rows[column] = stats[column].to_numpy()
+    general = pack_ranker(rows, data.users, catalogue, np.full(len(items), data.boundary))
+    one_user = pack_ranker_for_user(user, items, stats, data.users, catalogue, data.boundary)
+    np.testing.assert_array_equal(general, one_user)
+
+    mlflow.set_tracking_uri(mlflow_store(trained_home.settings).tracking_uri)
+    ranker = mlflow.pytorch.load_model("models:/ranker/1")
+    x = torch.from_numpy(np.concatenate([one_user, general[::-1].copy()]))
+    with torch.no_grad():
+        ranker.train()  # per-row GRU
+        per_row = ranker(x, logits=True)
+        ranker.eval()  # one GRU run per distinct history
+        deduplicated = ranker(x, logits=True)
+    torch.testing.assert_close(per_row, deduplicated)

@@ -6,6 +6,8 @@ with defaults (counts 0, averages None, empty lists), marked `missing`: never an
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from feast import FeatureStore, Field
@@ -134,3 +136,37 @@ class OnlineFeatures:
         return _pick(USER_VIEW, [user_id], raw, rows=[0]), _pick(ITEM_VIEW, parent_asins, raw)
 
 
+
+
+class ItemFeatureCache:
+    """A replica-local near cache of item feature rows, each kept at most `ttl_s` seconds.
+
+    A rerank reads ~100 items per request, and item stats only move with a batch materialization or a
+    push, so a few seconds of staleness buys most of the read back; the misses of a request are still
+    read in one online call. ttl_s = 0 reads through every time.
+    """
+
+    def __init__(self, features: OnlineFeatures, ttl_s: float = 10.0, max_entries: int = 500_000):
+        self.features, self.ttl_s, self.max_entries = features, ttl_s, max_entries
+        self._rows: dict[str, tuple[float, dict, str]] = {}
+        self._lock = threading.Lock()
+
+    def items(self, parent_asins: list[str]) -> FeatureRows:
+        if self.ttl_s <= 0:
+            return self.features.items(parent_asins)
+        now = time.monotonic()
+        with self._lock:
+            cached = {a: self._rows.get(a) for a in parent_asins}
+        missing = [a for a, hit in dict.fromkeys(parent_asins, None).items() if not cached[a] or cached[a][0] < now]
+        if missing:
+            read = self.features.items(missing)
+            expires = now + self.ttl_s
+            with self._lock:
+                if len(self._rows) + len(missing) > self.max_entries:
+                    self._rows.clear()
+                for i, asin in enumerate(missing):
+                    cached[asin] = self._rows[asin] = (expires, read.row(i), read.source[i])
+        names = [f.name for f in FEATURES_BY_VIEW[ITEM_VIEW]]
+        return FeatureRows(keys=list(parent_asins),
+                           columns={n: [cached[a][1][n] for a in parent_asins] for n in names},
+                           source=[cached[a][2] for a in parent_asins])

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_assets.models.data import ITEM, USER, Vocabulary
-from recsys_assets.models.dataset import pack_ranker, pack_users
+from recsys_assets.models.data import Vocabulary
+from recsys_assets.models.dataset import pack_ranker_for_user, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, load_version
 from recsys_assets.models.two_tower import encode
@@ -66,16 +66,10 @@ class Ranker:
                    Catalogue.from_artifacts(folder))
 
     @torch.no_grad()
-    def score(self, rows: pd.DataFrame, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probability, ranking score) per (user, candidate) row, all rows in one forward pass."""
-        x = torch.from_numpy(pack_ranker(rows, self.users, self.catalogue, np.full(len(rows), now_ms, np.int64)))
-        probability, ranking = self.model.probability_and_ranking(x)
+    def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame, now_ms: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(probability, ranking score) of each candidate for one user (a one-row frame of user_id + user
+        features), all candidates in one forward pass."""
+        x = pack_ranker_for_user(user, items, item_stats, self.users, self.catalogue, now_ms)
+        probability, ranking = self.model.probability_and_ranking(torch.from_numpy(x))
         return probability.numpy(), ranking.numpy()
-
-
-def ranking_rows(user_id: str, user: dict, items: list[str], item_columns: dict[str, list]) -> pd.DataFrame:
-    """One row per candidate: the user's features repeated beside each candidate's own."""
-    frame = pd.DataFrame({USER: [user_id] * len(items), ITEM: items, **item_columns})
-    for name, value in user.items():
-        frame[name] = [value] * len(items)
-    return frame

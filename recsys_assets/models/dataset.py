@@ -145,3 +145,18 @@ def pack_ranker(frame: pd.DataFrame, users: Vocabulary, catalogue: Catalogue, no
     return layout.pack(user=users.index(frame[USER].to_numpy()), item=item_index, history=history, buckets=buckets,
                        category=catalogue.category_index[item_index], user_dense=dense,
                        item_dense=catalogue.item_dense(item_index, frame))
+
+
+def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd.DataFrame, users: Vocabulary,
+                         catalogue: Catalogue, now_ms: int) -> np.ndarray:
+    """`pack_ranker` for one user (a one-row frame) and many candidates: the user's part is built once and
+    repeated, which is what serving a rerank needs (same rows as `pack_ranker` on the repeated frame)."""
+    items, n = catalogue.items, len(item_ids)
+    item_index = items.index(item_ids)
+    history, buckets = history_indices(user, items, np.array([now_ms], dtype=np.int64))
+    dense = user_dense(user)
+    layout: Layout = ranker_layout(dense.shape[1], catalogue.item_dense_width)
+    return layout.pack(user=np.repeat(users.index(user[USER].to_numpy()), n), item=item_index,
+                       history=np.repeat(history, n, axis=0), buckets=np.repeat(buckets, n, axis=0),
+                       category=catalogue.category_index[item_index], user_dense=np.repeat(dense, n, axis=0),
+                       item_dense=catalogue.item_dense(item_index, item_stats))

@@ -84,10 +84,13 @@ class Ranker(nn.Module):
 
     def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         s = self.layout.slices()
-        history = x[:, s["history"]].long()
-        steps = torch.cat([self.item_emb(history), self.bucket_emb(x[:, s["buckets"]].long())], dim=2)
-        _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
-        state = hidden[-1]
+        history, buckets = x[:, s["history"]].long(), x[:, s["buckets"]].long()
+        if self.training:
+            state = self._sequence_state(history, buckets)
+        else:
+            # Scoring one user's candidates repeats one history on every row: run the GRU once per distinct one.
+            distinct, inverse = torch.unique(torch.cat([history, buckets], dim=1), dim=0, return_inverse=True)
+            state = self._sequence_state(distinct[:, :history.shape[1]], distinct[:, history.shape[1]:])[inverse]
         item_features = torch.cat([self.category_emb(x[:, s["category"]].long().squeeze(1)), x[:, s["item_dense"]]],
                                   dim=1)
         user = self.user_emb(x[:, s["user"]].long().squeeze(1))
@@ -103,6 +106,11 @@ class Ranker(nn.Module):
                            dim=1)
         out = self.head(joined).squeeze(1)
         return out if logits else torch.sigmoid(out)
+
+    def _sequence_state(self, history: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        steps = torch.cat([self.item_emb(history), self.bucket_emb(buckets)], dim=2)
+        _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
+        return hidden[-1]
 
     def ranking_scores(self, x: torch.Tensor) -> torch.Tensor:
         """log p(item | user) up to a constant per user: what orders one user's candidates."""

@@ -47,6 +47,7 @@ class ServingConfig:
     reload_interval_s: float = 5.0
     canary_share: float = 0.0  # share of rerank requests the challenger ranker answers, when one is published
     retrieval_extra: int = 20  # last-item i2i and popular candidates added to the ANN ones
+    item_feature_ttl_s: float = 10.0  # how stale a cached item feature row may get (0: no cache)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     replicas: int = 1
@@ -57,6 +58,7 @@ class ServingConfig:
         return cls(settings=get_settings(), api_token=env.get("RECSYS_API_TOKEN") or None,
                    reload_interval_s=float(env.get("RECSYS_RELOAD_INTERVAL_S", "5")),
                    canary_share=float(env.get("RECSYS_CANARY_SHARE", "0")),
+                   item_feature_ttl_s=float(env.get("RECSYS_ITEM_FEATURE_TTL_S", "10")),
                    host=env.get("RECSYS_SERVE_HOST", "127.0.0.1"),
                    port=int(env.get("RECSYS_SERVE_PORT", str(DEFAULT_PORT))),
                    replicas=int(env.get("RECSYS_SERVE_REPLICAS", "1")))

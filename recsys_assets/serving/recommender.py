@@ -15,11 +15,11 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from recsys_assets.feature_store.online import BATCH, MISSING, OnlineFeatures
+from recsys_assets.feature_store.online import BATCH, MISSING, ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.models.data import USER
 from recsys_assets.models.ranker import rerank_scores
-from recsys_assets.models.bundles import Ranker, Retriever, ranking_rows
+from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
 from recsys_assets.serving_data.index import IndexReader
 from recsys_assets.serving_data.release import Release
@@ -41,6 +41,7 @@ class Recommender:
     index: IndexReader
     candidates: CandidateStore
     features: OnlineFeatures
+    item_features: ItemFeatureCache
     retrieval_extra: int = 20
     challenger: Ranker | None = None  # canary: answers the share of reranks the runtime routes to it
 
@@ -148,10 +149,10 @@ class Recommender:
             return {"cold_start": False, "items": []}
 
         t = time.perf_counter()
-        item_rows = self.features.items(candidates)
+        item_rows = self.item_features.items(candidates)
         timings["features_items_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        probability, ranking = ranker.score(ranking_rows(user_id, user, candidates, item_rows.columns), now_ms)
+        probability, ranking = ranker.score(user_frame, candidates, pd.DataFrame(item_rows.columns), now_ms)
         logits = self.retriever.logits(vector, candidates)
         fused = rerank_scores(ranking, logits)
         order = np.argsort(-fused, kind="stable")[:count]
@@ -172,9 +173,9 @@ class Recommender:
         """The ranker's probability that the user interacts with each item (given order), one forward pass."""
         self.known_items(item_ids)
         user, source = self._user(user_id)
-        item_rows = self.features.items(item_ids)
-        probability, _ = self.ranker.score(ranking_rows(user_id, user, item_ids, item_rows.columns),
-                                           self._now_ms(user))
+        item_rows = self.item_features.items(item_ids)
+        probability, _ = self.ranker.score(pd.DataFrame([{USER: user_id, **user}]), item_ids,
+                                           pd.DataFrame(item_rows.columns), self._now_ms(user))
         return {"cold_start": source == MISSING,
                 "scores": [{"item_id": i, "score": round(float(p), 6)} for i, p in zip(item_ids, probability)]}
 

@@ -13,7 +13,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
-from recsys_assets.feature_store.online import OnlineFeatures
+from recsys_assets.feature_store.online import ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.repository import FeatureRepository
 from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
 from recsys_assets.models.bundles import Ranker, Retriever
@@ -49,6 +49,7 @@ class Runtime:
         self.releases, self.candidates = ReleaseStore(kv), CandidateStore(kv)
         self.index = vector_index(settings)
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
+        self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
         self.events = EventLog(config.events_dir)
         self.metrics = ServingMetrics()
         self._current: Recommender | None = None
@@ -108,7 +109,7 @@ class Runtime:
             return Recommender(
                 release=release, retriever=Retriever.load(store, release.models["two_tower"]),
                 ranker=Ranker.load(store, release.models["ranker"]), index=index, candidates=self.candidates,
-                features=self.features, retrieval_extra=self.config.retrieval_extra,
+                features=self.features, item_features=self.item_features, retrieval_extra=self.config.retrieval_extra,
                 challenger=Ranker.load(store, challenger) if challenger and self.config.canary_share > 0 else None)
         except Exception:
             index.close()
