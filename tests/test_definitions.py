@@ -27,9 +27,10 @@ def test_definitions_load(env, tmp_path):
     out = subprocess.run([sys.executable, "-c", LOAD], env=environment, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     for key in ("raw_reviews", "item_metadata", "stg_reviews", "user_rating_stats", "parent_asin_rating_stats",
-                "feast_definitions", "online_features"):
+                "feast_definitions", "online_features", "two_tower_index", "u2i_candidates", "serving_release",
+                "landed_interactions"):
         assert f"'{key}'" in out.stdout
-    assert "'feature_store'" in out.stdout
+    assert "'feature_store'" in out.stdout and "'serving'" in out.stdout
     if env == "gcp":
         assert "'bigquery'" in out.stdout and "'gcs'" in out.stdout
 
@@ -45,16 +46,30 @@ def test_feast_assets_come_after_the_dbt_models():
 ORCHESTRATION = {"defs", "definitions.py", "cli.py"}
 
 
+def _imports(path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
 def test_library_code_never_imports_dagster():
     package = REPO_ROOT / "recsys_assets"
     offenders = []
     for path in package.rglob("*.py"):
         if path.relative_to(package).parts[0] in ORCHESTRATION:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.relative_to(package)}: {n}" for n in names if n.split(".")[0].startswith("dagster")]
+        offenders += [f"{path.relative_to(package)}: {n}" for n in _imports(path) if n.split(".")[0].startswith("dagster")]
+    assert offenders == []
+
+
+def test_serving_never_imports_the_orchestration_layer():
+    package = REPO_ROOT / "recsys_assets"
+    offenders = [f"{path.name}: {n}" for folder in ("serving", "serving_data") for path in (package / folder).glob("*.py")
+                 for n in _imports(path) if n.startswith(("recsys_assets.defs", "recsys_assets.definitions", "dagster"))]
     assert offenders == []
 
 

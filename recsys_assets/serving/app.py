@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from recsys_assets.serving.config import ServingConfig
 from recsys_assets.serving.recommender import NotFound, Recommender
 from recsys_assets.serving.runtime import Runtime
 
@@ -161,3 +162,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def bare_app() -> FastAPI:
+    """The same app without Ray Serve, for `uvicorn --factory` (the benchmark's baseline)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return create_app(Runtime(ServingConfig.from_env()))
