@@ -12,7 +12,7 @@ from conftest import recsys_env, serving_assets
 
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.process import serve_process
-from recsys_assets.serving_data.release import ReleaseStore
+from recsys_assets.serving_data.release import Release, ReleaseStore
 from recsys_assets.serving.config import serving_kv
 
 TOKEN = "test-token"
@@ -21,7 +21,7 @@ VERSION_FIELDS = ("model_version", "index_version", "request_id")
 
 @pytest.fixture(scope="module")
 def service(served_home):
-    env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_RELOAD_INTERVAL_S": "1"}
+    env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_RELOAD_INTERVAL_S": "1", "RECSYS_CANARY_SHARE": "0.5"}
     with serve_process(served_home.path, env=env) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             yield client
@@ -213,3 +213,47 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     moved = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))
     assert moved["model_version"] == release.models
     assert moved["index_version"] == release.collections["two_tower_items"] != before["index_version"]
+
+
+def _wait_for_release(service, release_id: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _ok(service.get("/readyz"))["release"] != release_id:
+        assert time.monotonic() < deadline, f"serving did not move to {release_id}"
+        time.sleep(0.5)
+
+
+def test_a_release_that_cannot_load_leaves_the_served_one_in_place(service, served_home, known):
+    releases = ReleaseStore(serving_kv(served_home.settings))
+    good = releases.current()
+    broken = Release(day=good.day, models={**good.models, "ranker": "999"}, collections=good.collections,
+                     candidates=good.candidates)
+    releases.publish(broken)
+    try:
+        deadline = time.monotonic() + 30
+        while 'recsys_release_reloads_total{outcome="load_failed"}' not in service.get("/metrics").text:
+            assert time.monotonic() < deadline, "the broken release was never tried"
+            time.sleep(0.5)
+        body = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))
+        assert body["release"] == good.id and body["model_version"] == good.models
+    finally:
+        releases.publish(good)
+
+
+def test_canary_share_goes_to_the_challenger_ranker(service, served_home, known):
+    """With RECSYS_CANARY_SHARE=0.5 and a challenger in the release (a ranker the gate did not promote),
+    about half the reranks are answered by it, and each answer says which."""
+    releases = ReleaseStore(serving_kv(served_home.settings))
+    current = releases.current()
+    other = "1" if current.models["ranker"] != "1" else "2"
+    canary = Release(day=current.day, models=current.models, collections=current.collections,
+                     candidates=current.candidates, challengers={"ranker": other})
+    releases.publish(canary)
+    try:
+        _wait_for_release(service, canary.id)
+        variants = [_ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))["ranker_variant"]
+                    for _ in range(60)]
+        assert 10 <= variants.count("challenger") <= 50 and set(variants) == {"champion", "challenger"}
+        assert 'recsys_rerank_variant_total{variant="challenger"}' in service.get("/metrics").text
+    finally:
+        releases.publish(Release(day=current.day, models=current.models, collections=current.collections,
+                                 candidates=current.candidates))
