@@ -124,12 +124,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", help="a RECSYS_HOME with a published release (default: generate one)")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--replicas", type=int, default=1, help="Serve replicas (the bare baseline has one worker)")
     args = parser.parse_args()
     home = prepare_home(args)
     users = sample_users(home)
 
     print("Ray Serve:", flush=True)
-    with serve_process(home, log_path=home / "bench-serve.log") as url:
+    with serve_process(home, env={"RECSYS_SERVE_REPLICAS": str(args.replicas)}, log_path=home / "bench-serve.log") as url:
         ray_serve = measure(url, users, args.seconds)
 
     print("bare uvicorn:", flush=True)
@@ -154,7 +155,7 @@ def main() -> None:
            "rps_at_10": reached["rps_at_10"] >= TARGETS["rps_at_10"],
            "p99_ms_at_10": reached["p99_ms_at_10"] <= TARGETS["p99_ms_at_10"],
            "errors_at_50": reached["errors_at_50"] == TARGETS["errors_at_50"]}
-    write_result("serving", {"home": str(home), "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
+    write_result("serving", {"home": str(home), "replicas": args.replicas, "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
                              "seconds_per_level": args.seconds, "ray_serve": ray_serve, "bare_uvicorn": bare,
                              "ray_serve_over_bare": ratios, "targets": TARGETS, "reached": reached, "met": met})
     for c in map(str, CONCURRENCY):

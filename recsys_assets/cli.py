@@ -148,10 +148,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from recsys_assets.serving.config import ServingConfig
-    from recsys_assets.serving.deploy import run
 
     config = ServingConfig.from_env()
     config = replace(config, port=args.port or config.port, replicas=args.replicas or config.replicas)
+    for key, value in config.ray_serve_environment().items():
+        os.environ.setdefault(key, value)  # before ray.serve is imported: it reads them then
+    from recsys_assets.serving.deploy import run
+
     run(config, blocking=True)
     return 0
 

@@ -66,7 +66,7 @@ class Ranker:
                    Catalogue.from_artifacts(folder))
 
     @torch.no_grad()
-    def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame, now_ms: int
+    def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame | dict, now_ms: int
               ) -> tuple[np.ndarray, np.ndarray]:
         """(probability, ranking score) of each candidate for one user (a one-row frame of user_id + user
         features), all candidates in one forward pass."""

@@ -147,7 +147,7 @@ def pack_ranker(frame: pd.DataFrame, users: Vocabulary, catalogue: Catalogue, no
                        item_dense=catalogue.item_dense(item_index, frame))
 
 
-def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd.DataFrame, users: Vocabulary,
+def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd.DataFrame | dict, users: Vocabulary,
                          catalogue: Catalogue, now_ms: int) -> np.ndarray:
     """`pack_ranker` for one user (a one-row frame) and many candidates: the user's part is built once and
     repeated, which is what serving a rerank needs (same rows as `pack_ranker` on the repeated frame)."""

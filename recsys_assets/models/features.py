@@ -8,6 +8,7 @@ evaluation and serving all build inputs here. Id columns hold vocabulary indices
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,19 +63,25 @@ class Layout:
 USER_DENSE_WIDTH = 2
 
 
-def user_dense(frame: pd.DataFrame) -> np.ndarray:
+def _floats(values) -> np.ndarray:
+    """A column (Series or list) as float64, missing values (None/NaN) as 0."""
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+
+
+def user_dense(frame: pd.DataFrame | Mapping) -> np.ndarray:
     """The user's 90-day rating count (log) and average (/5, 0 when none)."""
-    count = np.log1p(frame["user_rating_cnt_90d"].to_numpy(dtype=np.float64))
-    average = pd.to_numeric(frame["user_rating_avg_prev_rating_90d"]).fillna(0).to_numpy() / 5.0
+    count = np.log1p(_floats(frame["user_rating_cnt_90d"]))
+    average = _floats(frame["user_rating_avg_prev_rating_90d"]) / 5.0
     return np.stack([count, average], axis=1)
 
 
-def item_stats_dense(frame: pd.DataFrame) -> np.ndarray:
-    """An item's rating counts (log) and averages (/5) over the 7/30/90/365-day windows."""
+def item_stats_dense(frame: pd.DataFrame | Mapping) -> np.ndarray:
+    """An item's rating counts (log) and averages (/5) over the 7/30/90/365-day windows (columns of a frame,
+    or lists in a mapping)."""
     cols = []
     for days in WINDOWS_DAYS:
-        cols.append(np.log1p(frame[f"parent_asin_rating_cnt_{days}d"].to_numpy(dtype=np.float64)))
-        cols.append(pd.to_numeric(frame[f"parent_asin_rating_avg_prev_rating_{days}d"]).fillna(0).to_numpy() / 5.0)
+        cols.append(np.log1p(_floats(frame[f"parent_asin_rating_cnt_{days}d"])))
+        cols.append(_floats(frame[f"parent_asin_rating_avg_prev_rating_{days}d"]) / 5.0)
     return np.stack(cols, axis=1)
 
 
@@ -134,6 +141,11 @@ class Catalogue:
     @classmethod
     def from_artifacts(cls, folder: Path) -> Catalogue:
         folder = Path(folder)
+        missing = [name for name in ("items.json", "categories.json", "category_index.npy", "log_price.npy",
+                                     "tag_embedding.npy") if not (folder / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"the model's artifacts lack {missing}: it was registered before models carried "
+                                    "their catalogue; retrain it (or promote a newer version) to serve it")
         return cls(Vocabulary(json.loads((folder / "items.json").read_text())),
                    Vocabulary(json.loads((folder / "categories.json").read_text())),
                    np.load(folder / "category_index.npy"), np.load(folder / "log_price.npy"),

@@ -42,6 +42,9 @@ class Interaction(BaseModel):
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    # Handlers are `async def` on purpose: each request is a few ms of CPU (feature reads from a local store,
+    # one forward pass); running them inline on the event loop beats a thread pool whose threads only take
+    # turns on the GIL (measured: bench/serving.py).
     app = FastAPI(title="recsys", version="1",
                   description="Recommendations from the latest promoted release (Ray Serve + FastAPI).")
     app.state.runtime = runtime
@@ -85,7 +88,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         log.exception("request %s failed", request.state.request_id)
         return error(request, 500, "internal error; see the server log for this request_id")
 
-    def recommender() -> Recommender:
+    async def recommender() -> Recommender:
         current = runtime.current
         if current is None:
             raise HTTPException(503, "no release published yet: run the pipeline (`make pipeline`) first")
@@ -97,23 +100,23 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {**body, **rec.versions, "request_id": request.state.request_id}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page():
+    async def page():
         return HTMLResponse(PAGE.read_text())
 
     @app.get("/recs/popular", summary="Most interacted items of the release's window")
-    def popular(request: Request, rec: Rec, count: Annotated[int, Query(ge=1, le=100)] = 10):
+    async def popular(request: Request, rec: Rec, count: Annotated[int, Query(ge=1, le=100)] = 10):
         return answer(request, rec, {"items": rec.popular(count)})
 
     @app.get("/recs/i2i", summary="Items like an item (item2vec neighbours)")
-    def i2i(request: Request, rec: Rec, item_id: ItemId, count: Annotated[int, Query(ge=1, le=100)] = 10):
+    async def i2i(request: Request, rec: Rec, item_id: ItemId, count: Annotated[int, Query(ge=1, le=100)] = 10):
         return answer(request, rec, {"item_id": item_id, "items": rec.i2i(item_id, count)})
 
     @app.get("/recs/u2i/last_item_i2i", summary="Items like the user's latest item")
-    def last_item_i2i(request: Request, rec: Rec, user_id: UserId, count: Annotated[int, Query(ge=1, le=100)] = 10):
+    async def last_item_i2i(request: Request, rec: Rec, user_id: UserId, count: Annotated[int, Query(ge=1, le=100)] = 10):
         return answer(request, rec, {"user_id": user_id, **rec.last_item_i2i(user_id, count)})
 
     @app.get("/recs/u2i/rerank", summary="Two-tower ANN + last-item i2i + popular, reranked by the ranker")
-    def rerank(request: Request, rec: Rec, user_id: UserId,
+    async def rerank(request: Request, rec: Rec, user_id: UserId,
                top_k_retrieval: Annotated[int, Query(ge=10, le=500)] = 100,
                count: Annotated[int, Query(ge=1, le=50)] = 10, debug: bool = False):
         ranker, variant = runtime.choose_ranker(rec)
@@ -122,15 +125,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         return answer(request, rec, {"user_id": user_id, "ranker_variant": variant, **body})
 
     @app.post("/score/seq_rating_prediction", summary="The ranker's interaction probability per item")
-    def score(request: Request, rec: Rec, body: ScoreRequest):
+    async def score(request: Request, rec: Rec, body: ScoreRequest):
         return answer(request, rec, {"user_id": body.user_id, **rec.seq_rating_prediction(body.user_id,
                                                                                             body.item_ids)})
 
     @app.get("/features/user", summary="The user's online features (fresh views first)")
-    def user_features(request: Request, rec: Rec, user_id: UserId):
+    async def user_features(request: Request, rec: Rec, user_id: UserId):
         return answer(request, rec, rec.user_features(user_id))
 
-    def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
         token = runtime.config.api_token
         if token is None:
             raise HTTPException(403, "interactions are disabled: set RECSYS_API_TOKEN on the server")
@@ -140,25 +143,25 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.post("/interactions", status_code=201, dependencies=[Depends(bearer)],
               summary="Record an interaction: fresh features now, the next day's landing file later")
-    def interactions(request: Request, rec: Rec, body: Interaction):
+    async def interactions(request: Request, rec: Rec, body: Interaction):
         timestamp_ms = body.timestamp_ms if body.timestamp_ms is not None else int(time.time() * 1000)
         state = rec.record_interaction(body.user_id, body.item_id, body.rating, timestamp_ms)
         runtime.events.append(body.user_id, body.item_id, body.rating, timestamp_ms)
         return answer(request, rec, {**state, "timestamp_ms": timestamp_ms})
 
     @app.get("/healthz", summary="The process answers")
-    def healthz():
+    async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz", summary="A release is loaded")
-    def readyz(request: Request):
+    async def readyz(request: Request):
         current = runtime.current
         if current is None:
             return error(request, 503, "no release loaded")
         return answer(request, current, {"ready": True, "day": current.release.day})
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-    def prometheus():
+    async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -9,6 +9,7 @@ import sys
 
 from ray import serve
 
+from recsys_assets.feature_store.redis_server import free_port
 from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
 from recsys_assets.serving.runtime import Runtime
@@ -48,7 +49,9 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                  num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
-    serve.start(http_options={"host": config.host, "port": config.port})
+    # With direct ingress the replica answers on config.port; Ray's proxy still runs, on a free loopback port.
+    proxy_port = free_port() if config.direct_ingress else config.port
+    serve.start(http_options={"host": config.host, "port": proxy_port})
     serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
     print(_welcome(config), flush=True)
     if blocking:

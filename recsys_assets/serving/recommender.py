@@ -152,7 +152,7 @@ class Recommender:
         item_rows = self.item_features.items(candidates)
         timings["features_items_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        probability, ranking = ranker.score(user_frame, candidates, pd.DataFrame(item_rows.columns), now_ms)
+        probability, ranking = ranker.score(user_frame, candidates, item_rows.columns, now_ms)
         logits = self.retriever.logits(vector, candidates)
         fused = rerank_scores(ranking, logits)
         order = np.argsort(-fused, kind="stable")[:count]
@@ -174,8 +174,8 @@ class Recommender:
         self.known_items(item_ids)
         user, source = self._user(user_id)
         item_rows = self.item_features.items(item_ids)
-        probability, _ = self.ranker.score(pd.DataFrame([{USER: user_id, **user}]), item_ids,
-                                           pd.DataFrame(item_rows.columns), self._now_ms(user))
+        probability, _ = self.ranker.score(pd.DataFrame([{USER: user_id, **user}]), item_ids, item_rows.columns,
+                                           self._now_ms(user))
         return {"cold_start": source == MISSING,
                 "scores": [{"item_id": i, "score": round(float(p), 6)} for i, p in zip(item_ids, probability)]}
 
