@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_result
+from common import write_result  # first: sets the partitions' start date
 
 import aiohttp
 import numpy as np

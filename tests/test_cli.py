@@ -45,3 +45,12 @@ def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     users = OnlineFeatures(repo.store).users(list(newest))
     assert len(newest) == 7 and users.source == ["batch"] * 7
     assert [s[-1] for s in users.columns["user_rating_list_10_recent_asin_timestamp"]] == list(newest.values())
+
+    # ... and the whole chain ran unchanged on it, up to a published release for serving (tag embeddings
+    # are all zeros here: no item text; those items are left out of the tag index, not an error).
+    from recsys_assets.serving_data.kv import SQLiteKV
+    from recsys_assets.serving_data.release import ReleaseStore
+
+    release = ReleaseStore(SQLiteKV(home / "serving" / "serving.sqlite")).current()
+    assert release is not None and release.day == "2023-11-16" and set(release.models) == {"item2vec", "two_tower",
+                                                                                              "ranker"}

@@ -11,9 +11,9 @@ import pytest
 from conftest import recsys_env, serving_assets
 
 from recsys_assets.data.schema import ITEMS_FILE
+from recsys_assets.serving.config import serving_kv
 from recsys_assets.serving.process import serve_process
 from recsys_assets.serving_data.release import Release, ReleaseStore
-from recsys_assets.serving.config import serving_kv
 
 TOKEN = "test-token"
 VERSION_FIELDS = ("model_version", "index_version", "request_id")

@@ -6,12 +6,13 @@ records the version in its metadata; `serving_release` publishes the versions to
 
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
 
+from recsys_assets.data.schema import day_start_ms
 from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
@@ -20,7 +21,6 @@ from recsys_assets.models.data import ITEM, TIME, USER
 from recsys_assets.models.registry import load_version
 from recsys_assets.serving_data.candidates import (
     I2I,
-    ITEM as ITEM_KIND,
     POPULAR,
     POPULAR_KEY,
     SEQUENCE,
@@ -29,20 +29,17 @@ from recsys_assets.serving_data.candidates import (
     catalogue_rows,
     item_neighbours,
     last_items,
+    user_top_items,
+)
+from recsys_assets.serving_data.candidates import (
+    ITEM as ITEM_KIND,
 )
 from recsys_assets.serving_data.candidates import (
     popular_items as most_popular,
-    user_top_items,
 )
 
 TOP_K = 100
 ACTIVE_USER_DAYS = 30  # u2i is precomputed for users with an event in the last 30 days of the window
-
-
-def _day_end_ms(partition_key: str) -> int:
-    end = datetime.combine(date.fromisoformat(partition_key) + timedelta(days=1), datetime.min.time(),
-                           tzinfo=timezone.utc)
-    return int(end.timestamp() * 1000)
 
 
 def _window_events(context: AssetExecutionContext, warehouse: WarehouseResource,
@@ -98,7 +95,7 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
     version = champion_version(registry, "two_tower")
     retriever = Retriever.load(registry, version)
     events = _window_events(context, warehouse, training)
-    end_ms = _day_end_ms(context.partition_key)
+    end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))
     active = sorted(events.loc[events[TIME] >= end_ms - ACTIVE_USER_DAYS * 86_400_000, USER].unique())
     users = point_in_time_features(feature_store.repository().store, pd.DataFrame({USER: active, TIME: end_ms}))
     vectors = retriever.user_vectors(users, np.full(len(users), end_ms))

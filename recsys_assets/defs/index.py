@@ -55,7 +55,11 @@ def _check_spec(asset_name: str) -> list[AssetCheckSpec]:
 
 def publish_collection(context: AssetExecutionContext, index: VectorIndex, alias: str, version: str,
                        ids: list[str], vectors: np.ndarray, extra: dict) -> MaterializeResult:
-    """Build a new collection, check it, and only then point the alias at it (the old one stays)."""
+    """Build a new collection, check it, and only then point the alias at it (the old one stays). Items
+    whose vector is all zeros (e.g. no tags: no text to tag) have no direction to compare: left out."""
+    keep = np.linalg.norm(vectors, axis=1) > 0
+    ids, vectors = [i for i, k in zip(ids, keep) if k], vectors[keep]
+    extra = {**extra, "left_out_zero_vectors": int((~keep).sum())}
     collection = index.build(alias, version, ids, vectors)
     check = index.check(collection, ids, vectors)
     previous = index.point_alias(alias, collection) if check.passed else index.resolve(alias)

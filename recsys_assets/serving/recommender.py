@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
+from recsys_assets.data.schema import day_start_ms
 from recsys_assets.feature_store.online import BATCH, MISSING, ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.push import push_interaction
+from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.models.data import USER
 from recsys_assets.models.ranker import rerank_scores
-from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
 from recsys_assets.serving_data.index import IndexReader
 from recsys_assets.serving_data.release import Release
@@ -52,9 +53,7 @@ class Recommender:
 
     @property
     def data_time_ms(self) -> int:
-        end = datetime.combine(date.fromisoformat(self.release.day) + timedelta(days=1), datetime.min.time(),
-                               tzinfo=timezone.utc)
-        return int(end.timestamp() * 1000)
+        return day_start_ms(date.fromisoformat(self.release.day) + timedelta(days=1))
 
     # -- reads ---------------------------------------------------------------------------------------
     def _read(self, kind: str, ids: list[str]) -> list:

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
 from recsys_assets.feature_store.online import ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.repository import FeatureRepository
-from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
 from recsys_assets.models.bundles import Ranker, Retriever
+from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
 from recsys_assets.serving.recommender import TWO_TOWER_INDEX, Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import EventLog
