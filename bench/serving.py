@@ -130,7 +130,8 @@ def main() -> None:
     users = sample_users(home)
 
     print("Ray Serve:", flush=True)
-    with serve_process(home, env={"RECSYS_SERVE_REPLICAS": str(args.replicas)}, log_path=home / "bench-serve.log") as url:
+    replicas = {"RECSYS_SERVE_REPLICAS": str(args.replicas)}
+    with serve_process(home, env=replicas, log_path=home / "bench-serve.log") as url:
         ray_serve = measure(url, users, args.seconds)
 
     print("bare uvicorn:", flush=True)
@@ -155,7 +156,8 @@ def main() -> None:
            "rps_at_10": reached["rps_at_10"] >= TARGETS["rps_at_10"],
            "p99_ms_at_10": reached["p99_ms_at_10"] <= TARGETS["p99_ms_at_10"],
            "errors_at_50": reached["errors_at_50"] == TARGETS["errors_at_50"]}
-    write_result("serving", {"home": str(home), "replicas": args.replicas, "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
+    write_result("serving", {"home": str(home), "replicas": args.replicas,
+                             "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
                              "seconds_per_level": args.seconds, "ray_serve": ray_serve, "bare_uvicorn": bare,
                              "ray_serve_over_bare": ratios, "targets": TARGETS, "reached": reached, "met": met})
     for c in map(str, CONCURRENCY):

@@ -129,8 +129,8 @@ def test_an_interaction_shows_in_the_next_rerank_and_in_the_event_log(service, k
     before = _ok(service.get("/recs/u2i/rerank", params={"user_id": user, "count": 10, "debug": True}))
     liked = before["items"][0]["item_id"]
     stamp = int(time.time() * 1000)
-    response = service.post("/interactions", json={"user_id": user, "item_id": liked, "rating": 5, "timestamp_ms": stamp},
-                            headers={"authorization": f"Bearer {TOKEN}"})
+    response = service.post("/interactions", headers={"authorization": f"Bearer {TOKEN}"},
+                            json={"user_id": user, "item_id": liked, "rating": 5, "timestamp_ms": stamp})
     assert response.status_code == 201, response.text
     assert response.json()["recent_items"][-1] == liked
 

@@ -134,7 +134,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return answer(request, rec, {"item_id": item_id, "items": rec.i2i(item_id, count)})
 
     @app.get("/recs/u2i/last_item_i2i", summary="Items like the user's latest item")
-    async def last_item_i2i(request: Request, rec: Rec, user_id: UserId, count: Annotated[int, Query(ge=1, le=100)] = 10):
+    async def last_item_i2i(request: Request, rec: Rec, user_id: UserId,
+                            count: Annotated[int, Query(ge=1, le=100)] = 10):
         return answer(request, rec, {"user_id": user_id, **rec.last_item_i2i(user_id, count)})
 
     @app.get("/recs/u2i/rerank", summary="Two-tower ANN + last-item i2i + popular, reranked by the ranker")

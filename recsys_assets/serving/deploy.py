@@ -81,7 +81,8 @@ def _welcome(config: ServingConfig) -> str:
               f"      curl '{url}/recs/popular?count=5'"]
     if config.api_token:
         lines.append(f"      curl -X POST {url}/interactions -H 'Authorization: Bearer {config.api_token}' "
-                     f"-H 'content-type: application/json' -d '{{\"user_id\": \"{user}\", \"item_id\": \"{popular[0][0]}\"}}'")
+                     f"-H 'content-type: application/json' "
+                     f"-d '{{\"user_id\": \"{user}\", \"item_id\": \"{popular[0][0]}\"}}'")
     return "\n".join(lines)
 
 

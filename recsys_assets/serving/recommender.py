@@ -8,6 +8,7 @@ a model trained on day D sees the world as of D.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -28,6 +29,12 @@ from recsys_assets.serving_data.release import Release
 HISTORY_ITEMS = "user_rating_list_10_recent_asin"
 HISTORY_TIMES = "user_rating_list_10_recent_asin_timestamp"
 TWO_TOWER_INDEX = "two_tower_items"
+
+
+def _number(value) -> float | None:
+    """A score for JSON: rounded, None where it is not finite (an item a model has never seen)."""
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
 
 
 class NotFound(LookupError):
@@ -72,7 +79,7 @@ class Recommender:
         infos = self.items_info([i for i, _ in scored])
         cards = []
         for n, ((item, score), info) in enumerate(zip(scored, infos)):
-            card = {"item_id": item, "score": round(float(score), 6), **(info or {})}
+            card = {"item_id": item, "score": _number(score), **(info or {})}
             if extra:
                 card.update(extra[n])
             cards.append(card)
@@ -159,13 +166,13 @@ class Recommender:
         scored = [(candidates[j], float(fused[j])) for j in order]
         extra = None
         if debug:
-            extra = [{"source": origin[candidates[j]], "ranker_probability": round(float(probability[j]), 6),
-                      "ranker_score": round(float(ranking[j]), 6), "retrieval_score": round(float(logits[j]), 6)}
-                     for j in order]
+            extra = [{"source": origin[candidates[j]], "ranker_probability": _number(probability[j]),
+                      "ranker_score": _number(ranking[j]), "retrieval_score": _number(logits[j])} for j in order]
         out = {"cold_start": False, "items": self._cards(scored, extra)}
         if debug:
-            out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval, "ranker": ranker.version,
-                            "now_ms": now_ms, "timings": {k: round(v, 3) for k, v in timings.items()}}
+            out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval,
+                            "ranker": ranker.version, "now_ms": now_ms,
+                            "timings": {k: round(v, 3) for k, v in timings.items()}}
         return out
 
     def seq_rating_prediction(self, user_id: str, item_ids: list[str]) -> dict:
@@ -176,7 +183,7 @@ class Recommender:
         probability, _ = self.ranker.score(pd.DataFrame([{USER: user_id, **user}]), item_ids, item_rows.columns,
                                            self._now_ms(user))
         return {"cold_start": source == MISSING,
-                "scores": [{"item_id": i, "score": round(float(p), 6)} for i, p in zip(item_ids, probability)]}
+                "scores": [{"item_id": i, "score": _number(p)} for i, p in zip(item_ids, probability)]}
 
     def user_features(self, user_id: str) -> dict:
         user, source = self._user(user_id)
