@@ -29,7 +29,7 @@ def build_app():
     return create_app(Runtime(ServingConfig.from_env()))
 
 
-@serve.deployment(name="recsys", max_ongoing_requests=32, health_check_period_s=5)
+@serve.deployment(name="recsys", max_ongoing_requests=32, health_check_period_s=5, graceful_shutdown_timeout_s=5)
 @serve.ingress(build_app)
 class RecsysIngress:
     """The ingress deployment; its routes are the FastAPI app's."""
@@ -46,9 +46,10 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     """Start a local Ray (or join RAY_ADDRESS), Serve bound to config.host:port, and the app."""
     import ray
 
+    joined = bool(os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
+                 num_cpus=None if joined else max(2, os.cpu_count() or 2))
     # With direct ingress the replica answers on config.port; Ray's proxy still runs, on a free loopback port.
     proxy_port = free_port() if config.direct_ingress else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
@@ -61,7 +62,7 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
-            shutdown()
+            shutdown(own_cluster=not joined)
 
 
 def _welcome(config: ServingConfig) -> str:
@@ -86,10 +87,12 @@ def _welcome(config: ServingConfig) -> str:
     return "\n".join(lines)
 
 
-def shutdown() -> None:
+def shutdown(own_cluster: bool = True) -> None:
+    """Stop serving: the whole local Ray we started (its processes go with it, at once), or only our app on
+    a cluster we joined."""
     import ray
 
-    try:
-        serve.shutdown()
-    finally:
+    if own_cluster:
         ray.shutdown()
+    else:
+        serve.delete(APP_NAME)
