@@ -34,7 +34,7 @@ class Retriever:
         return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())), catalogue,
                    np.load(folder / ITEM_VECTORS), {item: r for r, item in enumerate(catalogue.items.ids)})
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def user_vectors(self, users: pd.DataFrame, now_ms: np.ndarray) -> np.ndarray:
         """Query vectors for user rows (user_id + user features as of now_ms)."""
         x = pack_users(users, self.users, self.catalogue.items, np.asarray(now_ms, dtype=np.int64))
@@ -65,7 +65,7 @@ class Ranker:
         return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())),
                    Catalogue.from_artifacts(folder))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame | dict, now_ms: int
               ) -> tuple[np.ndarray, np.ndarray]:
         """(probability, ranking score) of each candidate for one user (a one-row frame of user_id + user

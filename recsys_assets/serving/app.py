@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -39,6 +40,13 @@ class Interaction(BaseModel):
     item_id: str = Field(min_length=1, max_length=256)
     rating: float = Field(5.0, ge=1, le=5)
     timestamp_ms: int | None = Field(None, ge=0, description="event time in ms; default: now")
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON through orjson (several times faster than the standard library's encoder)."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
 
 
 class ObserveRequests:
@@ -118,8 +126,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     Rec = Annotated[Recommender, Depends(recommender)]
 
-    def answer(request: Request, rec: Recommender, body: dict) -> dict:
-        return {**body, **rec.versions, "request_id": request.state.request_id}
+    def answer(request: Request, rec: Recommender, body: dict) -> JSONResponse:
+        # A ready response: FastAPI's own encoding pass over plain dicts and lists would only repeat the work.
+        return FastJSONResponse({**body, **rec.versions, "request_id": request.state.request_id})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
