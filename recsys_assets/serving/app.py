@@ -126,9 +126,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     Rec = Annotated[Recommender, Depends(recommender)]
 
-    def answer(request: Request, rec: Recommender, body: dict) -> JSONResponse:
+    def answer(request: Request, rec: Recommender, body: dict, status: int = 200) -> JSONResponse:
         # A ready response: FastAPI's own encoding pass over plain dicts and lists would only repeat the work.
-        return FastJSONResponse({**body, **rec.versions, "request_id": request.state.request_id})
+        return FastJSONResponse({**body, **rec.versions, "request_id": request.state.request_id}, status_code=status)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -179,7 +179,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         timestamp_ms = body.timestamp_ms if body.timestamp_ms is not None else int(time.time() * 1000)
         state = rec.record_interaction(body.user_id, body.item_id, body.rating, timestamp_ms)
         runtime.events.append(body.user_id, body.item_id, body.rating, timestamp_ms)
-        return answer(request, rec, {**state, "timestamp_ms": timestamp_ms})
+        return answer(request, rec, {**state, "timestamp_ms": timestamp_ms}, status=201)
 
     @app.get("/healthz", summary="The process answers")
     async def healthz():
