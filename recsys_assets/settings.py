@@ -66,6 +66,15 @@ class Settings:
         return os.environ.get("RECSYS_SERVING_STORE", default).strip().lower()
 
     @property
+    def serving_redis_url(self) -> str | None:
+        """The Redis holding the serving store, None when it is the SQLite file (serving_db_path)."""
+        if self.serving_store != "redis":
+            return None
+        if not self.redis_url and self.env != "gcp":
+            raise ValueError("RECSYS_SERVING_STORE=redis needs RECSYS_REDIS_URL")
+        return self.redis_url or "redis-master:6379"  # the Helm chart's service in the cluster
+
+    @property
     def serving_db_path(self) -> Path:
         return self.home / "serving" / "serving.sqlite"
 

@@ -20,7 +20,7 @@ from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
 from recsys_assets.serving_data.events import EventLog
 from recsys_assets.serving_data.index import VectorIndex
-from recsys_assets.serving_data.kv import KeyValueStore, RedisKV, SQLiteKV
+from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
 
@@ -150,12 +150,10 @@ class ServingResource(ConfigurableResource):
     events_dir: str | None = None  # the API's interaction log (local disk of the serving machine)
 
     def kv(self) -> KeyValueStore:
-        return RedisKV(self.redis_url) if self.redis_url else SQLiteKV(Path(self.sqlite_path))
+        return open_kv(Path(self.sqlite_path), self.redis_url)
 
     def index(self) -> VectorIndex:
-        if self.qdrant_url:
-            return VectorIndex(url=self.qdrant_url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY"))
-        return VectorIndex(path=Path(self.qdrant_path))
+        return VectorIndex.open(Path(self.qdrant_path) if self.qdrant_path else None, self.qdrant_url)
 
     def registry(self) -> MlflowStore:
         return MlflowStore(self.mlflow_uri) if self.mlflow_uri else MlflowStore.local(Path(self.mlflow_dir))
@@ -165,10 +163,8 @@ class ServingResource(ConfigurableResource):
 
 
 def _serving(settings: Settings) -> ServingResource:
-    redis = settings.serving_store == "redis"
     return ServingResource(
-        sqlite_path=str(settings.serving_db_path),
-        redis_url=(settings.redis_url or "redis-master:6379") if redis else None,
+        sqlite_path=str(settings.serving_db_path), redis_url=settings.serving_redis_url,
         qdrant_path=str(settings.qdrant_dir), qdrant_url=settings.qdrant_url,
         mlflow_uri=settings.mlflow_uri, mlflow_dir=str(settings.home / "mlflow"), events_dir=str(settings.events_dir),
     )

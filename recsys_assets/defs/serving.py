@@ -8,8 +8,6 @@ requests the serving assets of the newest day again, so the index and u2i follow
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     AssetSelection,
     Failure,
     MaterializeResult,
@@ -23,6 +21,7 @@ from dagster import (
 )
 
 from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from, champion_version
+from recsys_assets.defs.models import recorded_metadata
 from recsys_assets.defs.resources import ServingResource
 from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.registry import champion
@@ -34,15 +33,6 @@ CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_c
 SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
 
 
-def _recorded(context: AssetExecutionContext, asset_name: str, key: str) -> str:
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[context.partition_key]), limit=1
-    ).records
-    if not records or key not in records[0].asset_materialization.metadata:
-        raise Failure(f"{asset_name} has no materialization for {context.partition_key}: materialize it first")
-    return str(records[0].asset_materialization.metadata[key].value)
-
-
 @asset(deps=[*INDEX_ALIASES, *CANDIDATE_ASSETS.values()], code_version="1", kinds={"rayserve"},
        description="Publishes the release serving moves to: champion versions + the collections behind the index "
                    "aliases + the day's candidate versions; the day's unpromoted ranker as canary challenger.",
@@ -52,7 +42,8 @@ def serving_release(context: AssetExecutionContext, serving: ServingResource) ->
     models = {name: champion_version(registry, name) for name in MODEL_NAMES}
     index = serving.index()
     collections = {alias: index.resolve(alias) for alias in INDEX_ALIASES.values()}
-    candidates = {kind: _recorded(context, asset_name, "version") for kind, asset_name in CANDIDATE_ASSETS.items()}
+    candidates = {kind: recorded_metadata(context, asset_name, "version")
+                  for kind, asset_name in CANDIDATE_ASSETS.items()}
     # The pieces built from a model must be of the champion being released (a two-tower's user vectors
     # only match its own item vectors).
     expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
@@ -60,9 +51,7 @@ def serving_release(context: AssetExecutionContext, serving: ServingResource) ->
     stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
     if stale:
         raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")
-    day_ranker = _recorded(context, "ranker", "mlflow_version") if context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("ranker"), asset_partitions=[context.partition_key]), limit=1
-    ).records else None
+    day_ranker = recorded_metadata(context, "ranker", "mlflow_version", required=False)
     challengers = {"ranker": day_ranker} if day_ranker and day_ranker != models["ranker"] else {}
     release = Release(day=context.partition_key, models=models, collections=collections, candidates=candidates,
                       challengers=challengers)

@@ -157,7 +157,7 @@ class ItemFeatureCache:
         now = time.monotonic()
         with self._lock:
             cached = {a: self._rows.get(a) for a in parent_asins}
-        missing = [a for a, hit in dict.fromkeys(parent_asins, None).items() if not cached[a] or cached[a][0] < now]
+        missing = [a for a in dict.fromkeys(parent_asins) if not cached[a] or cached[a][0] < now]
         if missing:
             read = self.features.items(missing)
             expires = now + self.ttl_s

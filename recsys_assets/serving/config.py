@@ -10,24 +10,18 @@ from pathlib import Path
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.serving_data.index import VectorIndex
-from recsys_assets.serving_data.kv import KeyValueStore, RedisKV, SQLiteKV
+from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import Settings, get_settings
 
 DEFAULT_PORT = 8000
 
 
 def serving_kv(settings: Settings) -> KeyValueStore:
-    if settings.serving_store == "redis":
-        if not settings.redis_url and settings.env != "gcp":
-            raise ValueError("RECSYS_SERVING_STORE=redis needs RECSYS_REDIS_URL")
-        return RedisKV(settings.redis_url or "redis-master:6379")
-    return SQLiteKV(settings.serving_db_path)
+    return open_kv(settings.serving_db_path, settings.serving_redis_url)
 
 
 def vector_index(settings: Settings) -> VectorIndex:
-    url = settings.qdrant_url
-    return VectorIndex(url=url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY")) if url else \
-        VectorIndex(path=settings.qdrant_dir)
+    return VectorIndex.open(settings.qdrant_dir, settings.qdrant_url)
 
 
 def feature_store_config(settings: Settings) -> FeatureStoreConfig:

@@ -78,6 +78,13 @@ class VectorIndex:
             raise ValueError("give exactly one of path (local mode) or url (Qdrant server)")
         self.path, self.url, self.api_key = (Path(path) if path else None), url, api_key
 
+    @classmethod
+    def open(cls, path: Path | None, url: str | None) -> VectorIndex:
+        """The Qdrant server at `url` (API key from RECSYS_QDRANT_API_KEY), else local mode under `path`."""
+        if url:
+            return cls(url=url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY"))
+        return cls(path=path)
+
     @property
     def local(self) -> bool:
         return self.path is not None

@@ -117,3 +117,8 @@ class RedisKV:
 
     def close(self) -> None:
         self.client.close()
+
+
+def open_kv(sqlite_path: Path, redis_url: str | None = None) -> KeyValueStore:
+    """Redis when a URL is given, else the SQLite file."""
+    return RedisKV(redis_url) if redis_url else SQLiteKV(sqlite_path)
