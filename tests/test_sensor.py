@@ -102,3 +102,29 @@ def test_logged_interactions_land_in_their_day_and_the_day_is_ingested_again(hom
     assert set(table.loc[table["user_id"] == "live-user", "parent_asin"]) == {"B000000001", "B000000002"}
     requests, _ = _tick(home, cursor)
     assert _requested(requests) == [(str(day), ("raw_reviews",))]
+
+
+def test_interactions_land_for_the_day_that_ended():
+    """The schedule fires after midnight UTC for yesterday: today's partition is still receiving events."""
+    from datetime import datetime, timezone
+
+    from dagster import build_schedule_context
+
+    from recsys_assets.defs.interactions import land_interactions_schedule
+
+    for tick, day in ((datetime(2026, 11, 27, 0, 15, tzinfo=timezone.utc), "2026-11-26"),
+                      (datetime(2027, 1, 1, 0, 15, tzinfo=timezone.utc), "2026-12-31")):
+        request = land_interactions_schedule(build_schedule_context(scheduled_execution_time=tick))
+        assert request.partition_key == day and request.run_key == day
+
+
+def test_sensors_and_schedules_run_by_default():
+    """`make dev` alone automates: nothing needs switching on in the UI."""
+    from dagster import DefaultScheduleStatus, DefaultSensorStatus
+
+    from recsys_assets.definitions import defs
+
+    repo = defs.get_repository_def()
+    assert {s.name: s.default_status for s in repo.sensor_defs} == {
+        name: DefaultSensorStatus.RUNNING for name in ("landing_sensor", "automation_sensor", "champion_sensor")}
+    assert [s.default_status for s in repo.schedule_defs] == [DefaultScheduleStatus.RUNNING]

@@ -214,6 +214,18 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     assert moved["model_version"] == release.models
     assert moved["index_version"] == release.collections["two_tower_items"] != before["index_version"]
 
+    # Back to the previous versions and forward again on the same day: each move is a request of its own.
+    keys = [request.run_key]
+    for versions in (before["model_version"], new):
+        for name, version in versions.items():
+            set_champion(client, name, str(version))
+        with recsys_env(served_home.path):
+            again = champion_sensor(build_sensor_context(instance=served_home.instance,
+                                                         resources={"serving": resources["serving"]}))
+        keys.append(again.run_key)
+        served_home.materialize(serving_assets(), day)
+    assert len(set(keys)) == 3, keys
+
 
 def _wait_for_release(service, release_id: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s

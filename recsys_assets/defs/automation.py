@@ -1,9 +1,95 @@
-"""How downstream assets follow new data without a click."""
+"""How downstream assets follow new data without a click.
 
-from dagster import AutomationCondition
+Time is the data's, never the calendar's: the *newest landed day* is the newest partition of `raw_reviews`
+that has been loaded. A day that lands after it ended (every imported or generated day, and the normal
+daily case) is still the newest landed day, whatever the clock says.
 
-# Any updated upstream partition (not only the latest day) flows on, once its blocking checks passed.
-FOLLOW_UPSTREAM = (
-    AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
-    & AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager_after_checks")
+* Feature assets follow every updated day up to the newest landed day (a replaced old day refreshes the
+  days whose windows reach it; see the partition mappings in `features.py`).
+* Models, evaluation, promotion and the serving assets follow the newest landed day only: a replaced old
+  file retrains the newest day's models, never old ones.
+
+The conditions are Python subclasses, so the automation sensor evaluates them in the code server
+(`use_user_code_server=True` in `sensors.py`).
+"""
+
+from dagster import AssetKey, AutomationCondition
+from dagster._core.asset_graph_view.entity_subset import EntitySubset
+from dagster._core.definitions.declarative_automation.automation_context import AutomationContext
+from dagster._core.definitions.declarative_automation.operands.subset_automation_condition import (
+    SubsetAutomationCondition,
+)
+from dagster._record import record
+
+LANDED = AssetKey("raw_reviews")
+
+
+async def newest_landed_day(context: AutomationContext) -> str | None:
+    """The newest loaded partition of raw_reviews (None before anything landed)."""
+    loaded = await context.asset_graph_view.compute_materialized_asset_subset(LANDED)
+    keys = loaded.get_internal_subset_value().get_partition_keys() if not loaded.is_empty else []
+    return max(keys) if keys else None
+
+
+@record
+class InNewestLandedDay(SubsetAutomationCondition):
+    """True for the partition of the newest landed day."""
+
+    @property
+    def name(self) -> str:
+        return "in_newest_landed_day"
+
+    @property
+    def description(self) -> str:
+        return "Partition of the newest landed day (newest loaded raw_reviews partition)"
+
+    async def compute_subset(self, context: AutomationContext) -> EntitySubset:
+        newest = await newest_landed_day(context)
+        if newest is None:
+            return context.get_empty_subset()
+        return context.candidate_subset.compute_intersection_with_partition_keys({newest})
+
+
+@record
+class UpToNewestLandedDay(SubsetAutomationCondition):
+    """True for the partitions from the first partition through the newest landed day."""
+
+    @property
+    def name(self) -> str:
+        return "up_to_newest_landed_day"
+
+    @property
+    def description(self) -> str:
+        return "Partition on or before the newest landed day"
+
+    async def compute_subset(self, context: AutomationContext) -> EntitySubset:
+        newest = await newest_landed_day(context)
+        if newest is None:
+            return context.get_empty_subset()
+        keys = {k for k in context.candidate_subset.expensively_compute_partition_keys() if k <= newest}
+        return context.candidate_subset.compute_intersection_with_partition_keys(keys)
+
+
+def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition, label: str) -> AutomationCondition:
+    """Within `in_scope`: `trigger` (an updated dep, or one requested this tick, ...) leads to one run, once no
+    dep and not the asset itself is in progress and every upstream blocking check passed.
+
+    Unlike `eager()`, a missing dep does not block: a window over past days may include days with no file
+    (gaps in real data, days before the first file); the dbt models read what is there."""
+    return (
+        in_scope
+        & trigger.since_last_handled()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+        & AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label(label)
+
+
+# Features: every updated day up to the newest landed one (a replaced day reaches the days after it).
+FOLLOW_UPSTREAM = _after_upstream(UpToNewestLandedDay(), AutomationCondition.any_deps_updated(),
+                                  "follow_upstream_up_to_newest_landed_day")
+# Models and serving: the newest landed day only; a day becoming the newest starts its chain even for an
+# asset whose deps did not change that day (item_tags reads the unpartitioned catalogue).
+NEWEST_LANDED_DAY = _after_upstream(
+    InNewestLandedDay(), InNewestLandedDay().newly_true() | AutomationCondition.any_deps_updated(),
+    "newest_landed_day_after_upstream")

@@ -10,10 +10,11 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext, MaterializeResult, asset
 
 from recsys_assets.data.schema import day_start_ms
 from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version
+from recsys_assets.defs.partitions import days_up_to
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.bundles import Retriever
@@ -40,6 +41,8 @@ from recsys_assets.serving_data.candidates import (
 
 TOP_K = 100
 ACTIVE_USER_DAYS = 30  # u2i is precomputed for users with an event in the last 30 days of the window
+# Read the reviews of the days before too: a replaced earlier day changes them.
+LANDED_WINDOW = [AssetDep("raw_reviews", partition_mapping=days_up_to())]
 
 
 def _window_events(context: AssetExecutionContext, warehouse: WarehouseResource,
@@ -65,7 +68,7 @@ def _write(context: AssetExecutionContext, serving: ServingResource, kind: str, 
                                         metadata={"entries": written, "expected": expected})])
 
 
-@asset(deps=["raw_reviews"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("popular_items"),
+@asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("popular_items"),
        description="The 100 most reviewed items of the window, from real reviews only.", **SERVING_ASSET)
 def popular_items(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                   training: TrainingResource) -> MaterializeResult:
@@ -106,7 +109,7 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
                   {"model_version": version, "active_users": len(active)})
 
 
-@asset(deps=["raw_reviews"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("user_sequences"),
+@asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("user_sequences"),
        description="Each user's last 10 items with their timestamps (ms), oldest first.", **SERVING_ASSET)
 def user_sequences(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                    training: TrainingResource) -> MaterializeResult:

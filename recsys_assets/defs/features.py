@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AutomationCondition, BackfillPolicy
+from dagster import AssetExecutionContext, AutomationCondition, BackfillPolicy, PartitionMapping
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from recsys_assets.defs.automation import FOLLOW_UPSTREAM
 from recsys_assets.defs.dbt_project import dbt_project
-from recsys_assets.defs.partitions import daily_partitions
+from recsys_assets.defs.partitions import daily_partitions, days_up_to
 
 
 class FeatureTranslator(DagsterDbtTranslator):
@@ -21,6 +21,12 @@ class FeatureTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
         return FOLLOW_UPSTREAM
+
+    def get_partition_mapping(self, dbt_resource_props: Mapping[str, Any],
+                              dbt_parent_resource_props: Mapping[str, Any]) -> PartitionMapping | None:
+        if dbt_parent_resource_props.get("resource_type") == "model":  # feature model <- stg_reviews
+            return days_up_to()
+        return None  # stg_reviews <- raw_reviews: the same day
 
 
 def dbt_vars(context: AssetExecutionContext) -> dict[str, str]:

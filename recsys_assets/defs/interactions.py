@@ -2,15 +2,17 @@
 merged into that day's landing file; the landing sensor sees the changed file and ingests the day again."""
 
 
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 from dagster import (
     AssetExecutionContext,
     DefaultScheduleStatus,
     MaterializeResult,
+    RunRequest,
+    ScheduleEvaluationContext,
     asset,
-    build_schedule_from_partitioned_job,
     define_asset_job,
+    schedule,
 )
 
 from recsys_assets.defs.partitions import daily_partitions
@@ -29,6 +31,17 @@ def landed_interactions(context: AssetExecutionContext, landing: LandingResource
 
 
 land_interactions_job = define_asset_job("land_interactions", selection=[landed_interactions])
-# Shortly after midnight UTC, for the day that just ended.
-land_interactions_schedule = build_schedule_from_partitioned_job(
-    land_interactions_job, hour_of_day=0, minute_of_hour=15, default_status=DefaultScheduleStatus.RUNNING)
+
+
+def day_that_ended(tick: datetime) -> str:
+    """The UTC day before the tick's: the partitions include today (end_offset=1) for live events, but
+    today's events are still arriving, so the schedule lands yesterday's."""
+    return (tick.astimezone(timezone.utc).date() - timedelta(days=1)).isoformat()
+
+
+@schedule(job=land_interactions_job, cron_schedule="15 0 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING,
+          description="Shortly after midnight UTC: lands the interactions of the day that just ended.")
+def land_interactions_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    day = day_that_ended(context.scheduled_execution_time)
+    return RunRequest(run_key=day, partition_key=day)

@@ -24,11 +24,11 @@ from dagster import (
 )
 from dagster_mlflow.resources import MlFlow
 
+from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.defs.training_data import LATEST_DAY_AFTER_UPSTREAM
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
@@ -40,7 +40,7 @@ from recsys_assets.models.training import TrainHistory, fit
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
 MODEL_ASSET = dict(partitions_def=daily_partitions, group_name="models", kinds={"pytorch", "mlflow"},
-                   automation_condition=LATEST_DAY_AFTER_UPSTREAM)
+                   automation_condition=NEWEST_LANDED_DAY)
 # Asking for the resource starts (or rejoins) the Dagster run's MLflow run; each asset nests its own under it.
 Tracking = ResourceParam[MlFlow]
 

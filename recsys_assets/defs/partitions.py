@@ -1,6 +1,6 @@
 """The one partition scheme of the graph: a partition per UTC day of landed reviews."""
 
-from dagster import DailyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from recsys_assets.settings import get_settings
 
@@ -8,3 +8,14 @@ from recsys_assets.settings import get_settings
 daily_partitions = DailyPartitionsDefinition(
     start_date=get_settings().partitions_start().isoformat(), end_offset=1, timezone="UTC"
 )
+
+# The feature windows reach this many days back (the `partition_window(lookback_days=...)` of the dbt SQL):
+# a day depends on the days before it, so a replaced day refreshes (and the UI marks stale) every day up to
+# this far after it.
+FEATURE_LOOKBACK_DAYS = 366
+
+
+def days_up_to(lookback_days: int = FEATURE_LOOKBACK_DAYS) -> TimeWindowPartitionMapping:
+    """A day reads the `lookback_days` days before it and itself (days before the first partition: none)."""
+    return TimeWindowPartitionMapping(start_offset=-lookback_days, end_offset=0,
+                                      allow_nonexistent_upstream_partitions=True)

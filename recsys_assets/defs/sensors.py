@@ -83,10 +83,12 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource):
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-# Carries new partitions downstream (dbt, and later stages) per each asset's AutomationCondition.
+# Carries new partitions downstream (dbt, and later stages) per each asset's AutomationCondition. Evaluated
+# in the code server: the "newest landed day" conditions (`automation.py`) are Python of ours.
 automation_sensor = AutomationConditionSensorDefinition(
     "automation_sensor",
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    use_user_code_server=True,
 )

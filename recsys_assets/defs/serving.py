@@ -9,6 +9,7 @@ requests the serving assets of the newest day again, so the index and u2i follow
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
+    DefaultSensorStatus,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -80,7 +81,7 @@ def _retire_candidates(serving: ServingResource, releases: ReleaseStore) -> dict
 serving_refresh_job = define_asset_job("serving_refresh", selection=AssetSelection.assets(*SERVING_ASSETS))
 
 
-@sensor(job=serving_refresh_job, minimum_interval_seconds=30,
+@sensor(job=serving_refresh_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
         description="A champion moved outside a run (rollback): rebuild the serving assets of the newest day.")
 def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
     current = ReleaseStore(serving.kv()).current()
@@ -91,5 +92,7 @@ def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
     if any(v is None for v in champions.values()) or champions == current.models:
         return SkipReason(f"serving the champions {current.models}")
     key = ",".join(f"{k}={v}" for k, v in sorted(champions.items()))
-    return RunRequest(run_key=f"{current.day}:{key}", partition_key=current.day,
+    # Keyed by the release it moves away from: rolling back to the same versions again later (after
+    # serving moved on) is a new request, while repeated ticks before the refresh lands are not.
+    return RunRequest(run_key=f"{current.id}:{key}", partition_key=current.day,
                       tags={"recsys/reason": f"champions {champions} differ from the release's {current.models}"})

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import TrainingResource, WarehouseResource
-from recsys_assets.defs.training_data import LATEST_DAY_AFTER_UPSTREAM
 from recsys_assets.models.tags import (
     EMBEDDINGS_FILE,
     TAGS_FILE,
@@ -18,7 +18,7 @@ from recsys_assets.models.tags import (
 )
 
 TAG_ASSET = dict(partitions_def=daily_partitions, group_name="tags", kinds={"pytorch"},
-                 automation_condition=LATEST_DAY_AFTER_UPSTREAM)
+                 automation_condition=NEWEST_LANDED_DAY)
 
 
 def _write(frame, folder: Path, name: str) -> Path:

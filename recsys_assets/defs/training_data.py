@@ -3,18 +3,13 @@
 
 from datetime import date, timedelta
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.dataset import DatasetConfig, build_training_data
-
-# Models retrain for the newest day only: a backfill of old feature days does not retrain old models.
-LATEST_DAY_AFTER_UPSTREAM = (
-    AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager_latest_day_after_checks")
-
 
 @asset(
     partitions_def=daily_partitions,
@@ -22,7 +17,7 @@ LATEST_DAY_AFTER_UPSTREAM = (
     group_name="training",
     kinds={"pandas", "feast"},
     code_version="1",
-    automation_condition=LATEST_DAY_AFTER_UPSTREAM,
+    automation_condition=NEWEST_LANDED_DAY,
     description="Reviews up to the day (window configurable) -> k-core (users >= 2, items >= 3) -> temporal split "
                 "(last 20% by time = holdout, known users/items only) -> one popularity negative per positive -> "
                 "features as of each event through Feast's point-in-time join. Parquet under RECSYS_HOME/datasets/<day>.",

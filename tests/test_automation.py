@@ -1,0 +1,136 @@
+"""Declarative automation over the whole graph, keyed to the newest landed day (never the calendar's).
+
+The instance's event log is all that automation reads, so each scenario states the world as events
+(materializations and passed checks, as the runs would have recorded them) and evaluates every asset's
+condition with Dagster's own evaluator. The data is from 2024 while the clock is today's: a day that
+lands long after it ended must still flow all the way to serving.
+"""
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
+
+FEATURES = ["stg_reviews", "user_rating_stats", "parent_asin_rating_stats", "online_features"]
+NEWEST_DAY_CHAIN = ["item_tags", "tag_embeddings", "training_dataset", "item2vec", "two_tower", "ranker",
+                    "model_evaluation", "promotion", "two_tower_index", "item2vec_index", "tag_index",
+                    "popular_items", "i2i_candidates", "u2i_candidates", "user_sequences", "item_catalog",
+                    "serving_release"]
+# What reads the catalogue only, not the reviews: a replaced review file leaves it be.
+CATALOGUE_ONLY = {"item_tags", "tag_embeddings", "tag_index", "item_catalog"}
+DAYS = [str(date(2024, 3, 1) + timedelta(days=i)) for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    from recsys_assets.definitions import defs
+
+    return defs, defs.get_repository_def().asset_graph
+
+
+class World:
+    """A Dagster instance whose event log says what has been materialized, and the automation cursor."""
+
+    def __init__(self, defs, asset_graph):
+        self.defs, self.graph = defs, asset_graph
+        self.instance = DagsterInstance.ephemeral()
+        self.cursor = None
+        self.checked: set = set()
+
+    def record(self, name: str, day: str | None = None) -> None:
+        key = AssetKey(name)
+        self.instance.report_runless_asset_event(AssetMaterialization(key, partition=day))
+        for check in self.graph.get(key).check_keys:
+            if (check, day) in self.checked:  # the event log keeps one runless evaluation per partition
+                continue
+            self.checked.add((check, day))
+            self.instance.report_runless_asset_event(
+                AssetCheckEvaluation(asset_key=key, check_name=check.name, passed=True, partition=day))
+
+    def tick(self) -> dict[str, list[str]]:
+        """One automation tick: asset name -> requested partitions (sorted)."""
+        result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        requested = {}
+        for r in result.results:
+            if r.true_subset.size and isinstance(r.key, AssetKey):
+                value = r.true_subset.get_internal_value()
+                requested[r.key.to_user_string()] = sorted(value.get_partition_keys()) if value is not True else []
+        return requested
+
+
+@pytest.fixture
+def world(graph) -> World:
+    """Five landed days with features, and the newest day's models and serving all materialized."""
+    w = World(*graph)
+    for name in ("item_metadata", "feast_definitions"):
+        w.record(name)
+    for day in DAYS:
+        for name in ["raw_reviews", *FEATURES]:
+            w.record(name, day)
+    for name in NEWEST_DAY_CHAIN:
+        w.record(name, DAYS[-1])
+    w.tick()  # the first evaluation only takes stock
+    return w
+
+
+def test_nothing_new_requests_nothing(world):
+    assert world.tick() == {}
+    assert world.tick() == {}
+
+
+def test_a_new_newest_day_flows_through_models_to_serving(world):
+    """Long after the day ended (2024 data on today's clock), the whole chain runs for exactly that day."""
+    new_day = str(date.fromisoformat(DAYS[-1]) + timedelta(days=1))
+    assert date.fromisoformat(new_day) < datetime.now(timezone.utc).date() - timedelta(days=30)
+    world.record("raw_reviews", new_day)
+    requested = world.tick()
+    assert requested == {name: [new_day] for name in FEATURES + NEWEST_DAY_CHAIN}
+    assert world.tick() == {}  # requested once
+
+    # The day's runs land: nothing more to do.
+    for name in FEATURES + NEWEST_DAY_CHAIN:
+        world.record(name, new_day)
+    assert world.tick() == {}
+
+
+def test_the_chain_follows_in_order_across_runs(world):
+    """When the day's upstream lands in an earlier run (e.g. the features of a backfill), the next tick
+    carries the newest day on to the models; an old day's features never retrain old models."""
+    new_day = str(date.fromisoformat(DAYS[-1]) + timedelta(days=1))
+    for name in ["raw_reviews", *FEATURES]:
+        world.record(name, new_day)
+    requested = world.tick()
+    assert requested == {name: [new_day] for name in NEWEST_DAY_CHAIN}
+
+
+def test_a_replaced_old_day_refreshes_later_features_and_only_the_newest_models(world):
+    replaced = DAYS[1]
+    world.record("raw_reviews", replaced)
+    requested = world.tick()
+    assert requested.pop("stg_reviews") == [replaced]
+    for name in FEATURES[1:]:
+        assert requested.pop(name) == DAYS[1:], name  # every day whose windows reach the replaced one
+    assert requested == {name: [DAYS[-1]] for name in NEWEST_DAY_CHAIN if name not in CATALOGUE_ONLY}
+
+
+def test_an_old_day_landing_late_does_not_move_the_newest_day(world):
+    """A late file for a day before the newest (a gap filled) refreshes features, models of the newest only."""
+    late = str(date.fromisoformat(DAYS[0]) - timedelta(days=1))
+    world.record("raw_reviews", late)
+    requested = world.tick()
+    assert requested["stg_reviews"] == [late]
+    assert requested["online_features"] == [late, *DAYS]
+    assert requested["serving_release"] == [DAYS[-1]]
+
+
+def test_cross_partition_dependency_is_declared(graph):
+    """The UI's lineage and stale markers see that a feature day reads the days before it."""
+    _, asset_graph = graph
+    from recsys_assets.defs.partitions import FEATURE_LOOKBACK_DAYS
+
+    for name in ("user_rating_stats", "parent_asin_rating_stats", "popular_items", "user_sequences"):
+        node = asset_graph.get(AssetKey(name))
+        parent = next(k for k in node.parent_keys if k.to_user_string() in ("stg_reviews", "raw_reviews"))
+        mapping = asset_graph.get_partition_mapping(node.key, parent)
+        assert mapping.start_offset == -FEATURE_LOOKBACK_DAYS, name
