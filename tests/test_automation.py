@@ -28,6 +28,12 @@ def graph():
     return defs, defs.get_repository_def().asset_graph
 
 
+def _freshness_checks() -> set:
+    from recsys_assets.defs.freshness import FRESHNESS_CHECKS
+
+    return {key for check in FRESHNESS_CHECKS for key in check.check_keys}
+
+
 class World:
     """A Dagster instance whose event log says what has been materialized, and the automation cursor."""
 
@@ -40,7 +46,7 @@ class World:
     def record(self, name: str, day: str | None = None) -> None:
         key = AssetKey(name)
         self.instance.report_runless_asset_event(AssetMaterialization(key, partition=day))
-        for check in self.graph.get(key).check_keys:
+        for check in self.graph.get(key).check_keys - _freshness_checks():  # those run on their own
             if (check, day) in self.checked:  # the event log keeps one runless evaluation per partition
                 continue
             self.checked.add((check, day))
@@ -52,10 +58,15 @@ class World:
         result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
         self.cursor = result.cursor
         requested = {}
+        self.checks_requested = set()
         for r in result.results:
-            if r.true_subset.size and isinstance(r.key, AssetKey):
+            if not r.true_subset.size:
+                continue
+            if isinstance(r.key, AssetKey):
                 value = r.true_subset.get_internal_value()
                 requested[r.key.to_user_string()] = sorted(value.get_partition_keys()) if value is not True else []
+            else:
+                self.checks_requested.add(r.key.name)
         return requested
 
 
@@ -86,7 +97,10 @@ def test_a_new_newest_day_flows_through_models_to_serving(world):
     world.record("raw_reviews", new_day)
     requested = world.tick()
     assert requested == {name: [new_day] for name in FEATURES + NEWEST_DAY_CHAIN}
+    # The freshness checks run too: until the day reaches serving they fail.
+    assert world.checks_requested == {"fresh_for_newest_landed_day", "serves_newest_landed_day"}
     assert world.tick() == {}  # requested once
+    assert world.checks_requested == set()
 
     # The day's runs land: nothing more to do.
     for name in FEATURES + NEWEST_DAY_CHAIN:
@@ -134,3 +148,37 @@ def test_cross_partition_dependency_is_declared(graph):
         parent = next(k for k in node.parent_keys if k.to_user_string() in ("stg_reviews", "raw_reviews"))
         mapping = asset_graph.get_partition_mapping(node.key, parent)
         assert mapping.start_offset == -FEATURE_LOOKBACK_DAYS, name
+
+
+def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and_serving(home):
+    """The checks judge by the newest landed day: stale while a new day is on its way, fresh once served."""
+    from dagster import build_asset_check_context
+
+    from recsys_assets.defs.freshness import fresh_for_newest_landed_day, serves_newest_landed_day
+    from recsys_assets.serving_data.release import Release, ReleaseStore
+
+    instance = DagsterInstance.ephemeral()
+    serving = home.resources()["serving"]
+    releases = ReleaseStore(serving.kv())
+
+    def check(fn, **resources):
+        return fn(build_asset_check_context(instance=instance), **resources)
+
+    def land(name, day):
+        instance.report_runless_asset_event(AssetMaterialization(AssetKey(name), partition=day))
+
+    assert check(fresh_for_newest_landed_day).passed  # nothing landed: nothing is stale
+    land("raw_reviews", DAYS[0])
+    assert not check(fresh_for_newest_landed_day).passed
+    assert not check(serves_newest_landed_day, serving=serving).passed
+    land("online_features", DAYS[0])
+    releases.publish(Release(day=DAYS[0], models={}, collections={}, candidates={}, pipeline="popularity"))
+    assert check(fresh_for_newest_landed_day).passed
+    assert check(serves_newest_landed_day, serving=serving).passed
+
+    land("raw_reviews", DAYS[0])  # the day's file replaced: the online store predates it
+    assert not check(fresh_for_newest_landed_day).passed
+    land("online_features", DAYS[0])
+    land("raw_reviews", DAYS[1])  # a new day: serving lags until its release
+    result = check(serves_newest_landed_day, serving=serving)
+    assert not result.passed and DAYS[1] in result.description

@@ -90,14 +90,23 @@ def test_time_delta_buckets():
     assert delta_buckets(now, stamps, np.zeros_like(stamps, dtype=bool)).max() == 0
 
 
-def _report(candidate, popularity):
-    return {"models": {"popularity": {"ndcg@10": popularity}, "rerank": {"ndcg@10": candidate}}}
+def _report(candidate, popularity, champion=None, versions=None, champion_versions=None):
+    report = {"models": {"popularity": {"ndcg@10": popularity}, "rerank": {"ndcg@10": candidate}},
+              "versions": versions or {"two_tower": "2"}}
+    if champion is not None:
+        report["champion"] = {"versions": champion_versions or {"two_tower": "1"},
+                              "models": {"rerank": {"ndcg@10": champion}}}
+    return report
 
 
-def test_gate_promotes_only_a_better_model():
-    versions = {"two_tower": "2"}
-    assert gate(_report(0.3, 0.1), None, versions, {}).promote  # first champion
-    assert gate(_report(0.3, 0.1), 0.25, versions, {}).promote
-    refused = gate(_report(0.2, 0.1), 0.25, versions, {})
-    assert not refused.promote and "champion" in refused.reason
-    assert not gate(_report(0.09, 0.1), None, versions, {}).promote  # popularity is a floor
+def test_gate_promotes_only_a_better_model_than_the_champion_on_the_same_split():
+    assert gate(_report(0.3, 0.1), {"two_tower": None}).promote  # first champion
+    assert gate(_report(0.3, 0.1, champion=0.25), {"two_tower": "1"}).promote
+    refused = gate(_report(0.2, 0.1, champion=0.25), {"two_tower": "1"})
+    assert not refused.promote and "champion" in refused.reason and refused.champion == 0.25
+    assert not gate(_report(0.09, 0.1), {"two_tower": None}).promote  # popularity is a floor
+    # The champion must have been judged on this split: an evaluation that predates it decides nothing.
+    stale = gate(_report(0.3, 0.1, champion=0.25, champion_versions={"two_tower": "0"}), {"two_tower": "1"})
+    assert not stale.promote and "re-materialize model_evaluation" in stale.reason
+    assert not gate(_report(0.3, 0.1), {"two_tower": "1"}).promote
+    assert not gate(_report(0.3, 0.1, versions={"two_tower": "1"}), {"two_tower": "1"}).promote  # already it

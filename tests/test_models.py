@@ -16,7 +16,7 @@ from recsys_assets.defs.evaluation import promotion
 from recsys_assets.defs.resources import mlflow_store
 from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.promotion import MODEL_NAMES
-from recsys_assets.models.registry import champion
+from recsys_assets.models.registry import champion, set_champion
 from recsys_assets.settings import REPO_ROOT
 
 
@@ -107,32 +107,81 @@ def test_training_examples_hold_no_future_data(trained_home):
     assert not any(pair in seen for pair in zip(negatives.user_id, negatives.parent_asin))
 
 
-def _evaluation_with(home, day: str, candidate: float, popularity: float) -> None:
+def _evaluation_with(home, day: str, candidate: float, popularity: float, versions: dict,
+                     champion: tuple[dict, float] | None = None) -> None:
     path = home.path / "evaluation" / f"{day}.json"
     report = json.loads(path.read_text())
     report["models"]["rerank"]["ndcg@10"] = candidate
     report["models"]["popularity"]["ndcg@10"] = popularity
+    report["versions"] = versions
+    report.pop("champion", None)
+    if champion is not None:
+        report["champion"] = {"versions": champion[0], "models": {"rerank": {"ndcg@10": champion[1]}}}
     path.write_text(json.dumps(report))
 
 
 def test_promotion_moves_champion_only_for_a_better_pipeline(trained_home):
+    """The gate compares with the champion as evaluated on the candidate's own split."""
     day = str(trained_home.days[-1])
     client = mlflow_store(trained_home.settings).client()
+    original = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())
+    a = original["versions"]
+    # A second registered version of each model (same weights), so candidate and champion differ.
+    b = {name: str(client.create_model_version(name, source=(mv := client.get_model_version(name, a[name])).source,
+                                               run_id=mv.run_id).version) for name in MODEL_NAMES}
+    try:
+        for name in MODEL_NAMES:
+            set_champion(client, name, a[name])
+        _evaluation_with(trained_home, day, candidate=0.6, popularity=0.1, versions=b, champion=(a, 0.5))
+        meta = _metadata(trained_home.materialize([promotion], day), "promotion")
+        assert meta["promoted"] is True and meta["champion_ndcg@10"] == 0.5, meta
+        assert {name: str(champion(client, name).version) for name in MODEL_NAMES} == b
+
+        _evaluation_with(trained_home, day, candidate=0.4, popularity=0.1, versions=a, champion=(b, 0.5))
+        meta = _metadata(trained_home.materialize([promotion], day), "promotion")
+        assert meta["promoted"] is False and "champion" in meta["reason"]
+        assert str(champion(client, "two_tower").version) == b["two_tower"]
+
+        # better than the champion, not than popularity
+        _evaluation_with(trained_home, day, candidate=0.6, popularity=0.7, versions=a, champion=(b, 0.5))
+        assert _metadata(trained_home.materialize([promotion], day), "promotion")["promoted"] is False
+    finally:
+        for name in MODEL_NAMES:
+            set_champion(client, name, a[name])
+        (trained_home.path / "evaluation" / f"{day}.json").write_text(json.dumps(original))
+
+
+def test_evaluation_judges_the_champion_on_the_candidate_split(trained_home):
+    """A champion is evaluated under its own vocabularies on the candidate's split: the day's own models
+    score exactly as the day's evaluation did, and a champion that knows only part of today's items and
+    users still gets a full report (what it never saw, it cannot recommend)."""
+    from recsys_assets.models.bundles import load_pipeline
+    from recsys_assets.models.data import Vocabulary
+    from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.tags import load_tag_embeddings
+
+    day = str(trained_home.days[-1])
     versions = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())["versions"]
+    pipeline = load_pipeline(mlflow_store(trained_home.settings), versions)
+    data = TrainingData.load(trained_home.path / "datasets" / day)
+    metadata = pd.read_parquet(trained_home.path / "landing" / "recsys_items.parquet")
+    catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
+    cfg = EvaluationConfig(max_users=300)
+    own = evaluate(data, catalogue, pipeline, cfg)["models"]
+    as_candidate = evaluate(data, catalogue, Models(pipeline.item2vec, pipeline.two_tower, pipeline.ranker),
+                            cfg)["models"]
+    for model in ("item2vec", "two_tower", "rerank"):
+        assert own[model]["ndcg@10"] == pytest.approx(as_candidate[model]["ndcg@10"], abs=1e-6), model
 
-    _evaluation_with(trained_home, day, candidate=0.5, popularity=0.1)
-    meta = _metadata(trained_home.materialize([promotion], day), "promotion")
-    assert meta["promoted"] is True
-    for name in MODEL_NAMES:
-        assert str(champion(client, name).version) == versions[name]
-
-    _evaluation_with(trained_home, day, candidate=0.4, popularity=0.1)  # worse than the champion's 0.5
-    meta = _metadata(trained_home.materialize([promotion], day), "promotion")
-    assert meta["promoted"] is False and "champion" in meta["reason"]
-    assert str(champion(client, "two_tower").version) == versions["two_tower"]
-
-    _evaluation_with(trained_home, day, candidate=0.6, popularity=0.7)  # better than champion, not popularity
-    assert _metadata(trained_home.materialize([promotion], day), "promotion")["promoted"] is False
+    old = pipeline.catalogue
+    half = Catalogue(Vocabulary(data.items.ids[: len(data.items.ids) // 2]), old.categories, old.category_index,
+                     old.log_price, old.tag_embedding)
+    shrunk = evaluate(data, catalogue, Models(pipeline.item2vec, pipeline.two_tower, pipeline.ranker,
+                                              users=Vocabulary(data.users.ids[:10]), catalogue=half), cfg)["models"]
+    assert set(shrunk) == set(own)
+    assert all(0 <= shrunk[m]["ndcg@10"] <= 1 for m in shrunk)
+    assert shrunk["two_tower"]["recall@50"] < own["two_tower"]["recall@50"]
 
 
 def test_recsys_promote_rolls_back_to_a_version(trained_home):

@@ -225,6 +225,7 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
         keys.append(again.run_key)
         served_home.materialize(serving_assets(), day)
     assert len(set(keys)) == 3, keys
+    _wait_for_release(service, ReleaseStore(serving_kv(served_home.settings)).current().id)
 
 
 def _wait_for_release(service, release_id: str, timeout_s: float = 60) -> None:
@@ -269,3 +270,57 @@ def test_canary_share_goes_to_the_challenger_ranker(service, served_home, known)
     finally:
         releases.publish(Release(day=current.day, models=current.models, collections=current.collections,
                                  candidates=current.candidates))
+
+
+def test_without_a_champion_the_release_serves_popularity(service, served_home, known):
+    """No model has ever passed the gate (popularity wins on some data): the serving assets still
+    materialize, the release serves popularity, every endpoint answers and says so; the first champion
+    that appears takes over again."""
+    from recsys_assets.defs.resources import mlflow_store
+    from recsys_assets.models.registry import CHAMPION, champion_versions, set_champion
+
+    day = str(served_home.days[-1])
+    client = mlflow_store(served_home.settings).client()
+    champions = champion_versions(client)
+    releases = ReleaseStore(serving_kv(served_home.settings))
+
+    def wait_for(release_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while service.get("/readyz").json().get("release") != release_id:
+            assert time.monotonic() < deadline, f"serving did not move to {release_id}"
+            time.sleep(0.5)
+
+    try:
+        for name in champions:
+            client.delete_registered_model_alias(name, CHAMPION)
+        result = served_home.materialize(serving_assets(), day)
+        assert result.success
+        release = releases.current()
+        assert release.pipeline == "popularity" and release.models == {}
+        wait_for(release.id)
+
+        def answer(response: httpx.Response) -> dict:
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["pipeline"] == "popularity" and body["release"] == release.id and body["request_id"]
+            return body
+
+        popular = [i["item_id"] for i in answer(service.get("/recs/popular", params={"count": 20}))["items"]]
+        rerank = answer(service.get("/recs/u2i/rerank", params={"user_id": known["user"], "count": 5}))
+        recent = set(answer(service.get("/features/user", params={"user_id": known["user"]}))["features"][
+            "user_rating_list_10_recent_asin"])
+        assert [i["item_id"] for i in rerank["items"]] == [i for i in popular if i not in recent][:5]
+        similar = answer(service.get("/recs/i2i", params={"item_id": popular[0], "count": 5}))["items"]
+        assert [i["item_id"] for i in similar] == popular[1:6]
+        assert len(answer(service.get("/recs/u2i/last_item_i2i", params={"user_id": known["user"]}))["items"]) == 10
+        scores = answer(service.post("/score/seq_rating_prediction",
+                                     json={"user_id": known["user"], "item_ids": popular[:2]}))["scores"]
+        assert scores[0]["score"] == 1.0 and 0 < scores[1]["score"] <= 1.0
+        assert service.get("/recs/i2i", params={"item_id": "NOT-AN-ITEM"}).status_code == 404
+    finally:
+        for name, version in champions.items():
+            set_champion(client, name, version)
+        served_home.materialize(serving_assets(), day)
+    back = releases.current()
+    assert back.pipeline == "rerank" and back.models == champions
+    wait_for(back.id)

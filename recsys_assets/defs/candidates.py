@@ -13,7 +13,7 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext, MaterializeResult, asset
 
 from recsys_assets.data.schema import day_start_ms
-from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version
+from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version, without_champion
 from recsys_assets.defs.partitions import days_up_to
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
@@ -81,6 +81,8 @@ def popular_items(context: AssetExecutionContext, serving: ServingResource, ware
 def i2i_candidates(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
     registry = serving.registry()
     version = champion_version(registry, "item2vec")
+    if version is None:
+        return without_champion(context, "item2vec", "written")
     model, folder = load_version(registry, "item2vec", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]
@@ -96,6 +98,8 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
                    training: TrainingResource, feature_store: FeatureStoreResource) -> MaterializeResult:
     registry = serving.registry()
     version = champion_version(registry, "two_tower")
+    if version is None:
+        return without_champion(context, "two_tower", "written")
     retriever = Retriever.load(registry, version)
     events = _window_events(context, warehouse, training)
     end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))

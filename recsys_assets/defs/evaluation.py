@@ -1,7 +1,8 @@
 """Evaluation of the day's models beside popularity, and the promotion gate that moves `champion`.
 
 The gate lives in the `promotion` asset (automation does not wait for checks): it moves the MLflow alias
-only when the day's rerank pipeline beats popularity and the current champion on NDCG@10.
+only when the day's rerank pipeline beats popularity and the current champion on NDCG@10, the champion
+evaluated by `model_evaluation` on the day's own split. Before any model passes, popularity is served.
 """
 
 
@@ -11,10 +12,11 @@ import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
 from recsys_assets.defs.models import MODEL_ASSET, Tracking, latest_version, load_inputs
-from recsys_assets.defs.resources import TrainingResource, WarehouseResource
+from recsys_assets.defs.resources import ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.models.bundles import load_pipeline
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
 from recsys_assets.models.promotion import GATE_METRIC, GATE_TAG, gate, metrics_table, plot_png, png_markdown, write_report
-from recsys_assets.models.registry import MODEL_NAMES, champion, set_champion
+from recsys_assets.models.registry import MODEL_NAMES, champion_versions, set_champion
 
 
 @asset(deps=["item2vec", "two_tower", "ranker"], code_version="1",
@@ -22,15 +24,22 @@ from recsys_assets.models.registry import MODEL_NAMES, champion, set_champion
                    "popularity, item2vec last-item i2i, two-tower and two-tower + ranker; ranker ROC/PR-AUC.",
        **MODEL_ASSET)
 def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
-                     mlflow_tracking: Tracking):
+                     serving: ServingResource, mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
     versions = {name: latest_version(context, name) for name in MODEL_NAMES}
     loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
     models = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(),
                     two_tower=loaded["two_tower"], ranker=loaded["ranker"])
-    report = evaluate(data, catalogue, models, EvaluationConfig(max_users=training.eval_max_users,
-                                                                seed=training.seed))
+    cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
+    report = evaluate(data, catalogue, models, cfg)
     report["versions"] = versions
+    # The gate compares with the champion judged on this very split (same boundary, same users).
+    registry = serving.registry()
+    champions = champion_versions(registry.client())
+    if all(champions.values()) and champions != versions:
+        pipeline = load_pipeline(registry, champions)
+        report["champion"] = {"versions": champions,
+                              "models": evaluate(data, catalogue, pipeline, cfg)["models"] if pipeline else {}}
     path = write_report(training.evaluation_dir_path, context.partition_key, report)
     png = plot_png(report)
     png_path = path.with_suffix(".png")
@@ -40,6 +49,9 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         mlflow.log_metrics({f"{model}_{metric.replace('@', '_at_')}": value
                             for model, values in report["models"].items() for metric, value in values.items()})
         mlflow.log_metrics({f"ranker_{k}": v for k, v in report.get("ranker", {}).items()})
+        mlflow.log_metrics({f"champion_{model}_{metric.replace('@', '_at_')}": value
+                            for model, values in report.get("champion", {}).get("models", {}).items()
+                            for metric, value in values.items()})
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_artifact(str(png_path))
     table = metrics_table(report)
@@ -51,29 +63,33 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         "versions": MetadataValue.json(versions),
         "path": MetadataValue.path(str(path)),
         **{f"{row['model']}_{GATE_METRIC}": row[GATE_METRIC] for row in table},
+        "champion_on_this_split": MetadataValue.json(report.get("champion", {})),
     })
 
 
 @asset(deps=["model_evaluation"], code_version="1",
        description="Moves MLflow alias `champion` of item2vec, two_tower and ranker to the day's versions only if "
-                   "the rerank pipeline beats popularity and the current champion on NDCG@10.", **MODEL_ASSET)
+                   "the rerank pipeline beats popularity and the current champion (evaluated on the same split) on "
+                   "NDCG@10.", **MODEL_ASSET)
 def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow_tracking: Tracking):
     report = json.loads((training.evaluation_dir_path / f"{context.partition_key}.json").read_text())
     client = mlflow.MlflowClient()
-    current = {name: champion(client, name) for name in MODEL_NAMES}
-    recorded = current["two_tower"].tags.get(GATE_TAG) if current["two_tower"] else None
-    decision = gate(report, float(recorded) if recorded is not None else None, report["versions"],
-                    {name: v.version if v else None for name, v in current.items()})
+    decision = gate(report, champion_versions(client))
     with mlflow.start_run(run_name=f"promotion-{context.partition_key}", nested=True):
         mlflow.log_dict(decision.as_dict(), "decision.json")
         mlflow.log_metrics({"candidate_ndcg_at_10": decision.candidate, "popularity_ndcg_at_10": decision.popularity,
-                            "promoted": float(decision.promote)})
+                            "promoted": float(decision.promote),
+                            **({"champion_ndcg_at_10": decision.champion} if decision.champion is not None else {})})
     if decision.promote:
         for name, version in report["versions"].items():
             client.set_model_version_tag(name, version, GATE_TAG, str(decision.candidate))
             client.set_model_version_tag(name, version, "promoted_on", context.partition_key)
             set_champion(client, name, version)
-    context.log.info(("promoted: " if decision.promote else "kept the champion: ") + decision.reason)
+        context.log.info("promoted: " + decision.reason)
+    elif not any(decision.previous_champions.values()):
+        context.log.warning(f"no model passed the gate ({decision.reason}): the release serves popularity")
+    else:
+        context.log.info("kept the champion: " + decision.reason)
     return MaterializeResult(metadata={
         "promoted": decision.promote,
         "reason": decision.reason,

@@ -19,7 +19,7 @@ from dagster import (
 from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import ServingResource, TrainingResource
-from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
+from recsys_assets.models.registry import MlflowStore, champion_versions, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.serving_data.index import VectorIndex
 
@@ -40,11 +40,19 @@ def built_from(version: str, model_version: str) -> bool:
     return f"_v{model_version}_" in version
 
 
-def champion_version(registry: MlflowStore, name: str) -> str:
-    found = champion(registry.client(), name)
-    if found is None:
-        raise Failure(f"no champion version of {name} yet: the promotion gate has not passed a model")
-    return str(found.version)
+def champion_version(registry: MlflowStore, name: str) -> str | None:
+    """The version behind `name`'s champion alias; None before any model passed the gate."""
+    return champion_versions(registry.client())[name]
+
+
+def without_champion(context: AssetExecutionContext, name: str, check_name: str) -> MaterializeResult:
+    """No model has passed the gate yet: nothing to build from one. Not an outage: the release serves
+    popularity until a model beats it (`serving_release`)."""
+    message = f"no champion {name} yet (no model has beaten popularity): nothing built, popularity is served"
+    context.log.warning(message)
+    return MaterializeResult(metadata={"skipped": message},
+                             check_results=[AssetCheckResult(check_name=check_name, passed=True,
+                                                             metadata={"skipped": message})])
 
 
 def _check_spec(asset_name: str) -> list[AssetCheckSpec]:
@@ -79,6 +87,8 @@ def publish_collection(context: AssetExecutionContext, index: VectorIndex, alias
                    "Qdrant collection behind alias `two_tower_items`.", **SERVING_ASSET)
 def two_tower_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
     version = champion_version(serving.registry(), "two_tower")
+    if version is None:
+        return without_champion(context, "two_tower", "collection_ready")
     folder = load_extras(serving.registry(), "two_tower", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = np.load(folder / "item_vectors.npy")
@@ -91,6 +101,8 @@ def two_tower_index(context: AssetExecutionContext, serving: ServingResource) ->
                    "`item2vec_items`.", **SERVING_ASSET)
 def item2vec_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
     version = champion_version(serving.registry(), "item2vec")
+    if version is None:
+        return without_champion(context, "item2vec", "collection_ready")
     model, folder = load_version(serving.registry(), "item2vec", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]  # row 0 is padding

@@ -21,16 +21,16 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from, champion_version
+from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from
 from recsys_assets.defs.models import recorded_metadata
 from recsys_assets.defs.resources import ServingResource
-from recsys_assets.models.promotion import MODEL_NAMES
-from recsys_assets.models.registry import champion
+from recsys_assets.models.registry import champion_versions
 from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, SEQUENCE, U2I, CandidateStore
-from recsys_assets.serving_data.release import Release, ReleaseStore
+from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_candidates",
                     SEQUENCE: "user_sequences", ITEM: "item_catalog"}
+MODEL_FREE_KINDS = (POPULAR, SEQUENCE, ITEM)  # what a popularity release needs: built without any model
 SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
 
 
@@ -40,22 +40,17 @@ SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
        **SERVING_ASSET)
 def serving_release(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
     registry = serving.registry()
-    models = {name: champion_version(registry, name) for name in MODEL_NAMES}
+    champions = champion_versions(registry.client())
     index = serving.index()
-    collections = {alias: index.resolve(alias) for alias in INDEX_ALIASES.values()}
-    candidates = {kind: recorded_metadata(context, asset_name, "version")
-                  for kind, asset_name in CANDIDATE_ASSETS.items()}
-    # The pieces built from a model must be of the champion being released (a two-tower's user vectors
-    # only match its own item vectors).
-    expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
-                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"]}
-    stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
-    if stale:
-        raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")
-    day_ranker = recorded_metadata(context, "ranker", "mlflow_version", required=False)
-    challengers = {"ranker": day_ranker} if day_ranker and day_ranker != models["ranker"] else {}
-    release = Release(day=context.partition_key, models=models, collections=collections, candidates=candidates,
-                      challengers=challengers)
+    if all(champions.values()):
+        release = _model_release(context, index, champions)
+    else:
+        # No model has passed the gate yet: serve popularity rather than nothing; the first model that
+        # passes later takes over.
+        context.log.warning(f"no champion models yet ({champions}): the release serves popularity")
+        release = Release(day=context.partition_key, models={}, collections={},
+                          candidates={kind: recorded_metadata(context, CANDIDATE_ASSETS[kind], "version")
+                                      for kind in MODEL_FREE_KINDS}, pipeline=POPULARITY)
     releases = ReleaseStore(serving.kv())
     current = releases.current()
     if current is not None and current.day > release.day:
@@ -65,10 +60,28 @@ def serving_release(context: AssetExecutionContext, serving: ServingResource) ->
         published = releases.publish(release)
     retired = _retire_candidates(serving, releases) if published else {}
     return MaterializeResult(metadata={
-        "release": release.id, "published": published, "models": MetadataValue.json(models),
-        "collections": MetadataValue.json(collections), "candidates": MetadataValue.json(candidates),
-        "challengers": MetadataValue.json(challengers), "retired_candidates": MetadataValue.json(retired),
+        "release": release.id, "published": published, "pipeline": release.pipeline,
+        "models": MetadataValue.json(release.models), "collections": MetadataValue.json(release.collections),
+        "candidates": MetadataValue.json(release.candidates), "challengers": MetadataValue.json(release.challengers),
+        "retired_candidates": MetadataValue.json(retired),
     })
+
+
+def _model_release(context: AssetExecutionContext, index, models: dict[str, str]) -> Release:
+    """The champions with the collections behind the index aliases and the day's candidate versions,
+    checked to be built from those very champions (a two-tower's user vectors only match its own items)."""
+    collections = {alias: index.resolve(alias) for alias in INDEX_ALIASES.values()}
+    candidates = {kind: recorded_metadata(context, asset_name, "version")
+                  for kind, asset_name in CANDIDATE_ASSETS.items()}
+    expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
+                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"]}
+    stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
+    if stale:
+        raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")
+    day_ranker = recorded_metadata(context, "ranker", "mlflow_version", required=False)
+    challengers = {"ranker": day_ranker} if day_ranker and day_ranker != models["ranker"] else {}
+    return Release(day=context.partition_key, models=models, collections=collections, candidates=candidates,
+                   challengers=challengers)
 
 
 def _retire_candidates(serving: ServingResource, releases: ReleaseStore) -> dict:
@@ -88,7 +101,7 @@ def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
     if current is None:
         return SkipReason("nothing released yet")
     client = serving.registry().client()
-    champions = {name: (v.version if (v := champion(client, name)) else None) for name in MODEL_NAMES}
+    champions = champion_versions(client)
     if any(v is None for v in champions.values()) or champions == current.models:
         return SkipReason(f"serving the champions {current.models}")
     key = ",".join(f"{k}={v}" for k, v in sorted(champions.items()))

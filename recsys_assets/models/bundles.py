@@ -73,3 +73,19 @@ class Ranker:
         x = pack_ranker_for_user(user, items, item_stats, self.users, self.catalogue, now_ms)
         probability, ranking = self.model.probability_and_ranking(torch.from_numpy(x))
         return probability.numpy(), ranking.numpy()
+
+
+def load_pipeline(store: MlflowStore, versions: dict[str, str]):
+    """Registered item2vec, two_tower and ranker versions as `evaluation.Models` with the vocabularies they
+    were trained with; None when they were not trained together (a hand-promoted mix of days has no one
+    vocabulary to evaluate them under)."""
+    from recsys_assets.models.evaluation import Models
+
+    retriever, ranker = Retriever.load(store, versions["two_tower"]), Ranker.load(store, versions["ranker"])
+    item2vec, folder = load_version(store, "item2vec", versions["item2vec"])
+    item2vec_items = json.loads((folder / "items.json").read_text())
+    if not (retriever.catalogue.items.ids == ranker.catalogue.items.ids == item2vec_items
+            and retriever.users.ids == ranker.users.ids):
+        return None
+    return Models(item2vec=item2vec.embeddings.weight.detach().numpy(), two_tower=retriever.model,
+                  ranker=ranker.model, users=retriever.users, catalogue=retriever.catalogue)

@@ -33,9 +33,14 @@ class EvaluationConfig:
 
 @dataclass
 class Models:
-    item2vec: np.ndarray | None = None  # item embeddings by item index
+    item2vec: np.ndarray | None = None  # item embeddings by the models' item index
     two_tower: torch.nn.Module | None = None
     ranker: torch.nn.Module | None = None
+    # The vocabularies the models were trained with; None: the evaluated data's own (the day's models). An
+    # older champion keeps its own, so it is judged on the same split as the day's candidate: items it never
+    # saw it cannot recommend, users it never saw it meets as unknown.
+    users: Vocabulary | None = None
+    catalogue: Catalogue | None = None
 
 
 def _users_to_evaluate(data: TrainingData, cfg: EvaluationConfig) -> list[str]:
@@ -45,10 +50,20 @@ def _users_to_evaluate(data: TrainingData, cfg: EvaluationConfig) -> list[str]:
     return users
 
 
+def _in_evaluated_items(model_scores: np.ndarray, to_model: np.ndarray) -> np.ndarray:
+    """Scores over the models' items -> over the evaluated items (-inf where the models lack the item)."""
+    scores = model_scores[:, to_model]
+    scores[:, to_model == 0] = -np.inf
+    return scores
+
+
 def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
              cfg: EvaluationConfig = EvaluationConfig()) -> dict:
-    users_vocab, items = Vocabulary(data.train[USER]), catalogue.items
+    users_vocab = models.users if models.users is not None else Vocabulary(data.train[USER])
+    model_catalogue = models.catalogue if models.catalogue is not None else catalogue
+    items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
+    to_model = np.concatenate([[0], model_catalogue.items.index(items.ids)])
     eval_users = _users_to_evaluate(data, cfg)
     item_idx = lambda frame: items.index(frame[ITEM].to_numpy())  # noqa: E731
     train = data.train.assign(item=item_idx(data.train))
@@ -65,19 +80,21 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
 
     if models.item2vec is not None:
         last = train.sort_values([TIME, "item"]).groupby(USER)["item"].last()
-        query = np.array([last[u] for u in eval_users])
-        scores = models.item2vec[query] @ models.item2vec.T
+        query = to_model[np.array([last[u] for u in eval_users])]
+        scores = _in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model)
         results["item2vec"] = ranking_report(top_k(scores, exclude, K_MAX), relevant, n_items - 1)
 
     at_boundary = data.users_at_boundary.set_index(USER).loc[eval_users].reset_index()
     boundary = np.full(len(eval_users), data.boundary, dtype=np.int64)
     if models.two_tower is not None:
-        user_vectors = encode(models.two_tower.user_vectors, pack_users(at_boundary, users_vocab, items, boundary))
-        item_stats = data.items_at_boundary.set_index(ITEM).loc[items.ids].reset_index()
+        model_items = model_catalogue.items
+        user_vectors = encode(models.two_tower.user_vectors,
+                              pack_users(at_boundary, users_vocab, model_items, boundary))
+        item_stats = data.items_at_boundary.set_index(ITEM).reindex(pd.Index(model_items.ids, name=ITEM)).reset_index()
         item_vectors = encode(models.two_tower.item_vectors,
-                              pack_items(np.arange(1, n_items), item_stats, catalogue))
-        scores = np.concatenate([np.full((len(eval_users), 1), -np.inf, np.float32), user_vectors @ item_vectors.T],
-                                axis=1)
+                              pack_items(np.arange(1, len(model_items)), item_stats, model_catalogue))
+        scores = _in_evaluated_items(np.concatenate(
+            [np.full((len(eval_users), 1), -np.inf, np.float32), user_vectors @ item_vectors.T], axis=1), to_model)
         retrieved = top_k(scores, exclude, max(K_MAX, cfg.rerank_depth))
         results["two_tower"] = ranking_report(retrieved, relevant, n_items - 1)
 
@@ -85,7 +102,8 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
             results["rerank"] = ranking_report(
                 _rerank(models.ranker, at_boundary, retrieved[:, :cfg.rerank_depth],
                         np.take_along_axis(scores, retrieved[:, :cfg.rerank_depth], axis=1)
-                        / models.two_tower.cfg.temperature, data, users_vocab, catalogue, cfg.retrieval_weight),
+                        / models.two_tower.cfg.temperature, data, users_vocab, model_catalogue, items,
+                        cfg.retrieval_weight),
                 relevant, n_items - 1)
 
     report = {"split": {k: data.summary[k] for k in
@@ -93,16 +111,16 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
               "evaluated_users": len(eval_users), "models": results}
     if models.ranker is not None:
         frame = data.ranker_holdout
-        x = pack_ranker(frame, users_vocab, catalogue, frame[TIME].to_numpy())
+        x = pack_ranker(frame, users_vocab, model_catalogue, frame[TIME].to_numpy())
         report["ranker"] = classification_report(frame["label"].to_numpy(), score(models.ranker, x))
     return report
 
 
 def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, retrieval_logits: np.ndarray,
-            data: TrainingData, users: Vocabulary, catalogue: Catalogue, retrieval_weight: float) -> np.ndarray:
-    """Score each user's candidates with the ranker (user features as of the boundary), fuse with the
-    retriever's logits and re-sort."""
-    items = catalogue.items
+            data: TrainingData, users: Vocabulary, catalogue: Catalogue, items: Vocabulary,
+            retrieval_weight: float) -> np.ndarray:
+    """Score each user's candidates (indices into `items`) with the ranker (its vocabularies: `users`,
+    `catalogue`; user features as of the boundary), fuse with the retriever's logits and re-sort."""
     n_users, depth = candidates.shape
     rows = at_boundary.loc[at_boundary.index.repeat(depth)].reset_index(drop=True)
     rows[ITEM] = [items.id_of(int(i)) for i in candidates.reshape(-1)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 MODEL_NAMES = ("item2vec", "two_tower", "ranker")  # promoted together: the serving pipeline
 GATE_METRIC = "ndcg@10"
-GATE_TAG = "gate_ndcg_at_10"  # on promoted versions: the gate metric they won with
+GATE_TAG = "gate_ndcg_at_10"  # on promoted versions: the gate metric they won with (for the record)
 GATE_MODEL = "rerank"  # what serving answers with: two-tower retrieval re-ordered by the ranker
 LATEST = "latest.json"
 
@@ -29,21 +29,32 @@ class Decision:
         return asdict(self)
 
 
-def gate(report: dict, champion_metric: float | None, versions: dict[str, str],
-         previous: dict[str, str | None]) -> Decision:
-    """Promote only when the candidate beats popularity on the same split and the current champion's
-    recorded gate metric (strictly)."""
+def gate(report: dict, previous: dict[str, str | None]) -> Decision:
+    """Promote only when the candidate beats, strictly, popularity and the current champion, both evaluated
+    on the candidate's own split (`report["champion"]`: same boundary, same holdout users), never a number
+    recorded on an older holdout."""
     models = report["models"]
+    versions = report["versions"]
     candidate = models.get(GATE_MODEL, models.get("two_tower", {})).get(GATE_METRIC, 0.0)
     popularity = models["popularity"][GATE_METRIC]
-    if candidate <= popularity:
+    has_champion = any(previous.values())
+    judged = report.get("champion") or {}
+    champion_metric = judged.get("models", {}).get(GATE_MODEL, {}).get(GATE_METRIC) if judged else None
+    if has_champion and versions == previous:
+        verdict, reason = False, f"the candidate {versions} already is the champion"
+    elif candidate <= popularity:
         verdict, reason = False, f"{GATE_MODEL} {GATE_METRIC} {candidate:.4f} does not beat popularity {popularity:.4f}"
+    elif has_champion and judged.get("versions") != previous:
+        verdict, reason = False, (f"the evaluation judged champion {judged.get('versions')}, the champion now is "
+                                  f"{previous}: re-materialize model_evaluation")
     elif champion_metric is not None and candidate <= champion_metric:
-        verdict, reason = False, f"{candidate:.4f} does not beat the champion's {champion_metric:.4f}"
+        verdict, reason = False, (f"{candidate:.4f} does not beat the champion's {champion_metric:.4f} on the same "
+                                  "split")
     else:
         verdict = True
         reason = (f"{candidate:.4f} beats popularity {popularity:.4f}"
-                  + (f" and the champion's {champion_metric:.4f}" if champion_metric is not None else " (first champion)"))
+                  + (f" and the champion's {champion_metric:.4f} on the same split" if champion_metric is not None
+                     else " (first champion)"))
     return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
 
 

@@ -102,5 +102,10 @@ def champion(client: MlflowClient, name: str):
         return None
 
 
+def champion_versions(client: MlflowClient) -> dict[str, str | None]:
+    """The champion version (as a string, like the versions the pipeline records) of each served model."""
+    return {name: str(found.version) if (found := champion(client, name)) else None for name in MODEL_NAMES}
+
+
 def set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)

@@ -44,9 +44,9 @@ class NotFound(LookupError):
 @dataclass
 class Recommender:
     release: Release
-    retriever: Retriever
-    ranker: Ranker
-    index: IndexReader
+    retriever: Retriever | None  # None (with ranker and index) when the release serves popularity
+    ranker: Ranker | None
+    index: IndexReader | None
     candidates: CandidateStore
     features: OnlineFeatures
     item_features: ItemFeatureCache
@@ -56,7 +56,11 @@ class Recommender:
     @property
     def versions(self) -> dict:
         return {"model_version": dict(self.release.models), "index_version": self.release.collections.get(
-            TWO_TOWER_INDEX), "release": self.release.id}
+            TWO_TOWER_INDEX), "release": self.release.id, "pipeline": self.release.pipeline}
+
+    @property
+    def serves_models(self) -> bool:
+        return self.ranker is not None
 
     @property
     def data_time_ms(self) -> int:
@@ -98,6 +102,9 @@ class Recommender:
         return self._cards(top)
 
     def i2i(self, item_id: str, count: int, exclude: set[str] = frozenset()) -> list[dict]:
+        if not self.serves_models:  # no item2vec has passed the gate yet: popular items instead
+            self.known_items([item_id])
+            return self.popular(count, exclude={*exclude, item_id})
         neighbours = self._read(I2I, [item_id])[0]
         if neighbours is None:
             raise NotFound(f"unknown item_id: {item_id}")
@@ -128,6 +135,8 @@ class Recommender:
             return {"cold_start": True, "items": self.popular(count)}
         history = list(user[HISTORY_ITEMS])
         seen = set(history)
+        if not self.serves_models:
+            return {"cold_start": False, "items": self.popular(count, exclude=seen)}
         now_ms = self._now_ms(user)
         user_frame = pd.DataFrame([{USER: user_id, **user}])
         vector = self.retriever.user_vector(user_frame, now_ms)
@@ -179,6 +188,11 @@ class Recommender:
         """The ranker's probability that the user interacts with each item (given order), one forward pass."""
         self.known_items(item_ids)
         user, source = self._user(user_id)
+        if not self.serves_models:  # the item's share of the most popular item's count (0 beyond the top)
+            counts = dict(self._popular())
+            top = max(counts.values(), default=1) or 1
+            return {"cold_start": source == MISSING,
+                    "scores": [{"item_id": i, "score": _number(counts.get(i, 0) / top)} for i in item_ids]}
         item_rows = self.item_features.items(item_ids)
         probability, _ = self.ranker.score(pd.DataFrame([{USER: user_id, **user}]), item_ids, item_rows.columns,
                                            self._now_ms(user))

@@ -20,7 +20,7 @@ from recsys_assets.serving.config import ServingConfig, feature_store_config, se
 from recsys_assets.serving.recommender import TWO_TOWER_INDEX, Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import EventLog
-from recsys_assets.serving_data.release import Release, ReleaseStore
+from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 log = logging.getLogger("recsys.serving")
 CLOSE_GRACE_S = 30.0
@@ -65,6 +65,8 @@ class Runtime:
 
     def choose_ranker(self, recommender: Recommender) -> tuple[Ranker, str]:
         """The canary: a configured share of reranks goes to the challenger ranker when one is published."""
+        if not recommender.serves_models:
+            return None, POPULARITY
         if recommender.challenger is not None and random.random() < self.config.canary_share:
             return recommender.challenger, "challenger"
         return recommender.ranker, "champion"
@@ -95,13 +97,16 @@ class Runtime:
                                        **{f"{name}_version": v for name, v in release.models.items()},
                                        "index": release.collections.get(TWO_TOWER_INDEX, "")})
             log.info("serving release %s (models %s)", release.id, release.models)
-            if old is not None:
+            if old is not None and old.index is not None:
                 timer = threading.Timer(CLOSE_GRACE_S, old.index.close)
                 timer.daemon = True
                 timer.start()
             return True
 
     def _load(self, release: Release) -> Recommender:
+        if release.pipeline == POPULARITY:
+            return Recommender(release=release, retriever=None, ranker=None, index=None, candidates=self.candidates,
+                               features=self.features, item_features=self.item_features)
         store = self.config.mlflow
         challenger = release.challengers.get("ranker")
         index = self.index.open_reader(release.collections[TWO_TOWER_INDEX])
@@ -121,5 +126,5 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
-        if self._current is not None:
+        if self._current is not None and self._current.index is not None:
             self._current.index.close()

@@ -15,6 +15,7 @@ from recsys_assets.serving_data.kv import KeyValueStore
 
 CURRENT, HISTORY = "release:current", "release:history"
 KEEP_HISTORY = 20
+RERANK, POPULARITY = "rerank", "popularity"  # what a release serves: the models, or popularity alone
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,15 @@ class Release:
     candidates: dict[str, str]  # candidate kind -> version
     # Models trained beside the champions but not promoted (name -> version): a canary may serve them.
     challengers: dict[str, str] = field(default_factory=dict)
+    # POPULARITY while no model has passed the gate: every endpoint answers from popular items.
+    pipeline: str = RERANK
     published_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def id(self) -> str:
         """Identifies the content (not when it was published): republishing the same content is no change."""
-        body = json.dumps([self.models, self.collections, self.candidates, self.challengers], sort_keys=True)
+        body = json.dumps([self.models, self.collections, self.candidates, self.challengers, self.pipeline],
+                          sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict:
@@ -40,7 +44,7 @@ class Release:
     def from_dict(cls, raw: dict) -> Release:
         return cls(day=raw["day"], models=dict(raw["models"]), collections=dict(raw["collections"]),
                    candidates=dict(raw["candidates"]), challengers=dict(raw.get("challengers") or {}),
-                   published_at=raw.get("published_at", ""))
+                   pipeline=raw.get("pipeline", RERANK), published_at=raw.get("published_at", ""))
 
 
 class ReleaseStore:
