@@ -64,18 +64,21 @@ def test_non_landing_files_are_ignored(home):
 
 
 def test_files_already_loaded_by_a_run_are_not_loaded_again(home):
-    """`make pipeline` before `make dev`: the sensor's first tick skips days loaded from the same file."""
-    from recsys_assets.defs.ingest import raw_reviews
+    """`make pipeline` before `make dev`: the sensor's first tick skips days and the catalogue loaded from
+    the same file (reloading them would retrain the newest day for nothing)."""
+    from recsys_assets.defs.ingest import item_metadata, raw_reviews
 
     days = home.write_generated()
+    home.materialize_unpartitioned([item_metadata])
     home.materialize([raw_reviews], str(days[0]), str(days[2]))
     requests, cursor = _tick(home, instance=home.instance)
-    assert sorted(r.partition_key for r in requests if r.partition_key) == [str(d) for d in days[3:]]
+    assert _requested(requests) == [(str(d), ("raw_reviews",)) for d in days[3:]]
 
     table = home.landing.read_parquet(review_file_name(days[0]))
     home.landing.write_parquet(review_file_name(days[0]), table.slice(0, 5))  # corrected file re-landed
+    home.landing.write_parquet(ITEMS_FILE, home.landing.read_parquet(ITEMS_FILE).slice(0, 50))
     requests, _ = _tick(home, cursor, instance=home.instance)
-    assert [r.partition_key for r in requests] == [str(days[0])]
+    assert _requested(requests) == [("", ("item_metadata",)), (str(days[0]), ("raw_reviews",))]
 
 
 def test_logged_interactions_land_in_their_day_and_the_day_is_ingested_again(home):

@@ -70,6 +70,16 @@ class UpToNewestLandedDay(SubsetAutomationCondition):
         return context.candidate_subset.compute_intersection_with_partition_keys(keys)
 
 
+# Every dep either passed its blocking checks or runs in this very request: then the run's step order
+# enforces its checks (a failed blocking check stops what follows it). Dagster's own
+# `all_deps_blocking_checks_passed` only lets a dep's *checks* be requested in-tick, and the checks of an
+# asset's own spec never are, so each stage would wait a tick (and a run) for the one before it.
+UPSTREAM_CHECKS_PASSED = AutomationCondition.all_deps_match(
+    AutomationCondition.all_checks_match(AutomationCondition.check_passed(), blocking_only=True)
+    | AutomationCondition.will_be_requested()
+).with_label("all_deps_blocking_checks_passed_or_requested")
+
+
 def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition, label: str) -> AutomationCondition:
     """Within `in_scope`: `trigger` (an updated dep, or one requested this tick, ...) leads to one run, once no
     dep and not the asset itself is in progress and every upstream blocking check passed.
@@ -81,7 +91,7 @@ def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition,
         & trigger.since_last_handled()
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
-        & AutomationCondition.all_deps_blocking_checks_passed()
+        & UPSTREAM_CHECKS_PASSED
     ).with_label(label)
 
 
@@ -93,3 +103,4 @@ FOLLOW_UPSTREAM = _after_upstream(UpToNewestLandedDay(), AutomationCondition.any
 NEWEST_LANDED_DAY = _after_upstream(
     InNewestLandedDay(), InNewestLandedDay().newly_true() | AutomationCondition.any_deps_updated(),
     "newest_landed_day_after_upstream")
+

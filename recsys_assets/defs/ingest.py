@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from recsys_assets.data.landing import read_items, read_review_day
-from recsys_assets.data.schema import ITEM_SCHEMA, REVIEW_SCHEMA, review_file_name
+from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import LandingResource, WarehouseResource
 from recsys_assets.warehouse.validation import (
@@ -121,6 +121,7 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
     description="The item catalogue from landing/recsys_items.parquet (Amazon Reviews 2023 meta fields).",
 )
 def item_metadata(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):
+    fingerprint = landing.zone().list_files().get(ITEMS_FILE)
     table, error = _read(read_items, landing.zone())
     outcomes = validate_items(table, error)
     if not all(o.passed for o in outcomes):
@@ -133,6 +134,7 @@ def item_metadata(context: AssetExecutionContext, landing: LandingResource, ware
         metadata={
             "dagster/row_count": written,
             "distinct_categories": len({c[1] for c in categories if c and len(c) > 1}),
+            "landing_fingerprints": MetadataValue.json({ITEMS_FILE: fingerprint}),
         },
         check_results=_check_results(outcomes),
     )

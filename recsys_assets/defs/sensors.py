@@ -21,26 +21,29 @@ from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import LandingResource
 
 
-def loaded_fingerprint(instance, day_key: str) -> str | None:
-    """The landing file fingerprint the latest raw_reviews materialization of that day was loaded from."""
+def loaded_fingerprint(instance, name: str) -> str | None:
+    """The fingerprint of landing file `name` that the latest load of it (raw_reviews of its day, or
+    item_metadata for the catalogue) recorded."""
+    day = day_of_review_file(name)
+    asset, key = (raw_reviews.key, day.isoformat()) if day else (item_metadata.key, name)
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=raw_reviews.key, asset_partitions=[day_key]), limit=1
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[key] if day else None), limit=1
     ).records
     if not records:
         return None
     recorded = records[0].asset_materialization.metadata.get("landing_fingerprints")
-    return recorded.value.get(day_key) if recorded is not None else None
+    return recorded.value.get(key) if recorded is not None else None
 
 
 def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys: set[str] | None = None,
-                         already_loaded=lambda day_key, fingerprint: False):
+                         already_loaded=lambda name, fingerprint: False):
     """Run requests for the files that are new or changed since `seen`, and the names skipped as out of range.
 
     A file the cursor has not seen but whose exact version a run already loaded (e.g. by `make pipeline`
     before the sensor ran) is not loaded again."""
     requests, out_of_range = [], []
     for name, fingerprint in sorted(files.items()):
-        if seen.get(name) == fingerprint:
+        if seen.get(name) == fingerprint or (name not in seen and already_loaded(name, fingerprint)):
             continue
         run_key = f"{name}@{fingerprint}"
         if name == ITEMS_FILE:
@@ -51,8 +54,6 @@ def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys
             continue
         if valid_keys is not None and day.isoformat() not in valid_keys:
             out_of_range.append(name)
-            continue
-        if name not in seen and already_loaded(day.isoformat(), fingerprint):
             continue
         requests.append(RunRequest(run_key=run_key, partition_key=day.isoformat(), asset_selection=[raw_reviews.key]))
     return requests, out_of_range
@@ -70,7 +71,7 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource):
     seen = json.loads(context.cursor) if context.cursor else {}
     valid_keys = set(daily_partitions.get_partition_keys())
     requests, out_of_range = landing_run_requests(
-        files, seen, valid_keys, lambda key, fp: loaded_fingerprint(context.instance, key) == fp
+        files, seen, valid_keys, lambda name, fp: loaded_fingerprint(context.instance, name) == fp
     )
     if out_of_range:
         context.log.warning(
