@@ -97,7 +97,23 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if not args.skip_models:
         _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1]))
     print(f"pipeline done: {len(days)} day(s), {days[0]}..{days[-1]}")
+    if not args.skip_models:
+        print(served_release_summary(settings))
     return 0
+
+
+def served_release_summary(settings) -> str:
+    """One line on what serving moves to; a clear warning when no model beat popularity."""
+    from recsys_assets.serving.config import serving_kv
+    from recsys_assets.serving_data.release import POPULARITY, ReleaseStore
+
+    release = ReleaseStore(serving_kv(settings)).current()
+    if release is None:
+        return "WARNING: nothing released yet: serving has nothing to answer with"
+    if release.pipeline == POPULARITY:
+        return (f"WARNING: release {release.id} ({release.day}) serves POPULARITY: no model has beaten it on the "
+                "holdout yet (see `recsys evaluate`); the first model that does takes over")
+    return f"release {release.id} ({release.day}) serves models {release.models}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

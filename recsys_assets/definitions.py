@@ -51,7 +51,7 @@ defs = Definitions(
     asset_checks=freshness.FRESHNESS_CHECKS,
     jobs=[serving.serving_refresh_job, interactions.land_interactions_job],
     schedules=[interactions.land_interactions_schedule],
-    sensors=[landing_sensor, automation_sensor, serving.champion_sensor],
+    sensors=[landing_sensor, automation_sensor, serving.champion_sensor, freshness.freshness_sensor],
     resources=resources_for(settings),
     executor=EXECUTOR_BY_ENV[settings.env],
 )

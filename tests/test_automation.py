@@ -52,11 +52,10 @@ class World:
                 AssetCheckEvaluation(asset_key=key, check_name=check.name, passed=True, partition=day))
 
     def tick(self) -> dict[str, list[str]]:
-        """One automation tick: asset name -> requested partitions (sorted)."""
+        """One automation tick: asset name -> requested partitions (sorted); `checks_requested` beside."""
         result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
         self.cursor = result.cursor
-        requested = {}
-        self.checks_requested = set()
+        requested, self.checks_requested = {}, set()
         for r in result.results:
             if not r.true_subset.size:
                 continue
@@ -64,7 +63,7 @@ class World:
                 value = r.true_subset.get_internal_value()
                 requested[r.key.to_user_string()] = sorted(value.get_partition_keys()) if value is not True else []
             else:
-                self.checks_requested.add(r.key.name)
+                self.checks_requested.add(r.key)
         return requested
 
 
@@ -95,10 +94,10 @@ def test_a_new_newest_day_flows_through_models_to_serving(world):
     world.record("raw_reviews", new_day)
     requested = world.tick()
     assert requested == {name: [new_day] for name in FEATURES + NEWEST_DAY_CHAIN}
-    # The freshness checks run too: until the day reaches serving they fail.
-    assert world.checks_requested == {"fresh_for_newest_landed_day", "serves_newest_landed_day"}
+    # The dbt tests go with their models (the run puts them in; the other checks of the chain ride along).
+    dbt_tests = {key for name in FEATURES[:3] for key in world.graph.get(AssetKey(name)).check_keys}
+    assert dbt_tests and world.checks_requested == dbt_tests
     assert world.tick() == {}  # requested once
-    assert world.checks_requested == set()
 
     # The day's runs land: nothing more to do.
     for name in FEATURES + NEWEST_DAY_CHAIN:
@@ -150,9 +149,9 @@ def test_cross_partition_dependency_is_declared(graph):
 
 def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and_serving(home):
     """The checks judge by the newest landed day: stale while a new day is on its way, fresh once served."""
-    from dagster import build_asset_check_context
+    from dagster import build_asset_check_context, build_sensor_context
 
-    from recsys_assets.defs.freshness import fresh_for_newest_landed_day, serves_newest_landed_day
+    from recsys_assets.defs.freshness import fresh_for_newest_landed_day, freshness_sensor, serves_newest_landed_day
     from recsys_assets.serving_data.release import Release, ReleaseStore
 
     instance = DagsterInstance.ephemeral()
@@ -180,3 +179,13 @@ def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and
     land("raw_reviews", DAYS[1])  # a new day: serving lags until its release
     result = check(serves_newest_landed_day, serving=serving)
     assert not result.passed and DAYS[1] in result.description
+
+    # The sensor asks for the checks whose verdict changed (never run: both), once per state.
+    context = build_sensor_context(instance=instance, resources={"serving": serving})
+    request = freshness_sensor(context)
+    assert {k.name for k in request.asset_check_keys} == {"fresh_for_newest_landed_day", "serves_newest_landed_day"}
+    assert freshness_sensor(build_sensor_context(instance=instance, resources={"serving": serving})
+                            ).run_key == request.run_key
+    land("online_features", DAYS[1])
+    assert freshness_sensor(build_sensor_context(instance=instance, resources={"serving": serving})
+                            ).run_key != request.run_key

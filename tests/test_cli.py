@@ -54,3 +54,4 @@ def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     release = ReleaseStore(SQLiteKV(home / "serving" / "serving.sqlite")).current()
     assert release is not None and release.day == "2023-11-16" and set(release.models) == {"item2vec", "two_tower",
                                                                                               "ranker"}
+    assert f"release {release.id} (2023-11-16) serves models" in out.stdout  # the pipeline says what is served

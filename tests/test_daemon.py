@@ -72,3 +72,9 @@ def test_a_new_day_reaches_serving_with_only_the_daemon_running(tmp_path):
         chain_runs = {instance.get_latest_materialization_event(AssetKey(name)).run_id
                       for name in ("online_features", "training_dataset", "serving_release")}
         assert len(chain_runs) == 1
+        # ... with every check of its assets (None: all of them): the dbt tests and each stage's blocking checks.
+        selection = instance.get_run_by_id(chain_runs.pop()).asset_check_selection
+        checks = {f"{k.asset_key.to_user_string()}:{k.name}" for k in selection or ()}
+        for expected in ("user_rating_stats:not_null_user_rating_stats_user_id", "online_features:online_matches_offline",
+                         "two_tower_index:collection_ready", "u2i_candidates:written"):
+            assert selection is None or expected in checks, (expected, checks)

@@ -44,6 +44,8 @@ class InNewestLandedDay(SubsetAutomationCondition):
         return "Partition of the newest landed day (newest loaded raw_reviews partition)"
 
     async def compute_subset(self, context: AutomationContext) -> EntitySubset:
+        if context.partitions_def is None:  # an unpartitioned target (a check): it follows its asset
+            return context.candidate_subset
         newest = await newest_landed_day(context)
         if newest is None:
             return context.get_empty_subset()
@@ -63,6 +65,8 @@ class UpToNewestLandedDay(SubsetAutomationCondition):
         return "Partition on or before the newest landed day"
 
     async def compute_subset(self, context: AutomationContext) -> EntitySubset:
+        if context.partitions_def is None:  # an unpartitioned target (a dbt test's check): it follows its asset
+            return context.candidate_subset
         newest = await newest_landed_day(context)
         if newest is None:
             return context.get_empty_subset()
@@ -78,6 +82,21 @@ UPSTREAM_CHECKS_PASSED = AutomationCondition.all_deps_match(
     AutomationCondition.all_checks_match(AutomationCondition.check_passed(), blocking_only=True)
     | AutomationCondition.will_be_requested()
 ).with_label("all_deps_blocking_checks_passed_or_requested")
+
+
+@record
+class RunsWithItsAsset(SubsetAutomationCondition):
+    """For a check: true when its asset is requested this tick, for any partition. The automation then puts the
+    check into the asset's run. (`will_be_requested` of a daily asset does not reach an unpartitioned check.)"""
+
+    @property
+    def name(self) -> str:
+        return "runs_with_its_asset"
+
+    def compute_subset(self, context: AutomationContext) -> EntitySubset:
+        requested = context.request_subsets_by_key.get(context.key.asset_key)
+        return context.candidate_subset if requested is not None and not requested.is_empty \
+            else context.get_empty_subset()
 
 
 def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition, label: str) -> AutomationCondition:

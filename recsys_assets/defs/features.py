@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AutomationCondition, BackfillPolicy, PartitionMapping
+from dagster import AssetCheckSpec, AssetExecutionContext, AutomationCondition, BackfillPolicy, PartitionMapping
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from recsys_assets.defs.automation import FOLLOW_UPSTREAM
+from recsys_assets.defs.automation import FOLLOW_UPSTREAM, RunsWithItsAsset
 from recsys_assets.defs.dbt_project import dbt_project
 from recsys_assets.defs.partitions import daily_partitions, days_up_to
 
@@ -21,6 +21,15 @@ class FeatureTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
         return FOLLOW_UPSTREAM
+
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> AssetCheckSpec | None:
+        """dbt tests run in every automated run of their model (the dbt multi-asset can run without them)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        return AssetCheckSpec(spec.name, asset=spec.asset_key, description=spec.description,
+                              additional_deps=spec.additional_deps, metadata=spec.metadata, blocking=spec.blocking,
+                              automation_condition=RunsWithItsAsset())
 
     def get_partition_mapping(self, dbt_resource_props: Mapping[str, Any],
                               dbt_parent_resource_props: Mapping[str, Any]) -> PartitionMapping | None:

@@ -5,28 +5,47 @@ Two asset checks, shown on the assets in the UI and failing while stale:
   after that day's latest file;
 * `serving_release` / `serves_newest_landed_day`: the published release is the newest landed day's.
 
-Automation runs them whenever a day lands or the asset changes, so a check turns red when a new day lands
-and green again once that day reaches the online store and serving.
+`freshness_sensor` evaluates both every minute and runs a check only when its verdict changed: it turns red
+soon after a new day lands (or when a run on the way fails) and green once the day is served, without a
+run a minute.
 """
+
+from dataclasses import dataclass
 
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
-    AutomationCondition,
+    AssetSelection,
     DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
     asset_check,
+    sensor,
 )
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from recsys_assets.defs.resources import ServingResource
 from recsys_assets.serving_data.release import ReleaseStore
 
-LANDED = AssetKey("raw_reviews")
-# Re-evaluated when the asset or the landed data changes.
-ON_CHANGE = (AutomationCondition.any_deps_updated().since_last_handled()
-             & ~AutomationCondition.in_progress()).with_label("on_landing_or_update")
+LANDED, ONLINE = AssetKey("raw_reviews"), AssetKey("online_features")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    description: str
+    metadata: dict
+    state: str  # what the verdict was drawn from: one check run per state, however often it is evaluated
+
+    def result(self) -> AssetCheckResult:
+        return AssetCheckResult(passed=self.passed, severity=AssetCheckSeverity.ERROR, description=self.description,
+                                metadata={k: v if v is not None else "" for k, v in self.metadata.items()})
 
 
 def newest_landed_day(instance: DagsterInstance) -> str | None:
@@ -40,37 +59,62 @@ def _latest_storage_id(instance: DagsterInstance, key: AssetKey, day: str) -> in
     return records[0].storage_id if records else None
 
 
-def _result(passed: bool, description: str, **metadata) -> AssetCheckResult:
-    return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, description=description,
-                            metadata={k: v if v is not None else "" for k, v in metadata.items()})
-
-
-@asset_check(asset="online_features", additional_deps=[LANDED], automation_condition=ON_CHANGE,
-             description="The online store holds the newest landed day, loaded after that day's latest file.")
-def fresh_for_newest_landed_day(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    instance = context.instance
+def online_features_verdict(instance: DagsterInstance) -> Verdict:
     day = newest_landed_day(instance)
     if day is None:
-        return _result(True, "nothing has landed yet", newest_landed_day=None)
-    landed = _latest_storage_id(instance, LANDED, day)
-    loaded = _latest_storage_id(instance, AssetKey("online_features"), day)
+        return Verdict(True, "nothing has landed yet", {"newest_landed_day": None}, "empty")
+    landed, loaded = _latest_storage_id(instance, LANDED, day), _latest_storage_id(instance, ONLINE, day)
     passed = loaded is not None and loaded > landed
-    return _result(passed, f"online features are current for {day}" if passed else
+    return Verdict(passed, f"online features are current for {day}" if passed else
                    f"the online store lacks the newest landed day {day} (or predates its latest file)",
-                   newest_landed_day=day)
+                   {"newest_landed_day": day}, f"{day}:{landed}:{loaded}")
 
 
-@asset_check(asset="serving_release", additional_deps=[LANDED], automation_condition=ON_CHANGE,
-             description="The published release (what every replica serves) is the newest landed day's.")
-def serves_newest_landed_day(context: AssetCheckExecutionContext, serving: ServingResource) -> AssetCheckResult:
-    day = newest_landed_day(context.instance)
-    release = ReleaseStore(serving.kv()).current()
+def release_verdict(instance: DagsterInstance, releases: ReleaseStore) -> Verdict:
+    day = newest_landed_day(instance)
+    release = releases.current()
     served = release.day if release else None
     passed = day is None or served == day
-    return _result(passed, f"serving the release of {served}" if passed else
+    return Verdict(passed, f"serving the release of {served}" if passed else
                    f"serving {served or 'nothing'}, the newest landed day is {day}",
-                   newest_landed_day=day, served_day=served, release=release.id if release else None,
-                   pipeline=release.pipeline if release else None)
+                   {"newest_landed_day": day, "served_day": served, "release": release.id if release else None,
+                    "pipeline": release.pipeline if release else None},
+                   f"{day}:{release.id if release else None}")
+
+
+@asset_check(asset="online_features", additional_deps=[LANDED],
+             description="The online store holds the newest landed day, loaded after that day's latest file.")
+def fresh_for_newest_landed_day(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    return online_features_verdict(context.instance).result()
+
+
+@asset_check(asset="serving_release", additional_deps=[LANDED],
+             description="The published release (what every replica serves) is the newest landed day's.")
+def serves_newest_landed_day(context: AssetCheckExecutionContext, serving: ServingResource) -> AssetCheckResult:
+    return release_verdict(context.instance, ReleaseStore(serving.kv())).result()
 
 
 FRESHNESS_CHECKS = [fresh_for_newest_landed_day, serves_newest_landed_day]
+CHECK_KEYS = [key for check in FRESHNESS_CHECKS for key in check.check_keys]
+
+
+def _recorded_verdict(instance: DagsterInstance, key: AssetCheckKey) -> bool | None:
+    """What the check's latest completed execution said; None when it never ran."""
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    if latest is None or latest.status == AssetCheckExecutionRecordStatus.PLANNED:
+        return None
+    return latest.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+
+
+@sensor(target=AssetSelection.checks(*FRESHNESS_CHECKS), minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Runs the freshness checks when their verdict changes (a day landed, a day got served).")
+def freshness_sensor(context: SensorEvaluationContext, serving: ServingResource):
+    instance = context.instance
+    verdicts = {CHECK_KEYS[0]: online_features_verdict(instance),
+                CHECK_KEYS[1]: release_verdict(instance, ReleaseStore(serving.kv()))}
+    changed = [key for key, verdict in verdicts.items() if _recorded_verdict(instance, key) != verdict.passed]
+    if not changed:
+        return SkipReason("freshness unchanged: " + "; ".join(v.description for v in verdicts.values()))
+    run_key = ",".join(f"{key.name}:{verdicts[key].state}" for key in changed)
+    return RunRequest(run_key=run_key, asset_check_keys=changed)
