@@ -25,9 +25,9 @@ export UV_PYTHON_DOWNLOADS := never
 RECSYS_API_TOKEN ?= demo-token
 export RECSYS_API_TOKEN
 
-.PHONY: help setup test demo pipeline dev serve bench clean
+.PHONY: help setup system-packages test demo pipeline dev serve bench clean
 help:
-	@echo "make setup     install the pinned stack into .venv (idempotent)"
+	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
 	@echo "make test      the test suite"
 	@echo "make pipeline  materialize every asset for every day in RECSYS_HOME/landing"
@@ -52,7 +52,11 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	recsys init-dagster-home
 
-setup: $(VENV)/.installed $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+# Debian packages the tests, the demo page and the benchmarks use (installed when missing, see the script).
+system-packages:
+	@scripts/system-packages.sh
+
+setup: system-packages $(VENV)/.installed $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
 test: setup
 	pytest
@@ -69,6 +73,7 @@ dev: setup
 	dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: setup
+	python bench/freshness.py
 	python bench/ingest.py
 	python bench/feature_store.py
 	python bench/training.py

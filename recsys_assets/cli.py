@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -76,30 +75,56 @@ MODEL_SELECTION = "item_tags*,training_dataset*,popular_items,user_sequences,ite
 UNPARTITIONED_SELECTION = "item_metadata,feast_definitions"
 
 
-def _dagster(*args: str) -> None:
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "recsys_assets.definitions", *args]
-    print("+", " ".join(command[2:]), flush=True)
-    subprocess.run(command, check=True)
+def _dagster(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "recsys_assets.definitions", *args]
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from recsys_assets.console import StageReporter
+
     settings = get_settings()
     zone = LocalLandingZone(settings.landing_dir)
-    if not review_days(zone.list_files()):
+    generate_first = not review_days(zone.list_files())
+    if generate_first:
         print(f"{zone.path} is empty: generating the default data set first")
         cmd_generate(build_parser().parse_args(["generate"]))
     days = review_days(zone.list_files())
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     init_dagster_home(settings)
-    _dagster("--select", UNPARTITIONED_SELECTION)
-    for first, last in contiguous_ranges(days):
-        _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}")
+    ranges = contiguous_ranges(days)
+    log_path = settings.home / "logs" / f"pipeline-{datetime.now():%Y%m%d-%H%M%S}.log"
+    stages = StageReporter(1 + len(ranges) + (0 if args.skip_models else 1), log_path)
+    stages.say(f"pipeline over {len(days)} day(s) {days[0]}..{days[-1]}; full Dagster logs: {log_path}")
+    stages.run("catalogue and Feast definitions", _dagster("--select", UNPARTITIONED_SELECTION))
+    for first, last in ranges:
+        stages.run(f"features for {(last - first).days + 1} day(s) {first}..{last}: raw_reviews -> dbt -> Feast online",
+                   _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}"))
     if not args.skip_models:
-        _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1]))
-    print(f"pipeline done: {len(days)} day(s), {days[0]}..{days[-1]}")
-    if not args.skip_models:
-        print(served_release_summary(settings))
+        stages.run(f"models, evaluation and serving for the newest day {days[-1]}",
+                   _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1])))
+    print(pipeline_summary(settings, days, stages.total_elapsed(), models=not args.skip_models))
     return 0
+
+
+def pipeline_summary(settings, days: list[date], took: str, models: bool) -> str:
+    """Data size, the evaluation beside the baselines, what is served, and where to go next."""
+    from recsys_assets.warehouse.stores import DuckDBWarehouse
+
+    reviews, users, items = DuckDBWarehouse(settings.warehouse_path).query(
+        "select count(*), count(distinct user_id), count(distinct parent_asin) from raw.raw_reviews").to_pylist()[0].values()
+    lines = [f"\npipeline done in {took}: {len(days)} day(s) {days[0]}..{days[-1]}, {reviews:,} reviews, "
+             f"{users:,} users, {items:,} items"]
+    report = read_latest(settings.home / "evaluation") if models else None
+    if report is not None:
+        lines.append(f"evaluation on the temporal holdout ({report['split']['holdout_users']:,} users):")
+        lines += ["  " + "  ".join(f"{k}={v}" for k, v in row.items()) for row in metrics_table(report)]
+    if models:
+        lines.append(served_release_summary(settings))
+    lines += ["next:  make serve   API http://127.0.0.1:8000  (docs /docs, demo page /)",
+              "       make dev     Dagster UI http://127.0.0.1:3000 (lineage, runs, checks; the daemon automates)"]
+    return "\n".join(lines)
 
 
 def served_release_summary(settings) -> str:

@@ -118,7 +118,7 @@ def featured_home(generated_home) -> Home:
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """A real redis-server on a free loopback port, for the session (installed by .ci/run)."""
+    """A real redis-server on a free loopback port, for the session (installed by `make setup`)."""
     from recsys_assets.feature_store.redis_server import local_redis
 
     with local_redis() as url:

@@ -28,7 +28,12 @@ def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     out = _run([*recsys, "import", "interactions", str(csv)], env)
     assert "imported 48 reviews over 3 days" in out.stdout
     out = _run([*recsys, "pipeline"], env, timeout=600)  # what `make pipeline` runs: the dagster CLI per range
-    assert "--partition-range 2023-11-14...2023-11-16" in out.stdout
+    # A few lines a stage on the console, the Dagster logs in a file under RECSYS_HOME.
+    assert "[2/3] features for 3 day(s) 2023-11-14..2023-11-16" in out.stdout
+    assert len(out.stdout.splitlines()) < 60 and "DEBUG" not in out.stdout
+    logs = list((home / "logs").glob("pipeline-*.log"))
+    assert len(logs) == 1 and "STEP_SUCCESS" in logs[0].read_text() and str(logs[0]) in out.stdout
+    assert "evaluation on the temporal holdout" in out.stdout and "http://127.0.0.1:8000" in out.stdout
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     raw = con.execute("select count(*) from raw.raw_reviews").fetchone()[0]
@@ -55,3 +60,26 @@ def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     assert release is not None and release.day == "2023-11-16" and set(release.models) == {"item2vec", "two_tower",
                                                                                               "ranker"}
     assert f"release {release.id} (2023-11-16) serves models" in out.stdout  # the pipeline says what is served
+
+
+def test_a_failed_stage_shows_its_failure_in_full(tmp_path):
+    """A stage that fails prints everything from its failed step on (the log file keeps the rest)."""
+    import io
+
+    import pytest
+
+    from recsys_assets.console import StageReporter
+
+    failing = [sys.executable, "-c", (
+        "print('2026-01-01 00:00:00 +0000 - dagster - DEBUG - job - r - 1 - a - STEP_START - started')\n"
+        "print('2026-01-01 00:00:00 +0000 - dagster - ERROR - job - r - 1 - a - STEP_FAILURE - boom')\n"
+        "print('Traceback: ValueError: the whole story')\n"
+        "raise SystemExit(3)")]
+    out = io.StringIO()
+    stages = StageReporter(2, tmp_path / "logs" / "p.log", out=out)
+    with pytest.raises(SystemExit) as exit_info:
+        stages.run("something", failing)
+    assert exit_info.value.code == 3
+    shown = out.getvalue()
+    assert "[1/2] something" in shown and "x a failed" in shown and "ValueError: the whole story" in shown
+    assert "STEP_START" not in shown and "STEP_START" in (tmp_path / "logs" / "p.log").read_text()

@@ -1,4 +1,4 @@
-"""The demo page in real headless Chromium (Debian `chromium` + `chromium-driver`, installed by .ci/run):
+"""The demo page in real headless Chromium (Debian `chromium` + `chromium-driver`, installed by `make setup`):
 recommendations for a user, like two products, reload: the likes are pushed and the list is re-ranked."""
 
 import shutil
@@ -21,7 +21,7 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and DRIVER):
-        pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver (.ci/run does)")
+        pytest.fail("chromium and chromedriver are needed: `make setup` installs them (or: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):

@@ -53,9 +53,11 @@ def load_inputs(context: AssetExecutionContext, training: TrainingResource, ware
     return data, Catalogue.build(data.items, metadata, tags)
 
 
-def _log_epochs(prefix: str):
+def _log_epochs(context: AssetExecutionContext, epochs: int):
+    """Per epoch: MLflow metrics of the nested run, and a line in the Dagster log (the UI, `make demo`)."""
     def log(epoch: int, metrics: dict) -> None:
-        mlflow.log_metrics({f"{prefix}_{k}": v for k, v in metrics.items()}, step=epoch)
+        mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
+        context.log.info(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return log
 
 
@@ -84,7 +86,7 @@ def item2vec(context: AssetExecutionContext, training: TrainingResource, warehou
     cfg = Item2VecConfig(epochs=training.item2vec_epochs, seed=training.seed)
     with mlflow.start_run(run_name=f"item2vec-{context.partition_key}", nested=True) as run:
         mlflow.log_params({"model": "item2vec", "day": context.partition_key, **asdict(cfg), "items": len(items) - 1})
-        result = train_item2vec(sequences, len(items), cfg, on_epoch=_log_epochs("train"))
+        result = train_item2vec(sequences, len(items), cfg, on_epoch=_log_epochs(context, cfg.epochs))
         model = Item2VecModel(result.embeddings)
         version = log_model("item2vec", model, np.arange(1, min(len(items), 6), dtype=np.float32)[:, None],
                             {"items.json": items.ids})
@@ -120,7 +122,7 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
         mlflow.log_params({"model": name, "day": context.partition_key, **asdict(cfg), **sizes,
                            **asdict(train_cfg), "executor": training.executor})
         model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
-                             workers=training.ray_workers, on_epoch=_log_epochs("train"))
+                             workers=training.ray_workers, on_epoch=_log_epochs(context, epochs))
         artifacts = {"users.json": data.users.ids, **catalogue.artifacts(), **(exports(model) if exports else {})}
         version = log_model(name, model, example, artifacts)
     return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})

@@ -27,7 +27,7 @@ def local_redis(timeout_s: float = 20.0) -> Iterator[str]:
 
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+        raise RuntimeError("redis-server is not installed: `make setup` installs it (or: apt-get install redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="redis-") as folder:
         proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

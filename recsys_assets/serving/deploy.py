@@ -47,6 +47,10 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     import ray
 
     joined = bool(os.environ.get("RAY_ADDRESS"))
+    # Ray's and Serve's own INFO lines (controller, proxy, replicas starting) go to their log files under
+    # /tmp/ray; the console keeps warnings and what a user needs (the welcome below).
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                  num_cpus=None if joined else max(2, os.cpu_count() or 2))
@@ -74,6 +78,8 @@ def _welcome(config: ServingConfig) -> str:
     if release is None:
         lines.append("no release yet: run `make pipeline`; serving picks it up when it is published")
         return "\n".join(lines)
+    lines.append(f"release {release.id} of {release.day}: " + (
+        f"models {release.models}" if release.models else f"{release.pipeline} (no model has passed the gate yet)"))
     store = CandidateStore(kv)
     users = store.ids(SEQUENCE, release.candidates[SEQUENCE])
     user = users[len(users) // 2] if users else "some-user"
