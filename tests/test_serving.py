@@ -162,7 +162,7 @@ def test_healthz_readyz_metrics_and_docs(service):
 def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, known):
     """A champion moved outside a run: the sensor asks for the serving assets, the release is published,
     and every replica moves to the other model and index within 60 s while requests keep succeeding."""
-    from dagster import build_sensor_context
+    from dagster import AssetKey, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
 
     from recsys_assets.defs.models import item2vec, ranker, two_tower
     from recsys_assets.defs.resources import mlflow_store
@@ -192,9 +192,18 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
         for name, version in new.items():
             set_champion(client, name, str(version))
         resources = served_home.resources()
-        with recsys_env(served_home.path):
-            request = champion_sensor(build_sensor_context(instance=served_home.instance,
-                                                           resources={"serving": resources["serving"]}))
+
+        def tick():
+            with recsys_env(served_home.path):
+                return champion_sensor(build_sensor_context(instance=served_home.instance,
+                                                            resources={"serving": resources["serving"]}))
+
+        # While a run that publishes a release is on its way (the day's chain that just promoted), it waits.
+        running = served_home.instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED,
+                                                          asset_selection=frozenset({AssetKey("serving_release")})))
+        assert isinstance(tick(), SkipReason)
+        served_home.instance.delete_run(running.run_id)
+        request = tick()
         assert request.partition_key == day
         served_home.materialize(serving_assets(), day)
         release = ReleaseStore(serving_kv(served_home.settings)).current()
@@ -219,10 +228,7 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     for versions in (before["model_version"], new):
         for name, version in versions.items():
             set_champion(client, name, str(version))
-        with recsys_env(served_home.path):
-            again = champion_sensor(build_sensor_context(instance=served_home.instance,
-                                                         resources={"serving": resources["serving"]}))
-        keys.append(again.run_key)
+        keys.append(tick().run_key)
         served_home.materialize(serving_assets(), day)
     assert len(set(keys)) == 3, keys
     _wait_for_release(service, ReleaseStore(serving_kv(served_home.settings)).current().id)

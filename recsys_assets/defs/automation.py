@@ -32,45 +32,26 @@ async def newest_landed_day(context: AutomationContext) -> str | None:
 
 
 @record
-class InNewestLandedDay(SubsetAutomationCondition):
-    """True for the partition of the newest landed day."""
+class LandedDays(SubsetAutomationCondition):
+    """True for the newest landed day's partition (`newest_only`), or for every partition up to it."""
+
+    newest_only: bool
 
     @property
     def name(self) -> str:
-        return "in_newest_landed_day"
+        return "in_newest_landed_day" if self.newest_only else "up_to_newest_landed_day"
 
     @property
     def description(self) -> str:
-        return "Partition of the newest landed day (newest loaded raw_reviews partition)"
+        return ("Partition of the newest landed day" if self.newest_only else
+                "Partition on or before the newest landed day") + " (the newest loaded raw_reviews partition)"
 
     async def compute_subset(self, context: AutomationContext) -> EntitySubset:
-        if context.partitions_def is None:  # an unpartitioned target (a check): it follows its asset
-            return context.candidate_subset
         newest = await newest_landed_day(context)
-        if newest is None:
+        if newest is None or context.partitions_def is None:
             return context.get_empty_subset()
-        return context.candidate_subset.compute_intersection_with_partition_keys({newest})
-
-
-@record
-class UpToNewestLandedDay(SubsetAutomationCondition):
-    """True for the partitions from the first partition through the newest landed day."""
-
-    @property
-    def name(self) -> str:
-        return "up_to_newest_landed_day"
-
-    @property
-    def description(self) -> str:
-        return "Partition on or before the newest landed day"
-
-    async def compute_subset(self, context: AutomationContext) -> EntitySubset:
-        if context.partitions_def is None:  # an unpartitioned target (a dbt test's check): it follows its asset
-            return context.candidate_subset
-        newest = await newest_landed_day(context)
-        if newest is None:
-            return context.get_empty_subset()
-        keys = {k for k in context.candidate_subset.expensively_compute_partition_keys() if k <= newest}
+        keys = {newest} if self.newest_only else {
+            k for k in context.candidate_subset.expensively_compute_partition_keys() if k <= newest}
         return context.candidate_subset.compute_intersection_with_partition_keys(keys)
 
 
@@ -115,11 +96,11 @@ def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition,
 
 
 # Features: every updated day up to the newest landed one (a replaced day reaches the days after it).
-FOLLOW_UPSTREAM = _after_upstream(UpToNewestLandedDay(), AutomationCondition.any_deps_updated(),
+FOLLOW_UPSTREAM = _after_upstream(LandedDays(newest_only=False), AutomationCondition.any_deps_updated(),
                                   "follow_upstream_up_to_newest_landed_day")
 # Models and serving: the newest landed day only; a day becoming the newest starts its chain even for an
 # asset whose deps did not change that day (item_tags reads the unpartitioned catalogue).
 NEWEST_LANDED_DAY = _after_upstream(
-    InNewestLandedDay(), InNewestLandedDay().newly_true() | AutomationCondition.any_deps_updated(),
+    LandedDays(newest_only=True), LandedDays(newest_only=True).newly_true() | AutomationCondition.any_deps_updated(),
     "newest_landed_day_after_upstream")
 

@@ -117,4 +117,5 @@ def freshness_sensor(context: SensorEvaluationContext, serving: ServingResource)
     if not changed:
         return SkipReason("freshness unchanged: " + "; ".join(v.description for v in verdicts.values()))
     run_key = ",".join(f"{key.name}:{verdicts[key].state}" for key in changed)
-    return RunRequest(run_key=run_key, asset_check_keys=changed)
+    # Behind the runs that do the work: the queue runs one run at a time (DuckDB has one writer).
+    return RunRequest(run_key=run_key, asset_check_keys=changed, tags={"dagster/priority": "-1"})

@@ -61,7 +61,7 @@ def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys
 
 @sensor(
     name="landing_sensor",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,  # a listing of the landing folder: cheap
     default_status=DefaultSensorStatus.RUNNING,
     asset_selection=[raw_reviews, item_metadata],
     description="Starts raw_reviews for each new or replaced daily file, item_metadata when the catalogue changes.",
@@ -90,6 +90,6 @@ automation_sensor = AutomationConditionSensorDefinition(
     "automation_sensor",
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,  # ~1 s of evaluation; every tick saved is a stage sooner
     use_user_code_server=True,
 )

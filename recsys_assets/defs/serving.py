@@ -9,11 +9,13 @@ requests the serving assets of the newest day again, so the index and u2i follow
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
+    DagsterRunStatus,
     DefaultSensorStatus,
     Failure,
     MaterializeResult,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     asset,
@@ -91,6 +93,13 @@ def _retire_candidates(serving: ServingResource, releases: ReleaseStore) -> dict
     return {kind: store.retire(kind, {r.candidates.get(kind) for r in recent}) for kind in CANDIDATE_ASSETS}
 
 
+def _release_on_its_way(instance) -> bool:
+    """A queued or running run includes serving_release (e.g. the day's chain, which just promoted)."""
+    runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
+                                                  DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]))
+    return any(serving_release.key in (run.asset_selection or ()) for run in runs)
+
+
 serving_refresh_job = define_asset_job("serving_refresh", selection=AssetSelection.assets(*SERVING_ASSETS))
 
 
@@ -100,6 +109,8 @@ def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
     current = ReleaseStore(serving.kv()).current()
     if current is None:
         return SkipReason("nothing released yet")
+    if _release_on_its_way(context.instance):
+        return SkipReason("a run that publishes a release is queued or running: the champion it promoted follows")
     client = serving.registry().client()
     champions = champion_versions(client)
     if any(v is None for v in champions.values()) or champions == current.models:
