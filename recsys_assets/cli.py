@@ -119,12 +119,22 @@ def pipeline_summary(settings, days: list[date], took: str, models: bool) -> str
     report = read_latest(settings.home / "evaluation") if models else None
     if report is not None:
         lines.append(f"evaluation on the temporal holdout ({report['split']['holdout_users']:,} users):")
-        lines += ["  " + "  ".join(f"{k}={v}" for k, v in row.items()) for row in metrics_table(report)]
+        lines += format_table(metrics_table(report))
     if models:
         lines.append(served_release_summary(settings))
     lines += ["next:  make serve   API http://127.0.0.1:8000  (docs /docs, demo page /)",
               "       make dev     Dagster UI http://127.0.0.1:3000 (lineage, runs, checks; the daemon automates)"]
     return "\n".join(lines)
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    """Rows of equal keys as aligned text columns, a header first."""
+    if not rows:
+        return []
+    columns = list(rows[0])
+    cells = [columns] + [[str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
 
 
 def served_release_summary(settings) -> str:
@@ -150,8 +160,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"split: {report['split']}")
-    for row in metrics_table(report):
-        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    print("\n".join(format_table(metrics_table(report))))
+    if report.get("champion", {}).get("models"):  # what the gate compared with, on this same split
+        print(f"champion {report['champion']['versions']} on the same split:")
+        print("\n".join(format_table(metrics_table(report["champion"]))))
     if "ranker" in report:
         print(f"ranker: {report['ranker']}")
     return 0

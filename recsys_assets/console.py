@@ -13,7 +13,7 @@ from pathlib import Path
 _STEP_EVENT = re.compile(r" - (\w+) - (STEP_START|STEP_SUCCESS|STEP_FAILURE) - ")
 _STEP_SECONDS = re.compile(r'Finished execution of step "[^"]+" in ([\d.]+)(ms|s|m)')
 _EPOCH = re.compile(r" - (\w+) - epoch (\d+)/(\d+)")
-_ROWS = re.compile(r" - (\w+) - (.*\brows?\b.*)$")
+_ROWS = re.compile(r".* - (\w+) - (.*\brows?\b.*)$")  # greedy: the last " - <step> - " before the message
 
 
 def elapsed(seconds: float) -> str:
@@ -73,7 +73,7 @@ class StageReporter:
             value = float(seconds.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[seconds.group(2)]
             took = elapsed(value)
         note = f"  ({notes[step]})" if step in notes else ""
-        self.say(f"      {step:<26} {took:>7}{note}")
+        self.say(f"      {step:<44} {took:>6}{note}")
 
     def _tail(self, lines: int) -> str:
         return "".join(self.log_path.read_text().splitlines(keepends=True)[-lines:])
