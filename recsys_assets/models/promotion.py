@@ -52,9 +52,9 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
                                   "split")
     else:
         verdict = True
-        reason = (f"{candidate:.4f} beats popularity {popularity:.4f}"
-                  + (f" and the champion's {champion_metric:.4f} on the same split" if champion_metric is not None
-                     else " (first champion)"))
+        reason = f"{candidate:.4f} beats popularity {popularity:.4f}" + (
+            f" and the champion's {champion_metric:.4f} on the same split" if champion_metric is not None
+            else " (the champion could not be judged on this split)" if has_champion else " (first champion)")
     return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
 
 
