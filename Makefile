@@ -48,7 +48,7 @@ $(MANIFEST): $(VENV)/.installed $(DBT_SOURCES) recsys_assets/defs/dbt_project.py
 	dagster-dbt project prepare-and-package --file recsys_assets/defs/dbt_project.py
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml:
+$(DAGSTER_HOME)/dagster.yaml: recsys_assets/settings.py
 	mkdir -p $(DAGSTER_HOME)
 	recsys init-dagster-home
 

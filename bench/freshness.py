@@ -151,7 +151,10 @@ def main() -> None:
                 assert time.time() - published_at < 120, "the service never moved to the new release"
                 time.sleep(0.2)
             served_at = load.releases[current.id]
-            time.sleep(3)
+            # Let what the release started finish (the freshness checks) before the daemon stops.
+            while any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+                      for r in run_breakdown(instance, landed_at)) and time.time() - served_at < 180:
+                time.sleep(2)
         runs = run_breakdown(instance, landed_at)
         evaluation = {d: json.loads((home / "evaluation" / f"{d}.json").read_text())["models"]
                       for d in (before.day if before else None, str(day)) if d}

@@ -116,15 +116,25 @@ telemetry:
 run_queue:
   # DuckDB allows one writer process: runs that write the local warehouse go one at a time.
   max_concurrent_runs: 1
+run_monitoring:
+  # A run whose worker died (the daemon stopped mid-launch or mid-run) would hold that one place forever:
+  # one stuck starting fails after 3 minutes, one running for over 2 hours fails (a day takes minutes).
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 7200
+  poll_interval_seconds: 30
 """
 
 
 def init_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME with telemetry off and a run queue fit for the embedded warehouse."""
+    """DAGSTER_HOME with telemetry off and a run queue fit for the embedded warehouse. A dagster.yaml this
+    function wrote earlier is brought up to date; one a user wrote is left alone."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or (config.read_text().startswith(DAGSTER_YAML.splitlines()[0])
+                               and config.read_text() != DAGSTER_YAML):
         config.write_text(DAGSTER_YAML)
     return config
 

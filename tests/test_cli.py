@@ -83,3 +83,21 @@ def test_a_failed_stage_shows_its_failure_in_full(tmp_path):
     shown = out.getvalue()
     assert "[1/2] something" in shown and "x a failed" in shown and "ValueError: the whole story" in shown
     assert "STEP_START" not in shown and "STEP_START" in (tmp_path / "logs" / "p.log").read_text()
+
+
+def test_dagster_home_config_is_kept_up_to_date_but_a_users_own_is_left_alone(tmp_path, monkeypatch):
+    """Homes made before run monitoring get it (a dead run must not hold the one-run queue forever)."""
+    import yaml
+
+    from recsys_assets.settings import DAGSTER_YAML, Settings, init_dagster_home
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = Settings(home=tmp_path, env="local")
+    config = init_dagster_home(settings)
+    older = DAGSTER_YAML.split("run_monitoring:")[0]
+    config.write_text(older)
+    init_dagster_home(settings)
+    assert yaml.safe_load(config.read_text())["run_monitoring"]["start_timeout_seconds"] == 180
+    config.write_text("telemetry:\n  enabled: false\n")  # the user's own
+    init_dagster_home(settings)
+    assert config.read_text() == "telemetry:\n  enabled: false\n"
