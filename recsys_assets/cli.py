@@ -86,8 +86,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     zone = LocalLandingZone(settings.landing_dir)
-    generate_first = not review_days(zone.list_files())
-    if generate_first:
+    if not review_days(zone.list_files()):
         print(f"{zone.path} is empty: generating the default data set first")
         cmd_generate(build_parser().parse_args(["generate"]))
     days = review_days(zone.list_files())
@@ -112,10 +111,13 @@ def pipeline_summary(settings, days: list[date], took: str, models: bool) -> str
     """Data size, the evaluation beside the baselines, what is served, and where to go next."""
     from recsys_assets.warehouse.stores import DuckDBWarehouse
 
-    reviews, users, items = DuckDBWarehouse(settings.warehouse_path).query(
-        "select count(*), count(distinct user_id), count(distinct parent_asin) from raw.raw_reviews").to_pylist()[0].values()
-    lines = [f"\npipeline done in {took}: {len(days)} day(s) {days[0]}..{days[-1]}, {reviews:,} reviews, "
-             f"{users:,} users, {items:,} items"]
+    size = ""
+    if settings.warehouse_path.exists():  # the local warehouse (under gcp the data lives in BigQuery)
+        reviews, users, items = DuckDBWarehouse(settings.warehouse_path).query(
+            "select count(*), count(distinct user_id), count(distinct parent_asin) from raw.raw_reviews"
+        ).to_pylist()[0].values()
+        size = f", {reviews:,} reviews, {users:,} users, {items:,} items"
+    lines = [f"\npipeline done in {took}: {len(days)} day(s) {days[0]}..{days[-1]}{size}"]
     report = read_latest(settings.home / "evaluation") if models else None
     if report is not None:
         lines.append(f"evaluation on the temporal holdout ({report['split']['holdout_users']:,} users):")
