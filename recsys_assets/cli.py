@@ -200,7 +200,14 @@ def cmd_land_events(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import warnings
     from dataclasses import replace
+
+    # Libraries' deprecation notices (fbgemm, pydantic via Ray) are for their maintainers, not the console.
+    # (A filter would not hold: an import on the way resets the filters; the display hook stays.)
+    show = warnings.showwarning
+    warnings.showwarning = lambda message, category, *rest, **kw: (
+        None if issubclass(category, DeprecationWarning) else show(message, category, *rest, **kw))
 
     from recsys_assets.serving.config import ServingConfig
 
