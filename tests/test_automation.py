@@ -180,12 +180,19 @@ def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and
     result = check(serves_newest_landed_day, serving=serving)
     assert not result.passed and DAYS[1] in result.description
 
-    # The sensor asks for the checks whose verdict changed (never run: both), once per state.
-    context = build_sensor_context(instance=instance, resources={"serving": serving})
-    request = freshness_sensor(context)
-    assert {k.name for k in request.asset_check_keys} == {"fresh_for_newest_landed_day", "serves_newest_landed_day"}
-    assert freshness_sensor(build_sensor_context(instance=instance, resources={"serving": serving})
-                            ).run_key == request.run_key
+    # The sensor records the evaluations whose verdict changed (never evaluated: both), no run needed.
+    def sensor_tick():
+        result = freshness_sensor(build_sensor_context(instance=instance, resources={"serving": serving}))
+        for event in getattr(result, "asset_events", []):
+            instance.report_runless_asset_event(event)  # what the daemon does with a sensor's asset events
+        return {e.check_name: e.passed for e in getattr(result, "asset_events", [])}
+
+    assert sensor_tick() == {"fresh_for_newest_landed_day": False, "serves_newest_landed_day": False}
+    assert sensor_tick() == {}  # unchanged: nothing recorded again
     land("online_features", DAYS[1])
-    assert freshness_sensor(build_sensor_context(instance=instance, resources={"serving": serving})
-                            ).run_key != request.run_key
+    assert sensor_tick() == {"fresh_for_newest_landed_day": True}
+    releases.publish(Release(day=DAYS[1], models={}, collections={}, candidates={"popular": DAYS[1]},
+                             pipeline="popularity"))
+    assert sensor_tick() == {"serves_newest_landed_day": True}
+    land("raw_reviews", DAYS[2])
+    assert sensor_tick() == {"fresh_for_newest_landed_day": False, "serves_newest_landed_day": False}

@@ -5,25 +5,25 @@ Two asset checks, shown on the assets in the UI and failing while stale:
   after that day's latest file;
 * `serving_release` / `serves_newest_landed_day`: the published release is the newest landed day's.
 
-`freshness_sensor` evaluates both every minute and runs a check only when its verdict changed: it turns red
-soon after a new day lands (or when a run on the way fails) and green once the day is served, without a
-run a minute.
+`freshness_sensor` evaluates both every minute and records a check's evaluation when its verdict changed (no
+run, nothing queued behind the work): red soon after a new day lands (or when a run on the way fails), green
+once the day is served. The chain's own run also executes them once it has published.
 """
 
 from dataclasses import dataclass
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
-    AssetSelection,
     DagsterInstance,
     DefaultSensorStatus,
-    RunRequest,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     asset_check,
     sensor,
@@ -41,11 +41,16 @@ class Verdict:
     passed: bool
     description: str
     metadata: dict
-    state: str  # what the verdict was drawn from: one check run per state, however often it is evaluated
+
+    def _fields(self) -> dict:
+        return dict(passed=self.passed, severity=AssetCheckSeverity.ERROR, description=self.description,
+                    metadata={k: v if v is not None else "" for k, v in self.metadata.items()})
 
     def result(self) -> AssetCheckResult:
-        return AssetCheckResult(passed=self.passed, severity=AssetCheckSeverity.ERROR, description=self.description,
-                                metadata={k: v if v is not None else "" for k, v in self.metadata.items()})
+        return AssetCheckResult(**self._fields())
+
+    def evaluation(self, key: AssetCheckKey) -> AssetCheckEvaluation:
+        return AssetCheckEvaluation(asset_key=key.asset_key, check_name=key.name, **self._fields())
 
 
 def newest_landed_day(instance: DagsterInstance) -> str | None:
@@ -62,12 +67,12 @@ def _latest_storage_id(instance: DagsterInstance, key: AssetKey, day: str) -> in
 def online_features_verdict(instance: DagsterInstance) -> Verdict:
     day = newest_landed_day(instance)
     if day is None:
-        return Verdict(True, "nothing has landed yet", {"newest_landed_day": None}, "empty")
+        return Verdict(True, "nothing has landed yet", {"newest_landed_day": None})
     landed, loaded = _latest_storage_id(instance, LANDED, day), _latest_storage_id(instance, ONLINE, day)
     passed = loaded is not None and loaded > landed
     return Verdict(passed, f"online features are current for {day}" if passed else
                    f"the online store lacks the newest landed day {day} (or predates its latest file)",
-                   {"newest_landed_day": day}, f"{day}:{landed}:{loaded}")
+                   {"newest_landed_day": day})
 
 
 def release_verdict(instance: DagsterInstance, releases: ReleaseStore) -> Verdict:
@@ -78,8 +83,7 @@ def release_verdict(instance: DagsterInstance, releases: ReleaseStore) -> Verdic
     return Verdict(passed, f"serving the release of {served}" if passed else
                    f"serving {served or 'nothing'}, the newest landed day is {day}",
                    {"newest_landed_day": day, "served_day": served, "release": release.id if release else None,
-                    "pipeline": release.pipeline if release else None},
-                   f"{day}:{release.id if release else None}")
+                    "pipeline": release.pipeline if release else None})
 
 
 @asset_check(asset="online_features", additional_deps=[LANDED],
@@ -106,9 +110,9 @@ def _recorded_verdict(instance: DagsterInstance, key: AssetCheckKey) -> bool | N
     return latest.status == AssetCheckExecutionRecordStatus.SUCCEEDED
 
 
-@sensor(target=AssetSelection.checks(*FRESHNESS_CHECKS), minimum_interval_seconds=60,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Runs the freshness checks when their verdict changes (a day landed, a day got served).")
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+        description="Records the freshness checks' evaluation when their verdict changes (a day landed, a day got "
+                    "served).")
 def freshness_sensor(context: SensorEvaluationContext, serving: ServingResource):
     instance = context.instance
     verdicts = {CHECK_KEYS[0]: online_features_verdict(instance),
@@ -116,6 +120,4 @@ def freshness_sensor(context: SensorEvaluationContext, serving: ServingResource)
     changed = [key for key, verdict in verdicts.items() if _recorded_verdict(instance, key) != verdict.passed]
     if not changed:
         return SkipReason("freshness unchanged: " + "; ".join(v.description for v in verdicts.values()))
-    run_key = ",".join(f"{key.name}:{verdicts[key].state}" for key in changed)
-    # Behind the runs that do the work: the queue runs one run at a time (DuckDB has one writer).
-    return RunRequest(run_key=run_key, asset_check_keys=changed, tags={"dagster/priority": "-1"})
+    return SensorResult(asset_events=[verdicts[key].evaluation(key) for key in changed])
