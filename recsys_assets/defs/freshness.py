@@ -64,8 +64,8 @@ def _latest_storage_id(instance: DagsterInstance, key: AssetKey, day: str) -> in
     return records[0].storage_id if records else None
 
 
-def online_features_verdict(instance: DagsterInstance) -> Verdict:
-    day = newest_landed_day(instance)
+def online_features_verdict(instance: DagsterInstance, day: str | None) -> Verdict:
+    """`day`: the newest landed day."""
     if day is None:
         return Verdict(True, "nothing has landed yet", {"newest_landed_day": None})
     landed, loaded = _latest_storage_id(instance, LANDED, day), _latest_storage_id(instance, ONLINE, day)
@@ -75,8 +75,8 @@ def online_features_verdict(instance: DagsterInstance) -> Verdict:
                    {"newest_landed_day": day})
 
 
-def release_verdict(instance: DagsterInstance, releases: ReleaseStore) -> Verdict:
-    day = newest_landed_day(instance)
+def release_verdict(day: str | None, releases: ReleaseStore) -> Verdict:
+    """`day`: the newest landed day."""
     release = releases.current()
     served = release.day if release else None
     passed = day is None or served == day
@@ -89,13 +89,13 @@ def release_verdict(instance: DagsterInstance, releases: ReleaseStore) -> Verdic
 @asset_check(asset="online_features", additional_deps=[LANDED],
              description="The online store holds the newest landed day, loaded after that day's latest file.")
 def fresh_for_newest_landed_day(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    return online_features_verdict(context.instance).result()
+    return online_features_verdict(context.instance, newest_landed_day(context.instance)).result()
 
 
 @asset_check(asset="serving_release", additional_deps=[LANDED],
              description="The published release (what every replica serves) is the newest landed day's.")
 def serves_newest_landed_day(context: AssetCheckExecutionContext, serving: ServingResource) -> AssetCheckResult:
-    return release_verdict(context.instance, ReleaseStore(serving.kv())).result()
+    return release_verdict(newest_landed_day(context.instance), ReleaseStore(serving.kv())).result()
 
 
 FRESHNESS_CHECKS = [fresh_for_newest_landed_day, serves_newest_landed_day]
@@ -115,8 +115,9 @@ def _recorded_verdict(instance: DagsterInstance, key: AssetCheckKey) -> bool | N
                     "served).")
 def freshness_sensor(context: SensorEvaluationContext, serving: ServingResource):
     instance = context.instance
-    verdicts = {CHECK_KEYS[0]: online_features_verdict(instance),
-                CHECK_KEYS[1]: release_verdict(instance, ReleaseStore(serving.kv()))}
+    day = newest_landed_day(instance)
+    verdicts = {CHECK_KEYS[0]: online_features_verdict(instance, day),
+                CHECK_KEYS[1]: release_verdict(day, ReleaseStore(serving.kv()))}
     changed = [key for key, verdict in verdicts.items() if _recorded_verdict(instance, key) != verdict.passed]
     if not changed:
         return SkipReason("freshness unchanged: " + "; ".join(v.description for v in verdicts.values()))

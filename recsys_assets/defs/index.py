@@ -19,7 +19,7 @@ from dagster import (
 from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import ServingResource, TrainingResource
-from recsys_assets.models.registry import MlflowStore, champion_versions, load_extras, load_version
+from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.serving_data.index import VectorIndex
 
@@ -42,7 +42,8 @@ def built_from(version: str, model_version: str) -> bool:
 
 def champion_version(registry: MlflowStore, name: str) -> str | None:
     """The version behind `name`'s champion alias; None before any model passed the gate."""
-    return champion_versions(registry.client())[name]
+    found = champion(registry.client(), name)
+    return str(found.version) if found is not None else None
 
 
 def without_champion(context: AssetExecutionContext, name: str, check_name: str) -> MaterializeResult:
