@@ -11,7 +11,14 @@ from pathlib import Path
 
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
-from recsys_assets.models.promotion import MODEL_NAMES, metrics_table, read_latest
+from recsys_assets.models.promotion import (
+    GATE_METRIC,
+    MODEL_NAMES,
+    baseline_comparison,
+    describe_comparison,
+    metrics_table,
+    read_latest,
+)
 from recsys_assets.settings import get_settings, init_dagster_home, record_dataset
 
 
@@ -163,6 +170,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"split: {report['split']}")
     print("\n".join(format_table(metrics_table(report))))
+    comparison = baseline_comparison(report)
+    if comparison:
+        print(describe_comparison(comparison))
+    for name, fitted in report.get("baselines", {}).items():
+        grid = fitted.get(f"validation_{GATE_METRIC}") if isinstance(fitted, dict) else None
+        if grid:  # a tuned baseline: what validation chose it from
+            chosen = ", ".join(f"{k} {v}" for k, v in fitted.items() if not isinstance(v, dict))
+            print(f"{name}: {chosen}; validation {GATE_METRIC} by value {grid}")
     if report.get("champion", {}).get("models"):  # what the gate compared with, on this same split
         print(f"champion {report['champion']['versions']} on the same split:")
         print("\n".join(format_table(metrics_table(report["champion"]))))

@@ -71,7 +71,12 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     report = json.loads((trained_home.path / "evaluation" / "latest.json").read_text())
     assert set(report["split"]) == {"boundary_timestamp", "train_events", "holdout_events", "holdout_users"}
     assert report["split"]["boundary_timestamp"] > 1_600_000_000_000  # milliseconds, like the raw data
-    assert set(report["models"]) == {"popularity", "item2vec", "two_tower", "rerank"}
+    assert set(report["models"]) == {"popularity", "item2vec", "two_tower", "rerank", "ease", "item_knn"}
+    # The baselines were tuned on a validation split that ends before the holdout begins.
+    baselines = report["baselines"]
+    assert baselines["validation_split"]["boundary_timestamp"] < report["split"]["boundary_timestamp"]
+    assert str(baselines["ease"]["l2"]) in baselines["ease"]["validation_ndcg@10"]
+    assert str(baselines["item_knn"]["neighbours"]) in baselines["item_knn"]["validation_ndcg@10"]
     for metrics in report["models"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
         assert all(0 <= v <= 1 for v in metrics.values())
@@ -80,6 +85,10 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     meta = _metadata(trained_home.trained, "model_evaluation")
     assert [row.data["model"] for row in meta["metrics"].records] == list(report["models"])
     assert meta["plot"].startswith("![evaluation](data:image/png;base64,")
+    comparison = meta["vs_best_baseline"]
+    assert comparison["best_baseline"] in {"popularity", "ease", "item_knn"}
+    assert comparison["ratio"] == pytest.approx(report["models"]["rerank"]["ndcg@10"]
+                                                / comparison["best_baseline_ndcg@10"], abs=1e-3)
 
 
 def test_recsys_evaluate_json_prints_the_latest(trained_home):
@@ -88,6 +97,12 @@ def test_recsys_evaluate_json_prints_the_latest(trained_home):
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == json.loads((trained_home.path / "evaluation" / "latest.json").read_text())
+    table = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "evaluate"], env=env, capture_output=True,
+                           text=True, cwd=REPO_ROOT, timeout=120)
+    assert table.returncode == 0, table.stderr[-2000:]
+    rows = {line.split()[0] for line in table.stdout.splitlines() if line.startswith("  ")}
+    assert {"popularity", "ease", "item_knn", "rerank"} <= rows
+    assert "x the best baseline" in table.stdout
 
 
 def test_training_examples_hold_no_future_data(trained_home):

@@ -13,15 +13,27 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Tab
 
 from recsys_assets.defs.models import MODEL_ASSET, Tracking, latest_version, load_inputs
 from recsys_assets.defs.resources import ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.models.baselines import BASELINES, BaselineConfig
 from recsys_assets.models.bundles import load_pipeline
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
-from recsys_assets.models.promotion import GATE_METRIC, GATE_TAG, gate, metrics_table, plot_png, png_markdown, write_report
+from recsys_assets.models.promotion import (
+    GATE_METRIC,
+    GATE_TAG,
+    baseline_comparison,
+    describe_comparison,
+    gate,
+    metrics_table,
+    plot_png,
+    png_markdown,
+    write_report,
+)
 from recsys_assets.models.registry import MODEL_NAMES, champion_versions, set_champion
 
 
 @asset(deps=["item2vec", "two_tower", "ranker"], code_version="1",
        description="Temporal holdout, full ranking over the catalogue: Recall@10/50, NDCG@10, coverage@10 for "
-                   "popularity, item2vec last-item i2i, two-tower and two-tower + ranker; ranker ROC/PR-AUC.",
+                   "item2vec last-item i2i, two-tower and two-tower + ranker beside the baselines (popularity, EASE, "
+                   "item-kNN tuned on a validation split of the training period); ranker ROC/PR-AUC.",
        **MODEL_ASSET)
 def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
                      serving: ServingResource, mlflow_tracking: Tracking):
@@ -31,7 +43,7 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
     models = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(),
                     two_tower=loaded["two_tower"], ranker=loaded["ranker"])
     cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
-    report = evaluate(data, catalogue, models, cfg)
+    report = evaluate(data, catalogue, models, cfg, baselines=BaselineConfig(seed=training.seed))
     report["versions"] = versions
     # The gate compares with the champion judged on this very split (same boundary, same users).
     registry = serving.registry()
@@ -56,10 +68,18 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         mlflow.log_metrics({f"champion_{model}_{metric.replace('@', '_at_')}": value
                             for model, values in report.get("champion", {}).get("models", {}).items()
                             for metric, value in values.items()})
+        if report.get("baselines"):
+            mlflow.log_params({f"{name}_{param}": value for name in BASELINES
+                               for param, value in report["baselines"][name].items() if not isinstance(value, dict)})
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_artifact(str(png_path))
     table = metrics_table(report)
+    comparison = baseline_comparison(report)
+    if comparison and not comparison["pays_for_itself"]:
+        context.log.warning(describe_comparison(comparison))
     return MaterializeResult(metadata={
+        "vs_best_baseline": MetadataValue.json(comparison or {}),
+        "baselines": MetadataValue.json(report.get("baselines", {})),
         "metrics": MetadataValue.table([TableRecord(row) for row in table]),
         "plot": MetadataValue.md(png_markdown(png)),
         "ranker": MetadataValue.json(report.get("ranker", {})),

@@ -1,4 +1,5 @@
-"""Offline evaluation on the temporal holdout, every model beside popularity, one protocol (`metrics.py`).
+"""Offline evaluation on the temporal holdout, every model beside the baselines (popularity, EASE, item-kNN:
+`baselines.py`), one protocol (`metrics.py`).
 
 Users are evaluated as of the split boundary: their features, last item and history are what was known
 when the holdout began. Rerank = the two-tower's top `rerank_depth` candidates re-ordered by the ranker fused with the retriever's
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys_assets.models.baselines import BaselineConfig, evaluate_baselines
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
@@ -58,7 +60,9 @@ def _in_evaluated_items(model_scores: np.ndarray, to_model: np.ndarray) -> np.nd
 
 
 def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
-             cfg: EvaluationConfig = EvaluationConfig()) -> dict:
+             cfg: EvaluationConfig = EvaluationConfig(), baselines: BaselineConfig | None = None) -> dict:
+    """Holdout metrics of `models` and popularity; with `baselines`, EASE and item-kNN too (their
+    hyper-parameters chosen on a validation split of the training period: `report["baselines"]`)."""
     users_vocab = models.users if models.users is not None else Vocabulary(data.train[USER])
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
@@ -109,6 +113,9 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     report = {"split": {k: data.summary[k] for k in
                         ("boundary_timestamp", "train_events", "holdout_events", "holdout_users")},
               "evaluated_users": len(eval_users), "models": results}
+    if baselines is not None:
+        baseline_results, report["baselines"] = evaluate_baselines(data.train, data.holdout, eval_users, baselines)
+        results.update(baseline_results)
     if models.ranker is not None:
         frame = data.ranker_holdout
         x = pack_ranker(frame, users_vocab, model_catalogue, frame[TIME].to_numpy())

@@ -58,6 +58,31 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
     return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
 
 
+BASELINE_MODELS = ("popularity", "ease", "item_knn")
+
+
+def baseline_comparison(report: dict) -> dict | None:
+    """The served pipeline's NDCG@10 against the best baseline of the same evaluation (None when the
+    evaluation has no learned pipeline): whether the learned models pay for themselves."""
+    models = report["models"]
+    served = models.get(GATE_MODEL)
+    present = [name for name in BASELINE_MODELS if name in models]
+    if served is None or not present:
+        return None
+    best = max(present, key=lambda name: models[name][GATE_METRIC])
+    ratio = served[GATE_METRIC] / models[best][GATE_METRIC] if models[best][GATE_METRIC] else float("inf")
+    return {"pipeline": GATE_MODEL, GATE_METRIC: served[GATE_METRIC], "best_baseline": best,
+            f"best_baseline_{GATE_METRIC}": models[best][GATE_METRIC], "ratio": round(ratio, 4),
+            "pays_for_itself": ratio > 1.0}
+
+
+def describe_comparison(comparison: dict) -> str:
+    verdict = ("beats" if comparison["pays_for_itself"] else "does NOT beat")
+    return (f"{comparison['pipeline']} {GATE_METRIC} {comparison[GATE_METRIC]:.4f} = {comparison['ratio']:.2f}x the "
+            f"best baseline ({comparison['best_baseline']} {comparison[f'best_baseline_{GATE_METRIC}']:.4f}): the "
+            f"learned pipeline {verdict} it")
+
+
 def write_report(folder: Path, day: str, report: dict) -> Path:
     """The day's evaluation as `<day>.json` and `latest.json` (written aside, then renamed)."""
     folder.mkdir(parents=True, exist_ok=True)

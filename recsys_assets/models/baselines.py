@@ -1,0 +1,179 @@
+"""The classical baselines every evaluation reports beside our models: EASE and item-kNN (cosine).
+
+A learned pipeline pays for itself only if it beats these on the same split. Both score a user by the items
+the user interacted with in training (a binary user x item matrix X):
+
+* EASE (Steck, 2019): item-item weights B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal; closed
+  form, one items x items inversion (Cholesky, float32). Above `max_items` it keeps the most popular items
+  only (the inversion is cubic in the catalogue);
+* item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept.
+
+Hyper-parameters (l2, neighbours) are chosen on a validation split taken from the end of the training period
+(`data.temporal_split` of the training events): fit on what precedes it, scored on it, then refit on the
+whole training period with the chosen value. The holdout is never looked at for a choice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from recsys_assets.models.data import ITEM, USER, Vocabulary, temporal_split
+from recsys_assets.models.metrics import ranking_report, recall_ndcg, top_k
+
+BASELINES = ("ease", "item_knn")
+SELECTION_METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    ease_l2: tuple[float, ...] = (10.0, 50.0, 200.0, 800.0, 3000.0)
+    knn_neighbours: tuple[int, ...] = (10, 50, 200, 1000)
+    validation_fraction: float = 0.1  # of the training events: the last part by time
+    max_items: int = 10_000
+    max_validation_users: int = 5000
+    seed: int = 0
+
+
+def interaction_matrix(events: pd.DataFrame, users: Vocabulary, items: Vocabulary) -> sp.csr_matrix:
+    """Binary user x item matrix (vocabulary indices; unknown ids fall on row/column 0, which stays empty)."""
+    rows, cols = users.index(events[USER].to_numpy()), items.index(events[ITEM].to_numpy())
+    known = (rows > 0) & (cols > 0)
+    matrix = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (rows[known], cols[known])),
+                           shape=(len(users), len(items)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _gram(x: sp.csr_matrix) -> np.ndarray:
+    return np.asarray((x.T @ x).todense(), dtype=np.float32)
+
+
+def _kept_items(x: sp.csr_matrix, max_items: int) -> np.ndarray:
+    """Column indices EASE models: all, or the `max_items` most interacted with."""
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    counts[0] = 0
+    order = np.flatnonzero(counts > 0)
+    if len(order) > max_items:
+        order = np.sort(order[np.argsort(-counts[order], kind="stable")[:max_items]])
+    return order
+
+
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's item-item matrix from the Gram matrix X'X (float32, zero diagonal)."""
+    regularised = torch.from_numpy(gram.copy())
+    regularised.diagonal().add_(float(l2))
+    precision = torch.cholesky_inverse(torch.linalg.cholesky(regularised))
+    weights = -precision / precision.diagonal()[None, :]
+    weights.fill_diagonal_(0.0)
+    return weights.numpy()
+
+
+def cosine_neighbours(gram: np.ndarray, neighbours: int) -> np.ndarray:
+    """Cosine similarity of item columns, only each row's `neighbours` largest kept (zero diagonal)."""
+    norms = np.sqrt(np.maximum(np.diag(gram), 1e-12))
+    sim = gram / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    if neighbours < sim.shape[1]:
+        threshold = -np.partition(-sim, neighbours - 1, axis=1)[:, neighbours - 1]
+        sim[sim < threshold[:, None]] = 0.0
+    return sim
+
+
+class ItemItemModel:
+    """Scores = user's training items (binary) @ an item-item matrix over `columns` of the vocabulary."""
+
+    def __init__(self, weights: np.ndarray, columns: np.ndarray, n_items: int):
+        self.weights, self.columns, self.n_items = weights, columns, n_items
+
+    def scores(self, history: sp.csr_matrix) -> np.ndarray:
+        """users x items scores (vocabulary indices); -inf for items the model does not cover."""
+        out = np.full((history.shape[0], self.n_items), -np.inf, dtype=np.float32)
+        out[:, self.columns] = np.asarray(history[:, self.columns] @ self.weights)
+        return out
+
+
+def fit_ease(x: sp.csr_matrix, l2: float, max_items: int) -> ItemItemModel:
+    columns = _kept_items(x, max_items)
+    return ItemItemModel(ease_weights(_gram(x[:, columns]), l2), columns, x.shape[1])
+
+
+def fit_item_knn(x: sp.csr_matrix, neighbours: int, max_items: int) -> ItemItemModel:
+    columns = _kept_items(x, max_items)
+    return ItemItemModel(cosine_neighbours(_gram(x[:, columns]), neighbours), columns, x.shape[1])
+
+
+@dataclass
+class Protocol:
+    """Who is evaluated and against what: rows of `history` are the evaluated users' training items,
+    `relevant` their later items (vocabulary indices); seen items are never recommended."""
+    history: sp.csr_matrix
+    relevant: list[set[int]]
+    n_items: int
+
+    def exclude(self) -> list[np.ndarray]:
+        return [np.concatenate([[0], self.history[r].indices]) for r in range(self.history.shape[0])]
+
+    def report(self, model: ItemItemModel, k: int = 50) -> dict:
+        return ranking_report(top_k(model.scores(self.history), self.exclude(), k), self.relevant, self.n_items - 1)
+
+    def ndcg_at_10(self, model: ItemItemModel) -> float:
+        return recall_ndcg(top_k(model.scores(self.history), self.exclude(), 10), self.relevant, 10)[1]
+
+
+def protocol(train: pd.DataFrame, later: pd.DataFrame, users: list, user_vocab: Vocabulary, items: Vocabulary
+             ) -> Protocol:
+    rows = user_vocab.index(np.asarray(users, dtype=object))
+    x = interaction_matrix(train, user_vocab, items)
+    later_items = later.assign(_item=items.index(later[ITEM].to_numpy()))
+    by_user = later_items[later_items["_item"] > 0].groupby(USER)["_item"].apply(set)
+    return Protocol(x[rows], [by_user.get(u, set()) for u in users], len(items))
+
+
+FITTERS = {"ease": (fit_ease, "l2", "ease_l2"), "item_knn": (fit_item_knn, "neighbours", "knn_neighbours")}
+
+
+def _choose_on_validation(train: pd.DataFrame, cfg: BaselineConfig) -> dict[str, dict]:
+    """Per baseline: NDCG@10 on the validation split for each candidate value, and the best value."""
+    split = temporal_split(train, cfg.validation_fraction)
+    fit_users, fit_items = Vocabulary(split.train[USER]), Vocabulary(split.train[ITEM])
+    users = sorted(set(split.holdout[USER]))
+    if len(users) > cfg.max_validation_users:
+        users = sorted(np.random.default_rng(cfg.seed).choice(users, cfg.max_validation_users, replace=False).tolist())
+    judged = protocol(split.train, split.holdout, users, fit_users, fit_items)
+    x = interaction_matrix(split.train, fit_users, fit_items)
+    chosen = {}
+    for name, (fitter, param, grid_field) in FITTERS.items():
+        scores = {value: judged.ndcg_at_10(fitter(x, value, cfg.max_items)) for value in getattr(cfg, grid_field)}
+        best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller value
+        chosen[name] = {param: best, f"validation_{SELECTION_METRIC}": {str(v): round(s, 5) for v, s in scores.items()}}
+    chosen["validation_split"] = {"boundary_timestamp": split.boundary_timestamp, "fit_events": len(split.train),
+                                  "validation_events": len(split.holdout), "validation_users": len(users)}
+    return chosen
+
+
+def evaluate_baselines(train: pd.DataFrame, holdout: pd.DataFrame, eval_users: list, cfg: BaselineConfig = BaselineConfig()
+                       ) -> tuple[dict, dict]:
+    """(holdout metrics per baseline, how each was fitted: chosen value, validation scores, seconds).
+    Metrics follow `metrics.py` over the training items, the same protocol as `evaluation.evaluate`."""
+    started = time.perf_counter()
+    chosen = _choose_on_validation(train, cfg)
+    selection_seconds = time.perf_counter() - started
+    users, items = Vocabulary(train[USER]), Vocabulary(train[ITEM])
+    judged = protocol(train, holdout, eval_users, users, items)
+    x = interaction_matrix(train, users, items)
+    results, details = {}, {"config": asdict(cfg), "validation_split": chosen.pop("validation_split"),
+                            "selection_seconds": round(selection_seconds, 2)}
+    for name, (fitter, param, _) in FITTERS.items():
+        t = time.perf_counter()
+        model = fitter(x, chosen[name][param], cfg.max_items)
+        fit_seconds = time.perf_counter() - t
+        results[name] = judged.report(model)
+        details[name] = {**chosen[name], "fit_seconds": round(fit_seconds, 2), "items_modelled": len(model.columns)}
+    return results, details
