@@ -169,6 +169,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"split: {report['split']}")
+    if "validation" in report:  # where every choice is made and the gate compares
+        print(f"validation period ({report['validation']['evaluated_users']} users):")
+        print("\n".join(format_table(metrics_table(report["validation"]))))
+        if "choices" in report:
+            print(f"chosen on validation: {report['choices']}")
+    print(f"holdout ({report.get('evaluated_users')} users), reported only:")
     print("\n".join(format_table(metrics_table(report))))
     comparison = baseline_comparison(report)
     if comparison:
@@ -178,9 +184,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if grid:  # a tuned baseline: what validation chose it from
             chosen = ", ".join(f"{k} {v}" for k, v in fitted.items() if not isinstance(v, dict))
             print(f"{name}: {chosen}; validation {GATE_METRIC} by value {grid}")
-    if report.get("champion", {}).get("models"):  # what the gate compared with, on this same split
-        print(f"champion {report['champion']['versions']} on the same split:")
-        print("\n".join(format_table(metrics_table(report["champion"]))))
+    if report.get("champion", {}).get("validation", {}).get("models"):  # what the gate compared with
+        print(f"champion {report['champion']['versions']} on the same validation period:")
+        print("\n".join(format_table(metrics_table(report["champion"]["validation"]))))
     if "ranker" in report:
         print(f"ranker: {report['ranker']}")
     return 0

@@ -44,6 +44,7 @@ defs = Definitions(
         candidates.popular_items,
         candidates.i2i_candidates,
         candidates.u2i_candidates,
+        candidates.ease_candidates,
         candidates.user_sequences,
         candidates.item_catalog,
         serving.serving_release,

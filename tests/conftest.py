@@ -147,12 +147,19 @@ def trained_home(featured_home) -> Home:
 
 
 def serving_assets() -> list:
-    from recsys_assets.defs.candidates import i2i_candidates, item_catalog, popular_items, u2i_candidates, user_sequences
+    from recsys_assets.defs.candidates import (
+        ease_candidates,
+        i2i_candidates,
+        item_catalog,
+        popular_items,
+        u2i_candidates,
+        user_sequences,
+    )
     from recsys_assets.defs.index import item2vec_index, tag_index, two_tower_index
     from recsys_assets.defs.serving import serving_release
 
-    return [two_tower_index, item2vec_index, tag_index, popular_items, i2i_candidates, u2i_candidates, user_sequences,
-            item_catalog, serving_release]
+    return [two_tower_index, item2vec_index, tag_index, popular_items, i2i_candidates, u2i_candidates, ease_candidates,
+            user_sequences, item_catalog, serving_release]
 
 
 @pytest.fixture(scope="session")

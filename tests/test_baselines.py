@@ -14,6 +14,7 @@ from recsys_assets.models.baselines import (
     protocol,
 )
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
+from recsys_assets.models.dataset import Cut
 
 
 def _events(pairs: list[tuple[str, str]], start: int = 0) -> pd.DataFrame:
@@ -74,19 +75,27 @@ def _drifting_days(seed: int) -> pd.DataFrame:
                          TIME: np.array([r[2] for r in rows], dtype=np.int64)})
 
 
+def _cut(name: str, past: pd.DataFrame, later: pd.DataFrame) -> Cut:
+    known = later[later[USER].isin(set(past[USER])) & later[ITEM].isin(set(past[ITEM]))]
+    return Cut(name, past, known, int(later[TIME].min()), pd.DataFrame(), pd.DataFrame())
+
+
 def test_hyper_parameters_are_chosen_on_validation_never_on_the_holdout():
     events = _drifting_days(0)
     train, later = events[events[TIME] < 2400], events[events[TIME] >= 2400]
-    users = sorted(set(later[USER]) & set(train[USER]))
+    validation = _cut("validation", train[train[TIME] < 2100], train[train[TIME] >= 2100])
+    holdout = _cut("holdout", train, later)
+    users = lambda cut: sorted(set(cut.later[USER]))  # noqa: E731
     cfg = BaselineConfig(ease_l2=(1.0, 100.0, 10_000.0), knn_neighbours=(1, 20))
-    results, details = evaluate_baselines(train, later, users, cfg)
-    shuffled = later.assign(**{ITEM: later[ITEM].sample(frac=1.0, random_state=1).to_numpy()})
-    results_shuffled, details_shuffled = evaluate_baselines(train, shuffled, users, cfg)
-    for name in ("ease", "item_knn"):
-        assert {k: v for k, v in details[name].items() if k != "fit_seconds"} == \
-               {k: v for k, v in details_shuffled[name].items() if k != "fit_seconds"}
+    tuned, results, details = evaluate_baselines(validation, users(validation), holdout, users(holdout), cfg)
+    shuffled = _cut("holdout", train, later.assign(**{ITEM: later[ITEM].sample(frac=1.0, random_state=1).to_numpy()}))
+    _, results_shuffled, details_shuffled = evaluate_baselines(validation, users(validation), shuffled,
+                                                               users(shuffled), cfg)
+    for name, param in (("ease", "l2"), ("item_knn", "neighbours")):
+        assert details[name][param] == details_shuffled[name][param]
+        assert details[name]["validation_ndcg@10"] == details_shuffled[name]["validation_ndcg@10"]
+        assert tuned[name]["ndcg@10"] == pytest.approx(max(details[name]["validation_ndcg@10"].values()), abs=1e-5)
         assert set(results[name]) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
-    assert details["validation_split"]["boundary_timestamp"] < 2400
     # Co-occurring groups are learnable: the tuned baselines beat chance (10 of ~300 items) by far.
     assert results["ease"]["recall@10"] > 0.3 and results["item_knn"]["recall@10"] > 0.3
     assert results_shuffled["ease"]["recall@10"] < results["ease"]["recall@10"]

@@ -16,7 +16,9 @@ from recsys_assets.defs.evaluation import promotion
 from recsys_assets.defs.resources import mlflow_store
 from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.promotion import MODEL_NAMES
-from recsys_assets.models.registry import champion, set_champion
+from recsys_assets.models.baselines import BaselineConfig
+from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.registry import champion, ranker_fusion, set_champion
 from recsys_assets.settings import REPO_ROOT
 
 
@@ -69,14 +71,28 @@ def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
 
 def test_evaluation_report_is_shaped_as_documented(trained_home):
     report = json.loads((trained_home.path / "evaluation" / "latest.json").read_text())
-    assert set(report["split"]) == {"boundary_timestamp", "train_events", "holdout_events", "holdout_users"}
+    assert set(report["split"]) == {"boundary_timestamp", "train_events", "holdout_events", "holdout_users",
+                                    "validation_boundary_timestamp", "fit_events", "validation_events",
+                                    "validation_users"}
     assert report["split"]["boundary_timestamp"] > 1_600_000_000_000  # milliseconds, like the raw data
     assert set(report["models"]) == {"popularity", "item2vec", "two_tower", "rerank", "ease", "item_knn"}
-    # The baselines were tuned on a validation split that ends before the holdout begins.
+    # Every choice is made on the validation period, which ends where the holdout begins: the baselines'
+    # values and the rerank's fusion weight (which serving reads from the ranker version's tag).
+    assert report["split"]["validation_boundary_timestamp"] < report["split"]["boundary_timestamp"]
+    assert set(report["validation"]["models"]) == set(report["models"])
     baselines = report["baselines"]
-    assert baselines["validation_split"]["boundary_timestamp"] < report["split"]["boundary_timestamp"]
-    assert str(baselines["ease"]["l2"]) in baselines["ease"]["validation_ndcg@10"]
-    assert str(baselines["item_knn"]["neighbours"]) in baselines["item_knn"]["validation_ndcg@10"]
+    for name, param in (("ease", "l2"), ("item_knn", "neighbours")):
+        grid = baselines[name]["validation_ndcg@10"]
+        assert grid[str(baselines[name][param])] == max(grid.values())
+        assert report["validation"]["models"][name]["ndcg@10"] == pytest.approx(max(grid.values()), abs=1e-5)
+    fusion = report["choices"]["fusion"]
+    by_fusion = report["choices"]["validation_ndcg@10_by_fusion"]
+    assert len(by_fusion) == 25  # retrieval x EASE weights
+    assert by_fusion[f"retrieval {fusion['retrieval_weight']} ease {fusion['ease_weight']}"] == max(by_fusion.values())
+    assert fusion["ease_l2"] == baselines["ease"]["l2"]
+    assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
+    client = mlflow_store(trained_home.settings).client()
+    assert ranker_fusion(client, report["versions"]["ranker"]) == Fusion(**fusion)  # what serving reads
     for metrics in report["models"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
         assert all(0 <= v <= 1 for v in metrics.values())
@@ -116,6 +132,10 @@ def test_training_examples_hold_no_future_data(trained_home):
     for user, t, count in zip(positives.user_id, positives.timestamp, positives.user_rating_cnt_90d):
         assert count <= np.searchsorted(events[user], t, side="left")
     assert (data.train.timestamp < data.boundary).all() and (data.holdout.timestamp >= data.boundary).all()
+    # The models learn from the fit period only: the validation period after it judges them.
+    assert (data.ranker_train.timestamp < data.validation_boundary).all()
+    assert data.validation.timestamp.between(data.validation_boundary, data.boundary - 1).all()
+    assert set(data.validation.user_id) <= set(data.fit.user_id)
     # negatives are never items the user interacted with
     seen = set(zip(data.train.user_id, data.train.parent_asin)) | set(zip(data.holdout.user_id, data.holdout.parent_asin))
     negatives = data.ranker_train[data.ranker_train.label == 0]
@@ -124,19 +144,21 @@ def test_training_examples_hold_no_future_data(trained_home):
 
 def _evaluation_with(home, day: str, candidate: float, popularity: float, versions: dict,
                      champion: tuple[dict, float] | None = None) -> None:
+    """The day's evaluation with these validation numbers; the holdout says the opposite (it never decides)."""
     path = home.path / "evaluation" / f"{day}.json"
     report = json.loads(path.read_text())
-    report["models"]["rerank"]["ndcg@10"] = candidate
-    report["models"]["popularity"]["ndcg@10"] = popularity
+    report["validation"]["models"]["rerank"]["ndcg@10"] = candidate
+    report["validation"]["models"]["popularity"]["ndcg@10"] = popularity
+    report["models"]["rerank"]["ndcg@10"], report["models"]["popularity"]["ndcg@10"] = popularity, candidate
     report["versions"] = versions
     report.pop("champion", None)
     if champion is not None:
-        report["champion"] = {"versions": champion[0], "models": {"rerank": {"ndcg@10": champion[1]}}}
+        report["champion"] = {"versions": champion[0], "validation": {"models": {"rerank": {"ndcg@10": champion[1]}}}}
     path.write_text(json.dumps(report))
 
 
 def test_promotion_moves_champion_only_for_a_better_pipeline(trained_home):
-    """The gate compares with the champion as evaluated on the candidate's own split."""
+    """The gate compares on validation with the champion as evaluated on the candidate's own split."""
     day = str(trained_home.days[-1])
     client = mlflow_store(trained_home.settings).client()
     original = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())
@@ -184,8 +206,8 @@ def test_evaluation_judges_the_champion_on_the_candidate_split(trained_home):
     catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
     cfg = EvaluationConfig(max_users=300)
     own = evaluate(data, catalogue, pipeline, cfg)["models"]
-    as_candidate = evaluate(data, catalogue, Models(pipeline.item2vec, pipeline.two_tower, pipeline.ranker),
-                            cfg)["models"]
+    as_candidate = evaluate(data, catalogue, Models(pipeline.item2vec, pipeline.two_tower, pipeline.ranker,
+                                                    fusion=pipeline.fusion), cfg)["models"]
     for model in ("item2vec", "two_tower", "rerank"):
         assert own[model]["ndcg@10"] == pytest.approx(as_candidate[model]["ndcg@10"], abs=1e-6), model
 
@@ -193,7 +215,8 @@ def test_evaluation_judges_the_champion_on_the_candidate_split(trained_home):
     half = Catalogue(Vocabulary(data.items.ids[: len(data.items.ids) // 2]), old.categories, old.category_index,
                      old.log_price, old.tag_embedding)
     shrunk = evaluate(data, catalogue, Models(pipeline.item2vec, pipeline.two_tower, pipeline.ranker,
-                                              users=Vocabulary(data.users.ids[:10]), catalogue=half), cfg)["models"]
+                                              users=Vocabulary(data.users.ids[:10]), catalogue=half,
+                                              fusion=pipeline.fusion), cfg)["models"]
     assert set(shrunk) == set(own)
     assert all(0 <= shrunk[m]["ndcg@10"] <= 1 for m in shrunk)
     assert shrunk["two_tower"]["recall@50"] < own["two_tower"]["recall@50"]
@@ -237,9 +260,9 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     assert ray_recall >= 0.8 * local_recall, (ray_recall, local_recall)
 
 
-def test_rerank_fuses_ranker_and_retriever_scores(trained_home):
-    """Rerank order = both models' log p(item|user) averaged: all weight on the retriever gives exactly the
-    two-tower's list; no weight on it gives the ranker's own order, which is a different list."""
+def test_rerank_fuses_ranker_retriever_and_ease_scores(trained_home):
+    """All weight on the retriever gives exactly the two-tower's list; none on it gives the ranker's own
+    order, a different list; all weight on EASE gives EASE's own list (its candidates come first)."""
     from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
     from recsys_assets.models.features import Catalogue
     from recsys_assets.models.tags import load_tag_embeddings
@@ -251,10 +274,16 @@ def test_rerank_fuses_ranker_and_retriever_scores(trained_home):
     catalogue = Catalogue.build(data.items, metadata, tags)
     models = Models(two_tower=mlflow.pytorch.load_model("models:/two_tower/1"),
                     ranker=mlflow.pytorch.load_model("models:/ranker/1"))
-    report = {w: evaluate(data, catalogue, models, EvaluationConfig(max_users=300, retrieval_weight=w))["models"]
+    cfg = EvaluationConfig(max_users=300)
+    report = {w: evaluate(data, catalogue, Models(**vars(models) | {"fusion": Fusion(retrieval_weight=w)}), cfg)
               for w in (1.0, 0.0)}
-    assert report[1.0]["rerank"] == report[1.0]["two_tower"]
-    assert report[0.0]["rerank"] != report[0.0]["two_tower"]
+    for period in (report[1.0]["validation"], report[1.0]):
+        assert period["models"]["rerank"] == period["models"]["two_tower"]
+    assert report[0.0]["models"]["rerank"] != report[0.0]["models"]["two_tower"]
+    all_ease = evaluate(data, catalogue, Models(**vars(models) | {"fusion": Fusion(ease_weight=1.0, ease_l2=50.0)}),
+                        cfg, baselines=BaselineConfig(ease_l2=(50.0,)))
+    for metric in ("recall@10", "ndcg@10"):  # up to the order of tied scores (items EASE scores exactly 0)
+        assert all_ease["models"]["rerank"][metric] == pytest.approx(all_ease["models"]["ease"][metric], abs=0.005)
 
 
 def test_serving_packs_and_scores_one_user_like_training(trained_home):

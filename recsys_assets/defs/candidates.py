@@ -1,4 +1,4 @@
-"""Precomputed candidate assets: popular items, i2i and u2i neighbours, users' last items, the catalogue.
+"""Precomputed candidate assets: popular items, i2i, u2i and EASE neighbours, users' last items, the catalogue.
 
 Each writes a new version of its kind to the serving store (SQLite locally, Redis when configured) and
 records the version in its metadata; `serving_release` publishes the versions together.
@@ -17,10 +17,12 @@ from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_vers
 from recsys_assets.defs.partitions import days_up_to
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
+from recsys_assets.models.baselines import BaselineConfig, fit_ease, interaction_matrix
 from recsys_assets.models.bundles import Retriever
-from recsys_assets.models.data import ITEM, TIME, USER
-from recsys_assets.models.registry import load_version
+from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
+from recsys_assets.models.registry import load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
+    EASE,
     I2I,
     POPULAR,
     POPULAR_KEY,
@@ -31,6 +33,7 @@ from recsys_assets.serving_data.candidates import (
     item_neighbours,
     last_items,
     user_top_items,
+    user_top_scored,
 )
 from recsys_assets.serving_data.candidates import (
     ITEM as ITEM_KIND,
@@ -111,6 +114,33 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
                           seen, TOP_K)
     return _write(context, serving, U2I, build_version(context, version), rows, len(active),
                   {"model_version": version, "active_users": len(active)})
+
+
+@asset(deps=["promotion", *LANDED_WINDOW], code_version="1", kinds={"sqlite", "redis"},
+       check_specs=_spec("ease_candidates"),
+       description="EASE (item-item, closed form; l2 as the champion ranker's fusion chose it on validation) refitted "
+                   "on the window's reviews: the top 100 unseen items and their scores for each user active in the "
+                   "window's last 30 days. The rerank adds them to its candidates and fuses their scores.",
+       **SERVING_ASSET)
+def ease_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                    training: TrainingResource) -> MaterializeResult:
+    registry = serving.registry()
+    version = champion_version(registry, "ranker")
+    if version is None:
+        return without_champion(context, "ranker", "written")
+    fusion = ranker_fusion(registry.client(), version)
+    events = _window_events(context, warehouse, training)
+    end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))
+    active = sorted(events.loc[events[TIME] >= end_ms - ACTIVE_USER_DAYS * 86_400_000, USER].unique())
+    users, items = Vocabulary(events[USER]), Vocabulary(events[ITEM])
+    history = interaction_matrix(events, users, items)
+    model = fit_ease(history, fusion.ease_l2, BaselineConfig().max_items)
+    rows_of = users.index(np.asarray(active, dtype=object))
+    seen = events[events[USER].isin(set(active))].groupby(USER)[ITEM].apply(set).to_dict()
+    rows = user_top_scored(active, items.ids, lambda a, b: model.scores(history[rows_of[a:b]])[:, 1:], seen, TOP_K)
+    return _write(context, serving, EASE, build_version(context, version), rows, len(active),
+                  {"ranker_version": version, "ease_l2": fusion.ease_l2, "ease_weight": fusion.ease_weight,
+                   "active_users": len(active), "items_modelled": len(model.columns)})
 
 
 @asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("user_sequences"),

@@ -1,8 +1,9 @@
-"""Evaluation of the day's models beside popularity, and the promotion gate that moves `champion`.
+"""Evaluation of the day's models beside the baselines, and the promotion gate that moves `champion`.
 
 The gate lives in the `promotion` asset (automation does not wait for checks): it moves the MLflow alias
-only when the day's rerank pipeline beats popularity and the current champion on NDCG@10, the champion
-evaluated by `model_evaluation` on the day's own split. Before any model passes, popularity is served.
+only when the day's rerank pipeline beats popularity and the current champion on NDCG@10 on the validation
+period, the champion evaluated by `model_evaluation` on the day's own split. Before any model passes,
+popularity is served. The holdout is reported beside, never used to decide.
 """
 
 
@@ -27,13 +28,15 @@ from recsys_assets.models.promotion import (
     png_markdown,
     write_report,
 )
-from recsys_assets.models.registry import MODEL_NAMES, champion_versions, set_champion
+from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.registry import MODEL_NAMES, champion_versions, set_champion, tag_fusion
 
 
-@asset(deps=["item2vec", "two_tower", "ranker"], code_version="1",
+@asset(deps=["item2vec", "two_tower", "ranker"], code_version="2",
        description="Temporal holdout, full ranking over the catalogue: Recall@10/50, NDCG@10, coverage@10 for "
                    "item2vec last-item i2i, two-tower and two-tower + ranker beside the baselines (popularity, EASE, "
-                   "item-kNN tuned on a validation split of the training period); ranker ROC/PR-AUC.",
+                   "item-kNN), on the validation period (where the fusion weight and the baselines' values are "
+                   "chosen, and the gate compares) and on the holdout (reported only); ranker ROC/PR-AUC.",
        **MODEL_ASSET)
 def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
                      serving: ServingResource, mlflow_tracking: Tracking):
@@ -43,10 +46,12 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
     models = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(),
                     two_tower=loaded["two_tower"], ranker=loaded["ranker"])
     cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
-    report = evaluate(data, catalogue, models, cfg, baselines=BaselineConfig(seed=training.seed))
+    report = evaluate(data, catalogue, models, cfg, baselines=BaselineConfig())
     report["versions"] = versions
-    # The gate compares with the champion judged on this very split (same boundary, same users).
     registry = serving.registry()
+    if "choices" in report:  # serving fuses the experts' scores as chosen here
+        tag_fusion(registry.client(), versions["ranker"], Fusion(**report["choices"]["fusion"]))
+    # The gate compares with the champion judged on this very split (same period, same users).
     champions = champion_versions(registry.client())
     if all(champions.values()) and champions != versions:
         try:
@@ -54,8 +59,8 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         except Exception as exc:  # e.g. registered before models carried their vocabularies: cannot be judged
             context.log.warning(f"the champion {champions} cannot be evaluated on this split: {exc}")
             pipeline = None
-        report["champion"] = {"versions": champions,
-                              "models": evaluate(data, catalogue, pipeline, cfg)["models"] if pipeline else {}}
+        judged = evaluate(data, catalogue, pipeline, cfg, holdout=False)["validation"] if pipeline else {"models": {}}
+        report["champion"] = {"versions": champions, "validation": judged}
     path = write_report(training.evaluation_dir_path, context.partition_key, report)
     png = plot_png(report)
     png_path = path.with_suffix(".png")
@@ -65,12 +70,17 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         mlflow.log_metrics({f"{model}_{metric.replace('@', '_at_')}": value
                             for model, values in report["models"].items() for metric, value in values.items()})
         mlflow.log_metrics({f"ranker_{k}": v for k, v in report.get("ranker", {}).items()})
-        mlflow.log_metrics({f"champion_{model}_{metric.replace('@', '_at_')}": value
-                            for model, values in report.get("champion", {}).get("models", {}).items()
-                            for metric, value in values.items()})
-        if report.get("baselines"):
-            mlflow.log_params({f"{name}_{param}": value for name in BASELINES
-                               for param, value in report["baselines"][name].items() if not isinstance(value, dict)})
+        for prefix, models_metrics in (("validation", report["validation"]["models"]),
+                                       ("champion_validation", report.get("champion", {}).get("validation", {}).get(
+                                           "models", {}))):
+            mlflow.log_metrics({f"{prefix}_{model}_{metric.replace('@', '_at_')}": value
+                                for model, values in models_metrics.items() for metric, value in values.items()})
+        fitted = [(f"{name}_{key}", value) for name in BASELINES
+                  for key, value in report.get("baselines", {}).get(name, {}).items() if not isinstance(value, dict)]
+        mlflow.log_params({key: value for key, value in fitted if not key.endswith("seconds")})
+        mlflow.log_metrics({key: value for key, value in fitted if key.endswith("seconds")})
+        if "choices" in report:
+            mlflow.log_params(report["choices"]["fusion"])
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_artifact(str(png_path))
     table = metrics_table(report)
@@ -81,6 +91,8 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         "vs_best_baseline": MetadataValue.json(comparison or {}),
         "baselines": MetadataValue.json(report.get("baselines", {})),
         "metrics": MetadataValue.table([TableRecord(row) for row in table]),
+        "validation_metrics": MetadataValue.table([TableRecord(row) for row in metrics_table(report["validation"])]),
+        "choices": MetadataValue.json(report.get("choices", {})),
         "plot": MetadataValue.md(png_markdown(png)),
         "ranker": MetadataValue.json(report.get("ranker", {})),
         "split": MetadataValue.json(report["split"]),
@@ -91,10 +103,10 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
     })
 
 
-@asset(deps=["model_evaluation"], code_version="1",
+@asset(deps=["model_evaluation"], code_version="2",
        description="Moves MLflow alias `champion` of item2vec, two_tower and ranker to the day's versions only if "
                    "the rerank pipeline beats popularity and the current champion (evaluated on the same split) on "
-                   "NDCG@10.", **MODEL_ASSET)
+                   "validation NDCG@10.", **MODEL_ASSET)
 def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow_tracking: Tracking):
     report = json.loads((training.evaluation_dir_path / f"{context.partition_key}.json").read_text())
     client = mlflow.MlflowClient()

@@ -1,5 +1,7 @@
 """Model training assets: item2vec, the torchrec two-tower retriever and the tt7 ranker, one MLflow run each.
 
+They learn from the day's fit period only (`TrainingData.fit`): the validation period after it judges them.
+
 Each reads the day's training data, trains through the shared loop (in-process or Ray Train, the training
 resource decides), logs params, per-epoch metrics and the model to a nested MLflow run under the Dagster
 run's, and registers a new version. Downstream assets load that version from the registry.
@@ -74,14 +76,15 @@ def _result(name: str, version: str, history: TrainHistory, run_id: str, extra: 
     })
 
 
-@asset(deps=["training_dataset"], code_version="1",
-       description="Skip-gram item2vec (128-d, window 1, 2 negatives by freq^0.75) over users' training sequences.",
+@asset(deps=["training_dataset"], code_version="2",
+       description="Skip-gram item2vec (128-d, window 1, 2 negatives by freq^0.75) over users' sequences of the fit "
+                   "period.",
        **MODEL_ASSET)
 def item2vec(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
              mlflow_tracking: Tracking):
     data, _ = load_inputs(context, training, warehouse)
     items = data.items
-    ordered = data.train.sort_values([TIME, ITEM])
+    ordered = data.fit.sort_values([TIME, ITEM])
     sequences = [items.index(g[ITEM].to_numpy()) for _, g in ordered.groupby(USER, sort=True)]
     cfg = Item2VecConfig(epochs=training.item2vec_epochs, seed=training.seed)
     with mlflow.start_run(run_name=f"item2vec-{context.partition_key}", nested=True) as run:
@@ -98,7 +101,7 @@ def two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
     positives = data.ranker_train[data.ranker_train["label"] == 1]
     items = catalogue.items
     item_index = items.index(positives[ITEM].to_numpy())
-    counts = popularity(data.train, items)
+    counts = popularity(data.fit, items)
     return {
         "user_x": pack_users(positives, data.users, items, positives[TIME].to_numpy()),
         "item_x": pack_items(item_index, positives, catalogue),
@@ -136,7 +139,7 @@ def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, parti
     return encode(model.item_vectors, pack_items(np.arange(1, len(catalogue.items)), stats, catalogue))
 
 
-@asset(deps=["training_dataset", "tag_embeddings"], code_version="1",
+@asset(deps=["training_dataset", "tag_embeddings"], code_version="2",
        description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; the item tower's "
                    "vectors (stats as of the day's end) are exported with the model for the index.", **MODEL_ASSET)
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
@@ -151,7 +154,7 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
         exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)})
 
 
-@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="1",
+@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="2",
        description="tt7 ranker: user id, candidate, GRU over the last 10 items with time-delta buckets, item "
                    "feature encoder -> MLP -> sigmoid; item embeddings from item2vec.", **MODEL_ASSET)
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
@@ -160,7 +163,7 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
     frame = data.ranker_train
     x = pack_ranker(frame, data.users, catalogue, frame[TIME].to_numpy())
     item_init = _item2vec_embeddings(context)
-    counts = popularity(data.train, catalogue.items)  # what the negatives were drawn by
+    counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
     cfg, sizes = RankerConfig(), _sizes(data, catalogue)
     return _train_and_register(
         context, training, "ranker", cfg, sizes,

@@ -27,11 +27,11 @@ from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from
 from recsys_assets.defs.models import recorded_metadata
 from recsys_assets.defs.resources import ServingResource
 from recsys_assets.models.registry import champion_versions
-from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, SEQUENCE, U2I, CandidateStore
+from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, SEQUENCE, U2I, CandidateStore
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_candidates",
-                    SEQUENCE: "user_sequences", ITEM: "item_catalog"}
+                    EASE: "ease_candidates", SEQUENCE: "user_sequences", ITEM: "item_catalog"}
 MODEL_FREE_KINDS = (POPULAR, SEQUENCE, ITEM)  # what a popularity release needs: built without any model
 SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
 
@@ -76,7 +76,8 @@ def _model_release(context: AssetExecutionContext, index, models: dict[str, str]
     candidates = {kind: recorded_metadata(context, asset_name, "version")
                   for kind, asset_name in CANDIDATE_ASSETS.items()}
     expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
-                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"]}
+                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"],
+                candidates[EASE]: models["ranker"]}
     stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
     if stale:
         raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")

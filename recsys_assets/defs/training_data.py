@@ -16,10 +16,11 @@ from recsys_assets.models.dataset import DatasetConfig, build_training_data
     deps=["online_features", "item_metadata"],
     group_name="training",
     kinds={"pandas", "feast"},
-    code_version="1",
+    code_version="2",
     automation_condition=NEWEST_LANDED_DAY,
     description="Reviews up to the day (window configurable) -> k-core (users >= 2, items >= 3) -> temporal split "
-                "(last 20% by time = holdout, known users/items only) -> one popularity negative per positive -> "
+                "(last 20% by time = holdout, known users/items only; the last 10% of the rest = validation, the models "
+                "learn from what precedes it) -> one popularity negative per fit positive -> "
                 "features as of each event through Feast's point-in-time join. Parquet under RECSYS_HOME/datasets/<day>.",
 )
 def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResource,
@@ -39,6 +40,8 @@ def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResourc
         "summary": MetadataValue.json(data.summary),
         "boundary_timestamp": data.boundary,
         "holdout_users": data.summary["holdout_users"],
+        "validation_boundary_timestamp": data.validation_boundary,
+        "validation_users": data.summary["validation_users"],
         "cold_start_users": data.summary["cold_start_users"],
         "cold_start_items": data.summary["cold_start_items"],
     })

@@ -8,9 +8,9 @@ the user interacted with in training (a binary user x item matrix X):
   only (the inversion is cubic in the catalogue);
 * item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept.
 
-Hyper-parameters (l2, neighbours) are chosen on a validation split taken from the end of the training period
-(`data.temporal_split` of the training events): fit on what precedes it, scored on it, then refit on the
-whole training period with the chosen value. The holdout is never looked at for a choice.
+Hyper-parameters (l2, neighbours) are chosen on the validation period at the end of the training period:
+fit on what precedes it, scored on it, then refit on the whole training period with the chosen value. The
+holdout is never looked at for a choice.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from recsys_assets.models.data import ITEM, USER, Vocabulary, temporal_split
-from recsys_assets.models.metrics import ranking_report, recall_ndcg, top_k
+from recsys_assets.models.data import ITEM, USER, Vocabulary
+from recsys_assets.models.metrics import ranking_report, top_k
 
 BASELINES = ("ease", "item_knn")
 SELECTION_METRIC = "ndcg@10"
@@ -34,10 +34,7 @@ SELECTION_METRIC = "ndcg@10"
 class BaselineConfig:
     ease_l2: tuple[float, ...] = (10.0, 50.0, 200.0, 800.0, 3000.0)
     knn_neighbours: tuple[int, ...] = (10, 50, 200, 1000)
-    validation_fraction: float = 0.1  # of the training events: the last part by time
     max_items: int = 10_000
-    max_validation_users: int = 5000
-    seed: int = 0
 
 
 def interaction_matrix(events: pd.DataFrame, users: Vocabulary, items: Vocabulary) -> sp.csr_matrix:
@@ -123,9 +120,6 @@ class Protocol:
     def report(self, model: ItemItemModel, k: int = 50) -> dict:
         return ranking_report(top_k(model.scores(self.history), self.exclude(), k), self.relevant, self.n_items - 1)
 
-    def ndcg_at_10(self, model: ItemItemModel) -> float:
-        return recall_ndcg(top_k(model.scores(self.history), self.exclude(), 10), self.relevant, 10)[1]
-
 
 def protocol(train: pd.DataFrame, later: pd.DataFrame, users: list, user_vocab: Vocabulary, items: Vocabulary
              ) -> Protocol:
@@ -139,41 +133,33 @@ def protocol(train: pd.DataFrame, later: pd.DataFrame, users: list, user_vocab: 
 FITTERS = {"ease": (fit_ease, "l2", "ease_l2"), "item_knn": (fit_item_knn, "neighbours", "knn_neighbours")}
 
 
-def _choose_on_validation(train: pd.DataFrame, cfg: BaselineConfig) -> dict[str, dict]:
-    """Per baseline: NDCG@10 on the validation split for each candidate value, and the best value."""
-    split = temporal_split(train, cfg.validation_fraction)
-    fit_users, fit_items = Vocabulary(split.train[USER]), Vocabulary(split.train[ITEM])
-    users = sorted(set(split.holdout[USER]))
-    if len(users) > cfg.max_validation_users:
-        users = sorted(np.random.default_rng(cfg.seed).choice(users, cfg.max_validation_users, replace=False).tolist())
-    judged = protocol(split.train, split.holdout, users, fit_users, fit_items)
-    x = interaction_matrix(split.train, fit_users, fit_items)
-    chosen = {}
-    for name, (fitter, param, grid_field) in FITTERS.items():
-        scores = {value: judged.ndcg_at_10(fitter(x, value, cfg.max_items)) for value in getattr(cfg, grid_field)}
-        best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller value
-        chosen[name] = {param: best, f"validation_{SELECTION_METRIC}": {str(v): round(s, 5) for v, s in scores.items()}}
-    chosen["validation_split"] = {"boundary_timestamp": split.boundary_timestamp, "fit_events": len(split.train),
-                                  "validation_events": len(split.holdout), "validation_users": len(users)}
-    return chosen
-
-
-def evaluate_baselines(train: pd.DataFrame, holdout: pd.DataFrame, eval_users: list, cfg: BaselineConfig = BaselineConfig()
-                       ) -> tuple[dict, dict]:
-    """(holdout metrics per baseline, how each was fitted: chosen value, validation scores, seconds).
-    Metrics follow `metrics.py` over the training items, the same protocol as `evaluation.evaluate`."""
+def evaluate_baselines(validation, validation_users: list, holdout, holdout_users: list,
+                       cfg: BaselineConfig = BaselineConfig()) -> tuple[dict, dict, dict]:
+    """(validation metrics, holdout metrics, how each was fitted) per baseline. `validation` and `holdout` are
+    periods (`dataset.Cut`: events before, events in). Each baseline's value is the one whose fit on the events
+    before validation scores best on validation; refitted with it on the events before the holdout, it is
+    reported there. Metrics follow `metrics.py` over the training items, as in `evaluation.evaluate`."""
     started = time.perf_counter()
-    chosen = _choose_on_validation(train, cfg)
-    selection_seconds = time.perf_counter() - started
-    users, items = Vocabulary(train[USER]), Vocabulary(train[ITEM])
-    judged = protocol(train, holdout, eval_users, users, items)
-    x = interaction_matrix(train, users, items)
-    results, details = {}, {"config": asdict(cfg), "validation_split": chosen.pop("validation_split"),
-                            "selection_seconds": round(selection_seconds, 2)}
+    items = Vocabulary(holdout.past[ITEM])
+    fit_users = Vocabulary(validation.past[USER])
+    judged = protocol(validation.past, validation.later, validation_users, fit_users, items)
+    x = interaction_matrix(validation.past, fit_users, items)
+    tuned, details = {}, {"config": asdict(cfg)}
+    for name, (fitter, param, grid_field) in FITTERS.items():
+        reports = {value: judged.report(fitter(x, value, cfg.max_items)) for value in getattr(cfg, grid_field)}
+        best = max(reports, key=lambda v: (reports[v][SELECTION_METRIC], -v))  # ties: the smaller value
+        tuned[name] = reports[best]
+        details[name] = {param: best, f"validation_{SELECTION_METRIC}": {
+            str(v): round(r[SELECTION_METRIC], 5) for v, r in reports.items()}}
+    details["selection_seconds"] = round(time.perf_counter() - started, 2)
+
+    users = Vocabulary(holdout.past[USER])
+    judged = protocol(holdout.past, holdout.later, holdout_users, users, items)
+    x = interaction_matrix(holdout.past, users, items)
+    reported = {}
     for name, (fitter, param, _) in FITTERS.items():
         t = time.perf_counter()
-        model = fitter(x, chosen[name][param], cfg.max_items)
-        fit_seconds = time.perf_counter() - t
-        results[name] = judged.report(model)
-        details[name] = {**chosen[name], "fit_seconds": round(fit_seconds, 2), "items_modelled": len(model.columns)}
-    return results, details
+        model = fitter(x, details[name][param], cfg.max_items)
+        details[name].update(fit_seconds=round(time.perf_counter() - t, 2), items_modelled=len(model.columns))
+        reported[name] = judged.report(model)
+    return tuned, reported, details

@@ -14,7 +14,8 @@ import torch
 from recsys_assets.models.data import Vocabulary
 from recsys_assets.models.dataset import pack_ranker_for_user, pack_users
 from recsys_assets.models.features import Catalogue
-from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, load_version
+from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, load_version, ranker_fusion
 from recsys_assets.models.two_tower import encode
 
 
@@ -58,12 +59,13 @@ class Ranker:
     model: torch.nn.Module
     users: Vocabulary
     catalogue: Catalogue
+    fusion: Fusion  # how the rerank fuses the experts' scores, chosen on validation
 
     @classmethod
     def load(cls, store: MlflowStore, version: str) -> Ranker:
         model, folder = load_version(store, "ranker", version)
         return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())),
-                   Catalogue.from_artifacts(folder))
+                   Catalogue.from_artifacts(folder), ranker_fusion(store.client(), version))
 
     @torch.inference_mode()
     def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame | dict, now_ms: int
@@ -88,4 +90,5 @@ def load_pipeline(store: MlflowStore, versions: dict[str, str]):
             and retriever.users.ids == ranker.users.ids):
         return None
     return Models(item2vec=item2vec.embeddings.weight.detach().numpy(), two_tower=retriever.model,
-                  ranker=ranker.model, users=retriever.users, catalogue=retriever.catalogue)
+                  ranker=ranker.model, users=retriever.users, catalogue=retriever.catalogue,
+                  fusion=ranker.fusion)

@@ -1,7 +1,12 @@
 """The training data set of one day: split, negatives, point-in-time features, saved as parquet.
 
+Three periods by time: fit | validation | holdout. The models learn from the fit period only; the validation
+period (the last `validation_fraction` of the training events) decides everything that is chosen (fusion
+weights, baselines' hyper-parameters, the gate); the holdout is only reported. `train` = fit + validation:
+the vocabularies, and what the cheap baselines are refitted on before the holdout.
+
 Every feature of an example at time t comes from the feature store's point-in-time join (state strictly
-before t). Evaluation reads users and items as of the split boundary, the moment the holdout starts.
+before t). Evaluation reads users and items as of the start of the period it scores (`Cut`).
 """
 
 from __future__ import annotations
@@ -31,26 +36,60 @@ from recsys_assets.models.ranker import ranker_layout
 from recsys_assets.models.two_tower import item_layout, user_layout
 
 PointInTime = Callable[[pd.DataFrame], pd.DataFrame]  # entity rows (keys + timestamp ms) -> with features
-FILES = ("train", "holdout", "ranker_train", "ranker_holdout", "users_at_boundary", "items_at_boundary")
+FILES = ("train", "holdout", "ranker_train", "ranker_holdout", "users_at_boundary", "items_at_boundary",
+         "validation", "users_at_validation", "items_at_validation")
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     holdout_fraction: float = 0.2
+    validation_fraction: float = 0.1  # of the training events, the last ones by time
     min_user_interactions: int = 2
     min_item_interactions: int = 3
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Cut:
+    """One period to score: what was known before it (`past`), what happened in it (`later`, known users and
+    items only), and users' and items' features as of its start."""
+    name: str
+    past: pd.DataFrame
+    later: pd.DataFrame
+    boundary: int
+    users_at: pd.DataFrame
+    items_at: pd.DataFrame
+
+
 @dataclass
 class TrainingData:
-    train: pd.DataFrame
+    train: pd.DataFrame  # fit + validation periods
     holdout: pd.DataFrame
-    ranker_train: pd.DataFrame  # positives (label 1) and one popularity negative each (label 0), with features
+    ranker_train: pd.DataFrame  # fit positives (label 1) and one popularity negative each (label 0), with features
     ranker_holdout: pd.DataFrame
     users_at_boundary: pd.DataFrame  # every holdout user's features as of the boundary
     items_at_boundary: pd.DataFrame  # every training item's stats as of the boundary
+    validation: pd.DataFrame  # the validation period's events (users and items known in the fit period)
+    users_at_validation: pd.DataFrame  # every validation user's features as of the validation boundary
+    items_at_validation: pd.DataFrame
     summary: dict
+
+    @property
+    def validation_boundary(self) -> int:
+        return int(self.summary["validation_boundary_timestamp"])
+
+    @property
+    def fit(self) -> pd.DataFrame:
+        """What the models learn from: the training events before the validation period."""
+        return self.train[self.train[TIME] < self.validation_boundary]
+
+    def cut(self, name: str) -> Cut:
+        if name == "validation":
+            return Cut(name, self.fit, self.validation, self.validation_boundary, self.users_at_validation,
+                       self.items_at_validation)
+        if name == "holdout":
+            return Cut(name, self.train, self.holdout, self.boundary, self.users_at_boundary, self.items_at_boundary)
+        raise ValueError(f"no cut named {name!r}: 'validation' or 'holdout'")
 
     @property
     def users(self) -> Vocabulary:
@@ -96,15 +135,19 @@ def build_training_data(events: pd.DataFrame, point_in_time: PointInTime,
                         cfg: DatasetConfig = DatasetConfig()) -> TrainingData:
     filtered = k_core(events[[USER, ITEM, "rating", TIME]], cfg.min_user_interactions, cfg.min_item_interactions)
     split: Split = temporal_split(filtered, cfg.holdout_fraction)
+    within: Split = temporal_split(split.train, cfg.validation_fraction)
     items = Vocabulary(split.train[ITEM])
-    weights = popularity(split.train, items)
-    ranker_train = point_in_time(_with_negatives(split.train, filtered, items, weights, cfg.seed))
+    weights = popularity(within.train, items)
+    ranker_train = point_in_time(_with_negatives(within.train, filtered, items, weights, cfg.seed))
     ranker_holdout = point_in_time(_with_negatives(split.holdout, filtered, items, weights, cfg.seed + 1))
-    boundary = split.boundary_timestamp
-    users_at_boundary = point_in_time(pd.DataFrame({USER: sorted(set(split.holdout[USER])), TIME: boundary}))
-    items_at_boundary = point_in_time(pd.DataFrame({ITEM: items.ids, TIME: boundary}))
+    at = lambda users, t: point_in_time(pd.DataFrame({USER: sorted(set(users)), TIME: t}))  # noqa: E731
+    boundary, validation_boundary = split.boundary_timestamp, within.boundary_timestamp
     summary = {
         **split.summary(),
+        "validation_boundary_timestamp": int(validation_boundary),
+        "fit_events": len(within.train),
+        "validation_events": len(within.holdout),
+        "validation_users": int(within.holdout[USER].nunique()),
         "events_in": len(events),
         "events_after_k_core": len(filtered),
         "users": len(Vocabulary(split.train[USER])) - 1,
@@ -113,8 +156,13 @@ def build_training_data(events: pd.DataFrame, point_in_time: PointInTime,
         "ranker_holdout_rows": len(ranker_holdout),
         "config": cfg.__dict__,
     }
-    return TrainingData(split.train, split.holdout, ranker_train, ranker_holdout, users_at_boundary,
-                        items_at_boundary, summary)
+    return TrainingData(split.train, split.holdout, ranker_train, ranker_holdout,
+                        users_at_boundary=at(split.holdout[USER], boundary),
+                        items_at_boundary=point_in_time(pd.DataFrame({ITEM: items.ids, TIME: boundary})),
+                        validation=within.holdout,
+                        users_at_validation=at(within.holdout[USER], validation_boundary),
+                        items_at_validation=point_in_time(pd.DataFrame({ITEM: items.ids, TIME: validation_boundary})),
+                        summary=summary)
 
 
 # -- packing examples into model inputs ------------------------------------------------------------------------

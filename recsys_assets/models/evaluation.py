@@ -1,35 +1,41 @@
-"""Offline evaluation on the temporal holdout, every model beside the baselines (popularity, EASE, item-kNN:
-`baselines.py`), one protocol (`metrics.py`).
+"""Offline evaluation, every model beside the baselines (popularity, EASE, item-kNN: `baselines.py`), one
+protocol (`metrics.py`), on two periods (`dataset.Cut`):
 
-Users are evaluated as of the split boundary: their features, last item and history are what was known
-when the holdout began. Rerank = the two-tower's top `rerank_depth` candidates re-ordered by the ranker fused with the retriever's
-score (`ranker.rerank_scores`), exactly as served.
+* validation (the end of the training period; the models learned from what precedes it): every choice is made
+  here (the rerank's fusion, the baselines' hyper-parameters) and the gate compares here;
+* holdout (after the training period): reported only, never used to choose.
+
+Users are evaluated as of the period's start: their features, last item and history are what was known
+then. Rerank = the two-tower's top `rerank_depth` candidates and EASE's top `fusion.EASE_DEPTH`, ordered by
+the ranker's, the two-tower's and EASE's scores fused (`fusion.py`, weights chosen on validation), exactly as
+served.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from recsys_assets.models.baselines import BaselineConfig, evaluate_baselines
+from recsys_assets.models.baselines import BaselineConfig, evaluate_baselines, fit_ease, interaction_matrix, protocol
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
-from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
+from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, ranking_report, top_k
-from recsys_assets.models.ranker import rerank_scores, score
+from recsys_assets.models.fusion import EASE_DEPTH, Fusion, grid
+from recsys_assets.models.ranker import score
 from recsys_assets.models.two_tower import encode
 
 K_MAX = 50
+GATE_METRIC = "ndcg@10"  # what every choice maximises on validation
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    max_users: int = 5000  # a fixed sample of holdout users keeps evaluation time bounded
+    max_users: int = 5000  # a fixed sample of each period's users keeps evaluation time bounded
     rerank_depth: int = 100
-    retrieval_weight: float = 0.5  # the retriever's share of the rerank score (`ranker.rerank_scores`)
     seed: int = 0
 
 
@@ -43,10 +49,11 @@ class Models:
     # saw it cannot recommend, users it never saw it meets as unknown.
     users: Vocabulary | None = None
     catalogue: Catalogue | None = None
+    fusion: Fusion | None = None  # a served pipeline's own; None: chosen on validation (`fusion.grid`)
 
 
-def _users_to_evaluate(data: TrainingData, cfg: EvaluationConfig) -> list[str]:
-    users = sorted(set(data.holdout[USER]))
+def _users_to_evaluate(later: pd.DataFrame, cfg: EvaluationConfig) -> list[str]:
+    users = sorted(set(later[USER]))
     if len(users) > cfg.max_users:
         users = sorted(np.random.default_rng(cfg.seed).choice(users, cfg.max_users, replace=False).tolist())
     return users
@@ -59,84 +66,150 @@ def _in_evaluated_items(model_scores: np.ndarray, to_model: np.ndarray) -> np.nd
     return scores
 
 
-def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
-             cfg: EvaluationConfig = EvaluationConfig(), baselines: BaselineConfig | None = None) -> dict:
-    """Holdout metrics of `models` and popularity; with `baselines`, EASE and item-kNN too (their
-    hyper-parameters chosen on a validation split of the training period: `report["baselines"]`)."""
-    users_vocab = models.users if models.users is not None else Vocabulary(data.train[USER])
+def _union(first: np.ndarray, second: np.ndarray | None) -> np.ndarray:
+    """Per row, the items of `first` then those of `second` not in it; -1 pads rows to one width."""
+    if second is None:
+        return first
+    rows = []
+    for a, b in zip(first, second):
+        rows.append(np.concatenate([a, b[~np.isin(b, a)]]))
+    width = max(len(r) for r in rows)
+    return np.stack([np.pad(r, (0, width - len(r)), constant_values=-1) for r in rows])
+
+
+def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
+               cfg: EvaluationConfig, fusions: list[Fusion], ease_l2: float | None) -> tuple[dict, dict]:
+    """(metrics per model, rerank metrics per fusion) of `models` on one period; EASE (fitted on the events
+    before the period) joins the rerank when `ease_l2` is given."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
     to_model = np.concatenate([[0], model_catalogue.items.index(items.ids)])
-    eval_users = _users_to_evaluate(data, cfg)
     item_idx = lambda frame: items.index(frame[ITEM].to_numpy())  # noqa: E731
-    train = data.train.assign(item=item_idx(data.train))
-    holdout = data.holdout[data.holdout[USER].isin(set(eval_users))]
-    holdout = holdout.assign(item=item_idx(holdout))
-    seen = train.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
+    past = cut.past.assign(item=item_idx(cut.past))
+    later = cut.later[cut.later[USER].isin(set(eval_users))]
+    later = later.assign(item=item_idx(later))
+    seen = past.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
     exclude = [np.concatenate([[0], seen.get(u, np.zeros(0, np.int64))]) for u in eval_users]
-    relevant_by_user = holdout.groupby(USER)["item"].apply(set)
+    relevant_by_user = later.groupby(USER)["item"].apply(set)
     relevant = [relevant_by_user.get(u, set()) for u in eval_users]
+    report = lambda ranked: ranking_report(ranked, relevant, n_items - 1)  # noqa: E731
+    ease = ease_history = None
+    if ease_l2 is not None and models.ranker is not None:
+        past_users = Vocabulary(cut.past[USER])
+        ease = fit_ease(interaction_matrix(cut.past, past_users, items), ease_l2, BaselineConfig().max_items)
+        ease_history = protocol(cut.past, cut.later.iloc[:0], eval_users, past_users, items).history
 
     results: dict[str, dict] = {}
-    pop = popularity(data.train, items)
-    results["popularity"] = ranking_report(top_k(np.tile(pop, (len(eval_users), 1)), exclude, K_MAX), relevant, n_items - 1)
+    pop = popularity(cut.past, items)
+    results["popularity"] = report(top_k(np.tile(pop, (len(eval_users), 1)), exclude, K_MAX))
 
     if models.item2vec is not None:
-        last = train.sort_values([TIME, "item"]).groupby(USER)["item"].last()
+        last = past.sort_values([TIME, "item"]).groupby(USER)["item"].last()
         query = to_model[np.array([last[u] for u in eval_users])]
-        scores = _in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model)
-        results["item2vec"] = ranking_report(top_k(scores, exclude, K_MAX), relevant, n_items - 1)
+        results["item2vec"] = report(top_k(_in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model),
+                                           exclude, K_MAX))
 
-    at_boundary = data.users_at_boundary.set_index(USER).loc[eval_users].reset_index()
-    boundary = np.full(len(eval_users), data.boundary, dtype=np.int64)
+    by_weight: dict = {}
     if models.two_tower is not None:
+        at_start = cut.users_at.set_index(USER).loc[eval_users].reset_index()
+        start = np.full(len(eval_users), cut.boundary, dtype=np.int64)
         model_items = model_catalogue.items
-        user_vectors = encode(models.two_tower.user_vectors,
-                              pack_users(at_boundary, users_vocab, model_items, boundary))
-        item_stats = data.items_at_boundary.set_index(ITEM).reindex(pd.Index(model_items.ids, name=ITEM)).reset_index()
+        user_vectors = encode(models.two_tower.user_vectors, pack_users(at_start, users_vocab, model_items, start))
+        item_stats = cut.items_at.set_index(ITEM).reindex(pd.Index(model_items.ids, name=ITEM)).reset_index()
         item_vectors = encode(models.two_tower.item_vectors,
                               pack_items(np.arange(1, len(model_items)), item_stats, model_catalogue))
         scores = _in_evaluated_items(np.concatenate(
             [np.full((len(eval_users), 1), -np.inf, np.float32), user_vectors @ item_vectors.T], axis=1), to_model)
         retrieved = top_k(scores, exclude, max(K_MAX, cfg.rerank_depth))
-        results["two_tower"] = ranking_report(retrieved, relevant, n_items - 1)
+        results["two_tower"] = report(retrieved)
 
         if models.ranker is not None:
-            results["rerank"] = ranking_report(
-                _rerank(models.ranker, at_boundary, retrieved[:, :cfg.rerank_depth],
-                        np.take_along_axis(scores, retrieved[:, :cfg.rerank_depth], axis=1)
-                        / models.two_tower.cfg.temperature, data, users_vocab, model_catalogue, items,
-                        cfg.retrieval_weight),
-                relevant, n_items - 1)
+            candidates = retrieved[:, :cfg.rerank_depth]
+            ease_top = top_k(ease.scores(ease_history), exclude, EASE_DEPTH) if ease is not None else None
+            candidates = _union(candidates, ease_top)
+            valid = candidates >= 0
+            ranker_scores = np.full(candidates.shape, np.nan)
+            ranker_scores[valid] = _ranker_scores(models.ranker, at_start, candidates, valid, cut, users_vocab,
+                                                  model_catalogue, items)
+            safe = np.where(valid, candidates, 0)
+            logits = np.where(valid, np.take_along_axis(scores, safe, axis=1) / models.two_tower.cfg.temperature,
+                              np.nan)
+            ease_scores = None
+            if ease_top is not None:  # EASE scores its own top candidates only, as serving reads them
+                listed = (safe[:, :, None] == ease_top[:, None, :]).any(axis=2)
+                full = np.take_along_axis(ease.scores(ease_history), safe, axis=1)
+                ease_scores = np.where(valid, np.where(listed, full, -np.inf), np.nan)
+            for fusion in fusions:
+                fused = np.nan_to_num(fusion.scores(ranker_scores, logits, ease_scores), nan=-np.inf)
+                by_weight[fusion] = report(np.take_along_axis(candidates, np.argsort(-fused, axis=1, kind="stable"),
+                                                              axis=1))
+    return results, by_weight
 
-    report = {"split": {k: data.summary[k] for k in
-                        ("boundary_timestamp", "train_events", "holdout_events", "holdout_users")},
-              "evaluated_users": len(eval_users), "models": results}
+
+def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
+             cfg: EvaluationConfig = EvaluationConfig(), baselines: BaselineConfig | None = None,
+             holdout: bool = True) -> dict:
+    """`report["validation"]`: every model on the validation period, the rerank's fusion chosen there
+    (`report["choices"]`); `report["models"]`: the same pipelines on the holdout, reported (with
+    `holdout=False`, validation only: how a champion is judged). With `baselines`, EASE and item-kNN beside
+    them, their hyper-parameters chosen on validation too (`report["baselines"]`), and EASE with the chosen
+    l2 joins the rerank's candidates and fusion."""
+    users_vocab = models.users if models.users is not None else data.users
+    validation, holdout_cut = data.cut("validation"), data.cut("holdout")
+    validation_users = _users_to_evaluate(validation.later, cfg)
+    holdout_users = _users_to_evaluate(holdout_cut.later, cfg)
+    tuned = reported = None
+    report: dict = {"split": {k: data.summary[k] for k in (
+        "boundary_timestamp", "train_events", "holdout_events", "holdout_users",
+        "validation_boundary_timestamp", "fit_events", "validation_events", "validation_users")}}
     if baselines is not None:
-        baseline_results, report["baselines"] = evaluate_baselines(data.train, data.holdout, eval_users, baselines)
-        results.update(baseline_results)
+        tuned, reported, report["baselines"] = evaluate_baselines(validation, validation_users, holdout_cut,
+                                                                  holdout_users, baselines)
+    if models.fusion is not None:
+        fusions, ease_l2 = [models.fusion], (models.fusion.ease_l2 if models.fusion.uses_ease else None)
+    else:
+        ease_l2 = report["baselines"]["ease"]["l2"] if baselines is not None else None
+        fusions = grid(ease_l2 if ease_l2 is not None else Fusion().ease_l2, with_ease=ease_l2 is not None)
+    on_validation, rerank_by_fusion = _score_cut(validation, catalogue, models, users_vocab, validation_users, cfg,
+                                                 fusions, ease_l2)
+    report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
+    chosen = None
+    if rerank_by_fusion:  # ties: the least EASE, then the even mix of the two models
+        chosen = max(rerank_by_fusion, key=lambda f: (round(rerank_by_fusion[f][GATE_METRIC], 6), -f.ease_weight,
+                                                      -abs(f.retrieval_weight - 0.5)))
+        on_validation["rerank"] = rerank_by_fusion[chosen]
+        report["choices"] = {"fusion": asdict(chosen), f"validation_{GATE_METRIC}_by_fusion": {
+            f"retrieval {f.retrieval_weight} ease {f.ease_weight}": round(r[GATE_METRIC], 5)
+            for f, r in rerank_by_fusion.items()}}
+    on_validation.update(tuned or {})
+    if not holdout:
+        return report
+
+    results, by_fusion = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
+                                    [chosen] if chosen is not None else [],
+                                    chosen.ease_l2 if chosen is not None and chosen.uses_ease else None)
+    if by_fusion:
+        results["rerank"] = by_fusion[chosen]
+    results.update(reported or {})
+    report.update({"evaluated_users": len(holdout_users), "models": results})
     if models.ranker is not None:
         frame = data.ranker_holdout
-        x = pack_ranker(frame, users_vocab, model_catalogue, frame[TIME].to_numpy())
+        x = pack_ranker(frame, users_vocab, models.catalogue if models.catalogue is not None else catalogue,
+                        frame[TIME].to_numpy())
         report["ranker"] = classification_report(frame["label"].to_numpy(), score(models.ranker, x))
     return report
 
 
-def _rerank(ranker, at_boundary: pd.DataFrame, candidates: np.ndarray, retrieval_logits: np.ndarray,
-            data: TrainingData, users: Vocabulary, catalogue: Catalogue, items: Vocabulary,
-            retrieval_weight: float) -> np.ndarray:
-    """Score each user's candidates (indices into `items`) with the ranker (its vocabularies: `users`,
-    `catalogue`; user features as of the boundary), fuse with the retriever's logits and re-sort."""
-    n_users, depth = candidates.shape
-    rows = at_boundary.loc[at_boundary.index.repeat(depth)].reset_index(drop=True)
-    rows[ITEM] = [items.id_of(int(i)) for i in candidates.reshape(-1)]
-    stats = data.items_at_boundary.set_index(ITEM)
+def _ranker_scores(ranker, at_start: pd.DataFrame, candidates: np.ndarray, valid: np.ndarray, cut: Cut,
+                   users: Vocabulary, catalogue: Catalogue, items: Vocabulary) -> np.ndarray:
+    """The ranker's ranking score of each user's `valid` candidates (indices into `items`; the ranker's
+    vocabularies: `users`, `catalogue`; user and item features as of the period's start), flat."""
+    rows = at_start.loc[at_start.index.repeat(valid.sum(axis=1))].reset_index(drop=True)
+    rows[ITEM] = [items.id_of(int(i)) for i in candidates[valid]]
+    stats = cut.items_at.set_index(ITEM)
     for column in stats.columns:
         if column.startswith("parent_asin_rating_"):
             rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
-    x = pack_ranker(rows, users, catalogue, np.full(len(rows), data.boundary, dtype=np.int64))
-    scores = rerank_scores(score(ranker, x, ranking=True).reshape(n_users, depth), retrieval_logits,
-                           retrieval_weight)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(candidates, order, axis=1)
+    x = pack_ranker(rows, users, catalogue, np.full(len(rows), cut.boundary, dtype=np.int64))
+    return score(ranker, x, ranking=True)

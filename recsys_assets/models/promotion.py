@@ -30,30 +30,31 @@ class Decision:
 
 
 def gate(report: dict, previous: dict[str, str | None]) -> Decision:
-    """Promote only when the candidate beats, strictly, popularity and the current champion, both evaluated
-    on the candidate's own split (`report["champion"]`: same boundary, same holdout users), never a number
-    recorded on an older holdout."""
-    models = report["models"]
+    """Promote only when the candidate beats, strictly, popularity and the current champion on the validation
+    period, the champion evaluated on the candidate's own split (`report["champion"]`: same period, same
+    users), never a number recorded on an older split. The holdout is reported, never used to decide."""
+    models = report["validation"]["models"]
     versions = report["versions"]
     candidate = models.get(GATE_MODEL, models.get("two_tower", {})).get(GATE_METRIC, 0.0)
     popularity = models["popularity"][GATE_METRIC]
     has_champion = any(previous.values())
     judged = report.get("champion") or {}
-    champion_metric = judged.get("models", {}).get(GATE_MODEL, {}).get(GATE_METRIC) if judged else None
+    champion_metric = judged.get("validation", {}).get("models", {}).get(GATE_MODEL, {}).get(GATE_METRIC)
     if has_champion and versions == previous:
         verdict, reason = False, f"the candidate {versions} already is the champion"
     elif candidate <= popularity:
-        verdict, reason = False, f"{GATE_MODEL} {GATE_METRIC} {candidate:.4f} does not beat popularity {popularity:.4f}"
+        verdict, reason = False, (f"{GATE_MODEL} {GATE_METRIC} {candidate:.4f} does not beat popularity "
+                                  f"{popularity:.4f} on validation")
     elif has_champion and judged.get("versions") != previous:
         verdict, reason = False, (f"the evaluation judged champion {judged.get('versions')}, the champion now is "
                                   f"{previous}: re-materialize model_evaluation")
     elif champion_metric is not None and candidate <= champion_metric:
         verdict, reason = False, (f"{candidate:.4f} does not beat the champion's {champion_metric:.4f} on the same "
-                                  "split")
+                                  "validation period")
     else:
         verdict = True
         reason = f"{candidate:.4f} beats popularity {popularity:.4f}" + (
-            f" and the champion's {champion_metric:.4f} on the same split" if champion_metric is not None
+            f" and the champion's {champion_metric:.4f} on the same validation period" if champion_metric is not None
             else " (the champion could not be judged on this split)" if has_champion else " (first champion)")
     return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
 

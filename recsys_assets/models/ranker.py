@@ -13,12 +13,11 @@ ratio), not log p(i|user): a tail item is rarely a negative and looks better tha
 adds log q(i) back (`ranking_scores`), the same logQ correction the two-tower applies in training; the
 sigmoid output stays the calibrated "positive vs popularity negative" probability.
 
-The served rerank order (`rerank_scores`) averages that log p(i|user) estimate with the retriever's own one
-(two-tower cosine / temperature, trained with logQ correction so it too estimates log p(i|user)): a product
-of the two experts, weight fixed a priori at 1/2, not tuned on the holdout. Alone, the ranker, trained on
-popularity negatives, separates the user's taste from popular items elsewhere but orders 100 candidates that
-all fit the taste worse than the retriever (NDCG@10 0.091 vs 0.106 on the default data); the product beats
-both (0.113).
+The served rerank order fuses that log p(i|user) estimate with the retriever's own one (two-tower cosine /
+temperature, trained with logQ correction so it too estimates log p(i|user)) and EASE's score, with weights
+chosen on the validation period (`fusion.py`). Alone, the ranker, trained on popularity negatives, separates
+the user's taste from popular items elsewhere but orders 100 candidates that all fit the taste worse than the
+retriever (NDCG@10 0.091 vs 0.106 on the default data); the even mix of the two beat both (0.113).
 """
 
 from __future__ import annotations
@@ -121,12 +120,6 @@ class Ranker(nn.Module):
         logits = self(x, logits=True)
         item = x[:, self.layout.slices()["item"]].long().squeeze(1)
         return torch.sigmoid(logits), logits + self.log_q[item]
-
-
-def rerank_scores(ranker_scores: np.ndarray, retrieval_logits: np.ndarray, retrieval_weight: float = 0.5
-                  ) -> np.ndarray:
-    """What orders one user's candidates: both models' log p(item | user) estimates, averaged."""
-    return (1.0 - retrieval_weight) * ranker_scores + retrieval_weight * retrieval_logits
 
 
 def bce_loss(model: nn.Module, batch: dict) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
 from recsys_assets.settings import Settings
 
@@ -109,3 +110,14 @@ def champion_versions(client: MlflowClient) -> dict[str, str | None]:
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def ranker_fusion(client: MlflowClient, ranker_version: str) -> Fusion:
+    """How the rerank fuses its scores for this ranker version, as `model_evaluation` chose it on validation
+    (tags `fusion_*` on the version)."""
+    return Fusion.from_tags(client.get_model_version("ranker", ranker_version).tags)
+
+
+def tag_fusion(client: MlflowClient, ranker_version: str, fusion: Fusion) -> None:
+    for key, value in fusion.tags().items():
+        client.set_model_version_tag("ranker", ranker_version, key, value)

@@ -1,7 +1,9 @@
 """Every answer the API gives, over one release: plain Python, no web framework.
 
 Reads: precomputed candidates (one batched read per kind), online features (Feast, fresh views first),
-the release's Qdrant collection for two-tower retrieval, the release's models. Time for the ranker's
+the release's Qdrant collection for two-tower retrieval, the release's models. The rerank orders the
+two-tower's and EASE's candidates (and the last item's neighbours, popular items) by the fused scores of the
+ranker, the two-tower and EASE (`models/fusion.py`, as the ranker version's evaluation chose). Time for the ranker's
 time-delta buckets is the release's data time (the end of its day) or the user's latest event if later:
 a model trained on day D sees the world as of D.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 import numpy as np
@@ -21,8 +23,8 @@ from recsys_assets.feature_store.online import BATCH, MISSING, ItemFeatureCache,
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.models.data import USER
-from recsys_assets.models.ranker import rerank_scores
-from recsys_assets.serving_data.candidates import I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
+from recsys_assets.models.fusion import EASE_DEPTH
+from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
 from recsys_assets.serving_data.index import IndexReader
 from recsys_assets.serving_data.release import Release
 
@@ -122,6 +124,13 @@ class Recommender:
             items = self.popular(count, exclude=set(history))
         return {"cold_start": False, "last_item": last, "items": items}
 
+    def _ease_scores(self, user_id: str, ranker: Ranker) -> dict[str, float]:
+        """EASE's precomputed best items for the user with their scores (best first), when the ranker's fusion
+        uses EASE and the release has them; empty for a user the batch did not cover."""
+        if not ranker.fusion.uses_ease or EASE not in self.release.candidates:
+            return {}
+        return {i: s for i, s in self._read(EASE, [user_id])[0] or []}
+
     def _now_ms(self, user: dict) -> int:
         stamps = list(user[HISTORY_TIMES])
         return max(self.data_time_ms, max(stamps) + 1 if stamps else 0)
@@ -153,6 +162,10 @@ class Recommender:
             ann = [(i, s) for i, s in self.index.search(vector, top_k_retrieval + len(seen)) if i not in seen]
         ann = ann[:top_k_retrieval]
         origin = {i: "two_tower" for i, _ in ann}
+        ease = self._ease_scores(user_id, ranker)
+        for i in list(ease)[:EASE_DEPTH]:
+            if i not in seen:
+                origin.setdefault(i, "ease")
         last_item_i2i = (self._read(I2I, [history[-1]])[0] or []) if history else []
         for name, extra in (("last_item_i2i", last_item_i2i), ("popular", self._popular())):
             for i, _ in extra[:self.retrieval_extra]:
@@ -169,18 +182,20 @@ class Recommender:
         t = time.perf_counter()
         probability, ranking = ranker.score(user_frame, candidates, item_rows.columns, now_ms)
         logits = self.retriever.logits(vector, candidates)
-        fused = rerank_scores(ranking, logits)
+        ease_scores = np.array([ease.get(c, -np.inf) for c in candidates]) if ease else None
+        fused = ranker.fusion.scores(ranking, logits, ease_scores)
         order = np.argsort(-fused, kind="stable")[:count]
         timings["ranking_ms"] = (time.perf_counter() - t) * 1000
         scored = [(candidates[j], float(fused[j])) for j in order]
         extra = None
         if debug:
             extra = [{"source": origin[candidates[j]], "ranker_probability": _number(probability[j]),
-                      "ranker_score": _number(ranking[j]), "retrieval_score": _number(logits[j])} for j in order]
+                      "ranker_score": _number(ranking[j]), "retrieval_score": _number(logits[j]),
+                      "ease_score": _number(ease_scores[j]) if ease_scores is not None else None} for j in order]
         out = {"cold_start": False, "items": self._cards(scored, extra)}
         if debug:
             out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval,
-                            "ranker": ranker.version, "now_ms": now_ms,
+                            "ranker": ranker.version, "fusion": asdict(ranker.fusion), "now_ms": now_ms,
                             "timings": {k: round(v, 3) for k, v in timings.items()}}
         return out
 

@@ -15,8 +15,8 @@ import pandas as pd
 
 from recsys_assets.serving_data.kv import KeyValueStore
 
-POPULAR, I2I, U2I, SEQUENCE, ITEM = "popular", "i2i", "u2i", "sequence", "item"
-KINDS = (POPULAR, I2I, U2I, SEQUENCE, ITEM)
+POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE = "popular", "i2i", "u2i", "sequence", "item", "ease"
+KINDS = (POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE)
 POPULAR_KEY = "all"
 _WRITE_BATCH = 5000
 
@@ -57,20 +57,28 @@ def item_neighbours(item_ids: list[str], vectors: np.ndarray, k: int = 100, chun
                                         if math.isfinite(s)]
 
 
-def user_top_items(user_ids: list[str], user_vectors: np.ndarray, item_ids: list[str], item_vectors: np.ndarray,
-                   seen: dict[str, set[str]], k: int = 100, chunk: int = 2048) -> Iterator[tuple[str, list[list]]]:
-    """Each user's k best items by the retriever's score (dot product), minus the items the user has seen."""
+def user_top_scored(user_ids: list[str], item_ids: list[str], score_rows, seen: dict[str, set[str]], k: int = 100,
+                    chunk: int = 2048) -> Iterator[tuple[str, list[list]]]:
+    """Each user's k best items by `score_rows(start, stop)` (users start..stop x items, -inf where the model
+    cannot score), minus the items the user has seen."""
     position = {item: i for i, item in enumerate(item_ids)}
-    items = np.asarray(item_vectors, dtype=np.float32)
     for start in range(0, len(user_ids), chunk):
         users = user_ids[start:start + chunk]
-        scores = np.asarray(user_vectors[start:start + chunk], dtype=np.float32) @ items.T
+        scores = np.array(score_rows(start, start + len(users)), dtype=np.float32)
         for r, user in enumerate(users):
             cols = [position[i] for i in seen.get(user, ()) if i in position]
             scores[r, cols] = -np.inf
         idx, best = _top_k_rows(scores, k)
         for r, user in enumerate(users):
             yield user, [[item_ids[j], round(float(s), 6)] for j, s in zip(idx[r], best[r]) if math.isfinite(s)]
+
+
+def user_top_items(user_ids: list[str], user_vectors: np.ndarray, item_ids: list[str], item_vectors: np.ndarray,
+                   seen: dict[str, set[str]], k: int = 100, chunk: int = 2048) -> Iterator[tuple[str, list[list]]]:
+    """Each user's k best items by the retriever's score (dot product), minus the items the user has seen."""
+    items = np.asarray(item_vectors, dtype=np.float32)
+    return user_top_scored(user_ids, item_ids,
+                           lambda a, b: np.asarray(user_vectors[a:b], dtype=np.float32) @ items.T, seen, k, chunk)
 
 
 def last_items(events: pd.DataFrame, n: int = 10) -> Iterator[tuple[str, dict]]:

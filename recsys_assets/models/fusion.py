@@ -1,0 +1,74 @@
+"""How the served rerank orders a user's candidates: three experts' scores, fused with weights chosen on
+validation (`evaluation.evaluate`) and carried by the ranker version's tags to serving.
+
+* the ranker's log p(item | user) estimate (`ranker.ranking_scores`),
+* the two-tower's (cosine / temperature),
+* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data.
+
+Each is standardised over the user's candidates (scores on different scales become comparable; a model that
+cannot score a candidate gives it its lowest score), then
+    fused = (1 - ease_weight) * ((1 - retrieval_weight) * ranker + retrieval_weight * two_tower)
+            + ease_weight * ease.
+ease_weight 0 is the two models' pipeline alone; 1 is EASE's order. Validation picks among them, so the
+pipeline is never chosen to be worse there than its best part.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TAG_PREFIX = "fusion_"
+EASE_DEPTH = 100  # EASE's own top candidates, added to the retriever's
+RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+EASE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    retrieval_weight: float = 0.5
+    ease_weight: float = 0.0
+    ease_l2: float = 200.0  # EASE's regularisation, chosen on validation with the baselines
+
+    @property
+    def uses_ease(self) -> bool:
+        return self.ease_weight > 0
+
+    def tags(self) -> dict[str, str]:
+        return {TAG_PREFIX + key: str(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Fusion:
+        """From a ranker version's tags; a version evaluated before fusion was chosen: the even mix of the two
+        models it ran with, no EASE."""
+        known = {key: float(tags[TAG_PREFIX + key]) for key in asdict(cls()) if TAG_PREFIX + key in tags}
+        return cls(**known)
+
+    def scores(self, ranker: np.ndarray, retrieval: np.ndarray, ease: np.ndarray | None = None) -> np.ndarray:
+        """Fused scores over the last axis (one user's candidates, or users x candidates)."""
+        fused = (1 - self.retrieval_weight) * standardise(ranker) + self.retrieval_weight * standardise(retrieval)
+        if ease is not None and self.ease_weight > 0:
+            fused = (1 - self.ease_weight) * fused + self.ease_weight * standardise(ease)
+        return fused
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the last axis. -inf (a candidate the model cannot score) becomes the row's lowest
+    finite score first; NaN is padding (rows of unequal length), ignored and kept NaN. A constant row: zeros."""
+    x = np.asarray(scores, dtype=np.float64)
+    padding = np.isnan(x)
+    finite = np.isfinite(x)
+    lowest = np.where(finite, x, np.inf).min(axis=-1, keepdims=True)
+    x = np.where(finite | padding, x, np.where(np.isfinite(lowest), lowest, 0.0))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-padding row: NaN, as it should
+        mean = np.nanmean(x, axis=-1, keepdims=True) if padding.any() else x.mean(axis=-1, keepdims=True)
+        spread = np.nanstd(x, axis=-1, keepdims=True) if padding.any() else x.std(axis=-1, keepdims=True)
+    return (x - mean) / np.where(spread > 0, spread, 1.0)
+
+
+def grid(ease_l2: float, with_ease: bool) -> list[Fusion]:
+    """Every fusion validation scores (EASE weights only when EASE is there)."""
+    return [Fusion(r, e, ease_l2) for r in RETRIEVAL_WEIGHTS for e in (EASE_WEIGHTS if with_ease else (0.0,))]
