@@ -78,7 +78,7 @@ def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:
 # Data assets run for every landed day (one run per contiguous range); models for the newest day only.
 PARTITIONED_SELECTION = "raw_reviews,stg_reviews,user_rating_stats,parent_asin_rating_stats,online_features"
 # Models and everything serving reads, for the newest day (the candidate assets that need no model too).
-MODEL_SELECTION = "item_tags*,training_dataset*,popular_items,user_sequences,item_catalog"
+MODEL_SELECTION = "item_tags*,training_dataset*,popular_items,recent_popularity,user_sequences,item_catalog"
 UNPARTITIONED_SELECTION = "item_metadata,feast_definitions"
 
 

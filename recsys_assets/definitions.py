@@ -45,6 +45,7 @@ defs = Definitions(
         candidates.i2i_candidates,
         candidates.u2i_candidates,
         candidates.ease_candidates,
+        candidates.recent_popularity,
         candidates.user_sequences,
         candidates.item_catalog,
         serving.serving_release,

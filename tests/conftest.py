@@ -152,6 +152,7 @@ def serving_assets() -> list:
         i2i_candidates,
         item_catalog,
         popular_items,
+        recent_popularity,
         u2i_candidates,
         user_sequences,
     )
@@ -159,7 +160,7 @@ def serving_assets() -> list:
     from recsys_assets.defs.serving import serving_release
 
     return [two_tower_index, item2vec_index, tag_index, popular_items, i2i_candidates, u2i_candidates, ease_candidates,
-            user_sequences, item_catalog, serving_release]
+            recent_popularity, user_sequences, item_catalog, serving_release]
 
 
 @pytest.fixture(scope="session")

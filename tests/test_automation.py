@@ -14,7 +14,8 @@ from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization, Dagste
 FEATURES = ["stg_reviews", "user_rating_stats", "parent_asin_rating_stats", "online_features"]
 NEWEST_DAY_CHAIN = ["item_tags", "tag_embeddings", "training_dataset", "item2vec", "two_tower", "ranker",
                     "model_evaluation", "promotion", "two_tower_index", "item2vec_index", "tag_index",
-                    "popular_items", "i2i_candidates", "u2i_candidates", "ease_candidates", "user_sequences", "item_catalog",
+                    "popular_items", "i2i_candidates", "u2i_candidates", "ease_candidates", "recent_popularity",
+                    "user_sequences", "item_catalog",
                     "serving_release"]
 # What reads the catalogue only, not the reviews: a replaced review file leaves it be.
 CATALOGUE_ONLY = {"item_tags", "tag_embeddings", "tag_index", "item_catalog"}

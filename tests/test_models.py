@@ -17,7 +17,7 @@ from recsys_assets.defs.resources import mlflow_store
 from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.baselines import BaselineConfig
-from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.fusion import Fusion, grid
 from recsys_assets.models.registry import champion, ranker_fusion, set_champion
 from recsys_assets.settings import REPO_ROOT
 
@@ -82,13 +82,14 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     assert set(report["validation"]["models"]) == set(report["models"])
     baselines = report["baselines"]
     for name, param in (("ease", "l2"), ("item_knn", "neighbours")):
-        grid = baselines[name]["validation_ndcg@10"]
-        assert grid[str(baselines[name][param])] == max(grid.values())
-        assert report["validation"]["models"][name]["ndcg@10"] == pytest.approx(max(grid.values()), abs=1e-5)
+        by_value = baselines[name]["validation_ndcg@10"]
+        assert by_value[str(baselines[name][param])] == max(by_value.values())
+        assert report["validation"]["models"][name]["ndcg@10"] == pytest.approx(max(by_value.values()), abs=1e-5)
     fusion = report["choices"]["fusion"]
     by_fusion = report["choices"]["validation_ndcg@10_by_fusion"]
-    assert len(by_fusion) == 25  # retrieval x EASE weights
-    assert by_fusion[f"retrieval {fusion['retrieval_weight']} ease {fusion['ease_weight']}"] == max(by_fusion.values())
+    assert len(by_fusion) == len(grid(fusion["ease_l2"], with_ease=True))
+    chosen = f"retrieval {fusion['retrieval_weight']} ease {fusion['ease_weight']} recent {fusion['recent_weight']}"
+    assert by_fusion[chosen] == max(by_fusion.values())
     assert fusion["ease_l2"] == baselines["ease"]["l2"]
     assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
     client = mlflow_store(trained_home.settings).client()

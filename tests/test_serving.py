@@ -59,7 +59,7 @@ def test_popular_i2i_and_last_item_i2i(service, known):
     assert len(last["items"]) == 5
 
 
-def test_rerank_scores_retrieved_candidates_minus_seen(service, known):
+def test_rerank_scores_retrieved_candidates_minus_seen(service, known, served_home):
     body = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"], "top_k_retrieval": 100,
                                                         "count": 10, "debug": True}))
     items = body["items"]
@@ -70,10 +70,19 @@ def test_rerank_scores_retrieved_candidates_minus_seen(service, known):
     assert not recent & {i["item_id"] for i in items}
     scores = [i["score"] for i in items]
     assert scores == sorted(scores, reverse=True)
-    # the two-tower's top 100 (of the items the user has not seen) + last-item i2i + popular, deduplicated
+    # the two-tower's top 100 (of the items the user has not seen) + EASE's + recently popular + last-item i2i
+    # + popular, deduplicated
     assert body["debug"]["candidates"] >= min(100, len(known["items"]) - len(known["seen"]))
-    assert {i["source"] for i in items} <= {"two_tower", "last_item_i2i", "popular"}
+    assert {i["source"] for i in items} <= {"two_tower", "ease", "recent_popular", "last_item_i2i", "popular"}
     assert all(0 <= i["ranker_probability"] <= 1 for i in items)
+    # Ordered as validation chose for this ranker version (its tags), each expert's score shown.
+    report = json.loads((served_home.path / "evaluation" / "latest.json").read_text())
+    if body["debug"]["ranker"] == report["versions"]["ranker"]:
+        fusion = report["choices"]["fusion"]
+        assert body["debug"]["fusion"] == fusion
+        assert all(i["ease_score"] is not None for i in items if i["source"] == "ease")
+        assert fusion["ease_weight"] == 0 or any(i["ease_score"] is not None for i in items)
+        assert fusion["recent_weight"] == 0 or all(i["recent_popularity"] is not None for i in items)
 
 
 def test_seq_rating_prediction_and_user_features(service, known):

@@ -45,6 +45,12 @@ class GeneratorConfig:
     popularity_weight: float = 0.3
     sequence_weight: float = 2.5
     candidate_pool: tuple[int, int, int] = field(default=(32, 64, 64))  # popular, home genre, last item's genre
+    # Long tail: an item's base log-popularity is -popularity_exponent * log(rank + 10).
+    popularity_exponent: float = 1.0
+    # Popularity drifts: each item has a burst that starts on a day (its release, for late items) and decays
+    # with this half-life; its log-popularity is raised by trend_boost at the start. 0: no drift.
+    trend_boost: float = 0.0
+    trend_half_life_days: float = 7.0
 
 
 def stable_id(prefix: str, kind: str, index: int, seed: int, length: int) -> str:
@@ -79,17 +85,20 @@ class _World:
         )
         self.item_vec = _unit(item_vec).astype(np.float32)
         rank = rng.permutation(cfg.items)
-        self.item_log_pop = (-1.0 * np.log(rank + 10.0)).astype(np.float32)
+        self.item_log_pop = (-cfg.popularity_exponent * np.log(rank + 10.0)).astype(np.float32)
         self.item_log_pop -= self.item_log_pop.max()
         late = rng.random(cfg.items) < 0.2
         self.item_release_day = np.where(late, rng.integers(1, max(cfg.days, 2), size=cfg.items), 0)
+        # Bursts start at release for late items, on any day (or before the first) for the others. A stream of
+        # its own: the rest of the world stays the same whatever the drift settings.
+        span = int(3 * cfg.trend_half_life_days)
+        starts = np.random.default_rng(cfg.seed + 3).integers(-span, max(cfg.days, 1), size=cfg.items)
+        self.item_trend_start = np.where(late, self.item_release_day, starts)
         price_scale = rng.uniform(8, 40, size=n_genres)
         self.item_price = np.round(price_scale[self.item_genre] * rng.lognormal(0, 0.4, size=cfg.items), 2)
         order = np.argsort(self.item_genre, kind="stable")
         self.items_by_genre = order
         self.genre_offsets = np.searchsorted(self.item_genre[order], np.arange(n_genres + 1))
-        self.pop_cdf = np.cumsum(np.exp(self.item_log_pop, dtype=np.float64))
-        self.pop_cdf /= self.pop_cdf[-1]
 
         # Users: home genre (+ often a second one), drift toward a third; heavy-tailed activity.
         self.user_home = rng.choice(n_genres, size=cfg.users, p=genre_share)
@@ -104,6 +113,12 @@ class _World:
         self.user_drift_rate = rng.uniform(0.0, 0.5, size=cfg.users).astype(np.float32)
         self.user_activity = rng.lognormal(0.0, 1.0, size=cfg.users)
         self.user_arrival = np.clip(rng.integers(-cfg.days, cfg.days, size=cfg.users), 0, None)
+
+    def log_popularity(self, day: int) -> np.ndarray:
+        """Each item's log-popularity on `day`: its base plus what is left of its burst."""
+        age = day - self.item_trend_start
+        burst = np.where(age >= 0, np.exp2(-np.maximum(age, 0) / self.cfg.trend_half_life_days), 0.0)
+        return (self.item_log_pop + self.cfg.trend_boost * burst).astype(np.float32)
 
     def user_taste(self, users: np.ndarray, day: int) -> np.ndarray:
         share = (self.user_drift_rate[users] * day / max(self.cfg.days, 1))[:, None]
@@ -153,6 +168,13 @@ class _DayGenerator:
         self.history = np.full((cfg.users, HISTORY), -1, dtype=np.int32)  # ring buffer of recent items
         self.history_len = np.zeros(cfg.users, dtype=np.int64)
         self.last_item = np.full(cfg.users, -1, dtype=np.int64)
+        self.log_pop = world.log_popularity(0)
+        self.pop_cdf = self._cdf(self.log_pop)
+
+    @staticmethod
+    def _cdf(log_pop: np.ndarray) -> np.ndarray:
+        cdf = np.cumsum(np.exp(log_pop - log_pop.max(), dtype=np.float64))
+        return cdf / cdf[-1]
 
     def _events_per_user(self, day: int) -> np.ndarray:
         cfg, rng = self.cfg, self.rng
@@ -165,7 +187,7 @@ class _DayGenerator:
     def _candidates(self, users: np.ndarray) -> np.ndarray:
         w, rng = self.world, self.rng
         n_pop, n_home, n_last = self.cfg.candidate_pool
-        pop = np.searchsorted(w.pop_cdf, rng.random((len(users), n_pop)))
+        pop = np.searchsorted(self.pop_cdf, rng.random((len(users), n_pop)))
         pop = np.minimum(pop, self.cfg.items - 1)
 
         def from_genre(genres: np.ndarray, k: int) -> np.ndarray:
@@ -184,7 +206,7 @@ class _DayGenerator:
         vecs = w.item_vec[cand]  # (n, c, d)
         taste = w.user_taste(users, day)
         score = cfg.taste_weight * np.einsum("nd,ncd->nc", taste, vecs)
-        score += cfg.popularity_weight * w.item_log_pop[cand]
+        score += cfg.popularity_weight * self.log_pop[cand]
         last = self.last_item[users]
         has_last = last >= 0
         if has_last.any():
@@ -199,6 +221,8 @@ class _DayGenerator:
 
     def day(self, day: int) -> pa.Table:
         rng, w = self.rng, self.world
+        self.log_pop = w.log_popularity(day)
+        self.pop_cdf = self._cdf(self.log_pop)
         counts = self._events_per_user(day)
         users = np.repeat(np.arange(self.cfg.users), counts)  # grouped by user
         offsets = rng.integers(0, MS_PER_DAY, size=len(users))

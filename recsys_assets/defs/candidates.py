@@ -1,4 +1,5 @@
-"""Precomputed candidate assets: popular items, i2i, u2i and EASE neighbours, users' last items, the catalogue.
+"""Precomputed candidate assets: popular and recently popular items, i2i, u2i and EASE neighbours, users' last
+items, the catalogue.
 
 Each writes a new version of its kind to the serving store (SQLite locally, Redis when configured) and
 records the version in its metadata; `serving_release` publishes the versions together.
@@ -20,10 +21,12 @@ from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.baselines import BaselineConfig, fit_ease, interaction_matrix
 from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
+from recsys_assets.models.fusion import RECENT_DAYS
 from recsys_assets.models.registry import load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
     EASE,
     I2I,
+    RECENT,
     POPULAR,
     POPULAR_KEY,
     SEQUENCE,
@@ -40,6 +43,9 @@ from recsys_assets.serving_data.candidates import (
 )
 from recsys_assets.serving_data.candidates import (
     popular_items as most_popular,
+)
+from recsys_assets.serving_data.candidates import (
+    recent_popularity as recent_counts,
 )
 
 TOP_K = 100
@@ -77,6 +83,18 @@ def popular_items(context: AssetExecutionContext, serving: ServingResource, ware
                   training: TrainingResource) -> MaterializeResult:
     top = most_popular(_window_events(context, warehouse, training), TOP_K)
     return _write(context, serving, POPULAR, build_version(context), [(POPULAR_KEY, top)], 1, {"items": len(top)})
+
+
+@asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("recent_popularity"),
+       description=f"Each item's reviews in the window's last {RECENT_DAYS} days, and the 100 most reviewed: the "
+                   "rerank's recent-popularity expert and candidates (popularity drifts; the models do not see time).",
+       **SERVING_ASSET)
+def recent_popularity(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                      training: TrainingResource) -> MaterializeResult:
+    events = _window_events(context, warehouse, training)
+    end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))
+    rows = list(recent_counts(events, end_ms - RECENT_DAYS * 86_400_000, TOP_K))
+    return _write(context, serving, RECENT, build_version(context), rows, len(rows), {"items": len(rows) - 1})
 
 
 @asset(deps=["promotion"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),

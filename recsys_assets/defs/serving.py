@@ -27,11 +27,12 @@ from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from
 from recsys_assets.defs.models import recorded_metadata
 from recsys_assets.defs.resources import ServingResource
 from recsys_assets.models.registry import champion_versions
-from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, SEQUENCE, U2I, CandidateStore
+from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, RECENT, SEQUENCE, U2I, CandidateStore
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_candidates",
-                    EASE: "ease_candidates", SEQUENCE: "user_sequences", ITEM: "item_catalog"}
+                    EASE: "ease_candidates", RECENT: "recent_popularity", SEQUENCE: "user_sequences",
+                    ITEM: "item_catalog"}
 MODEL_FREE_KINDS = (POPULAR, SEQUENCE, ITEM)  # what a popularity release needs: built without any model
 SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
 

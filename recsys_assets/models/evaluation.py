@@ -6,9 +6,9 @@ protocol (`metrics.py`), on two periods (`dataset.Cut`):
 * holdout (after the training period): reported only, never used to choose.
 
 Users are evaluated as of the period's start: their features, last item and history are what was known
-then. Rerank = the two-tower's top `rerank_depth` candidates and EASE's top `fusion.EASE_DEPTH`, ordered by
-the ranker's, the two-tower's and EASE's scores fused (`fusion.py`, weights chosen on validation), exactly as
-served.
+then. Rerank = the two-tower's top `rerank_depth` candidates, EASE's top `fusion.EASE_DEPTH` and the most
+reviewed items of the last days, ordered by the ranker's, the two-tower's, EASE's and recent popularity's
+scores fused (`fusion.py`, weights chosen on validation), as served.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
 from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, ranking_report, top_k
-from recsys_assets.models.fusion import EASE_DEPTH, Fusion, grid
+from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DAYS, RECENT_DEPTH, Fusion, grid, standardise
 from recsys_assets.models.ranker import score
 from recsys_assets.models.two_tower import encode
 
 K_MAX = 50
+DAY_MS = 86_400_000
 GATE_METRIC = "ndcg@10"  # what every choice maximises on validation
 
 
@@ -66,13 +67,15 @@ def _in_evaluated_items(model_scores: np.ndarray, to_model: np.ndarray) -> np.nd
     return scores
 
 
-def _union(first: np.ndarray, second: np.ndarray | None) -> np.ndarray:
-    """Per row, the items of `first` then those of `second` not in it; -1 pads rows to one width."""
-    if second is None:
-        return first
+def _union(*sources: np.ndarray | None) -> np.ndarray:
+    """Per row, the items of each source in turn, those already listed skipped; -1 pads rows to one width."""
+    present = [s for s in sources if s is not None]
     rows = []
-    for a, b in zip(first, second):
-        rows.append(np.concatenate([a, b[~np.isin(b, a)]]))
+    for parts in zip(*present):
+        row = parts[0]
+        for part in parts[1:]:
+            row = np.concatenate([row, part[~np.isin(part, row)]])
+        rows.append(row)
     width = max(len(r) for r in rows)
     return np.stack([np.pad(r, (0, width - len(r)), constant_values=-1) for r in rows])
 
@@ -127,7 +130,9 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
         if models.ranker is not None:
             candidates = retrieved[:, :cfg.rerank_depth]
             ease_top = top_k(ease.scores(ease_history), exclude, EASE_DEPTH) if ease is not None else None
-            candidates = _union(candidates, ease_top)
+            recent = np.log1p(popularity(cut.past[cut.past[TIME] >= cut.boundary - RECENT_DAYS * DAY_MS], items))
+            recent_top = top_k(np.tile(recent, (len(eval_users), 1)), exclude, RECENT_DEPTH)
+            candidates = _union(candidates, ease_top, recent_top)
             valid = candidates >= 0
             ranker_scores = np.full(candidates.shape, np.nan)
             ranker_scores[valid] = _ranker_scores(models.ranker, at_start, candidates, valid, cut, users_vocab,
@@ -140,8 +145,12 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
                 listed = (safe[:, :, None] == ease_top[:, None, :]).any(axis=2)
                 full = np.take_along_axis(ease.scores(ease_history), safe, axis=1)
                 ease_scores = np.where(valid, np.where(listed, full, -np.inf), np.nan)
-            for fusion in fusions:
-                fused = np.nan_to_num(fusion.scores(ranker_scores, logits, ease_scores), nan=-np.inf)
+            parts = {name: standardise(x) for name, x in (("ranker", ranker_scores), ("two_tower", logits),
+                                                           ("ease", ease_scores)) if x is not None}
+            parts["recent"] = standardise(np.where(valid, recent[safe], np.nan))
+            for fusion in fusions:  # as `Fusion.scores` does, the parts standardised once for the whole grid
+                mix = (1 - fusion.retrieval_weight) * parts["ranker"] + fusion.retrieval_weight * parts["two_tower"]
+                fused = np.nan_to_num(fusion.combine(mix, parts.get("ease"), parts["recent"]), nan=-np.inf)
                 by_weight[fusion] = report(np.take_along_axis(candidates, np.argsort(-fused, axis=1, kind="stable"),
                                                               axis=1))
     return results, by_weight
@@ -175,12 +184,12 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
                                                  fusions, ease_l2)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
     chosen = None
-    if rerank_by_fusion:  # ties: the least EASE, then the even mix of the two models
-        chosen = max(rerank_by_fusion, key=lambda f: (round(rerank_by_fusion[f][GATE_METRIC], 6), -f.ease_weight,
-                                                      -abs(f.retrieval_weight - 0.5)))
+    if rerank_by_fusion:  # ties: the least EASE and recent popularity, then the even mix of the two models
+        chosen = max(rerank_by_fusion, key=lambda f: (round(rerank_by_fusion[f][GATE_METRIC], 6),
+                                                      -f.ease_weight - f.recent_weight, -abs(f.retrieval_weight - 0.5)))
         on_validation["rerank"] = rerank_by_fusion[chosen]
         report["choices"] = {"fusion": asdict(chosen), f"validation_{GATE_METRIC}_by_fusion": {
-            f"retrieval {f.retrieval_weight} ease {f.ease_weight}": round(r[GATE_METRIC], 5)
+            f"retrieval {f.retrieval_weight} ease {f.ease_weight} recent {f.recent_weight}": round(r[GATE_METRIC], 5)
             for f, r in rerank_by_fusion.items()}}
     on_validation.update(tuned or {})
     if not holdout:

@@ -1,15 +1,17 @@
-"""How the served rerank orders a user's candidates: three experts' scores, fused with weights chosen on
+"""How the served rerank orders a user's candidates: four experts' scores, fused with weights chosen on
 validation (`evaluation.evaluate`) and carried by the ranker version's tags to serving.
 
 * the ranker's log p(item | user) estimate (`ranker.ranking_scores`),
 * the two-tower's (cosine / temperature),
-* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data.
+* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data,
+* recent popularity: log(1 + the item's reviews in the last `RECENT_DAYS` days). Popularity drifts (releases,
+  trends) and none of the models sees time: on data with drift this is what moves with it.
 
 Each is standardised over the user's candidates (scores on different scales become comparable; a model that
 cannot score a candidate gives it its lowest score), then
-    fused = (1 - ease_weight) * ((1 - retrieval_weight) * ranker + retrieval_weight * two_tower)
-            + ease_weight * ease.
-ease_weight 0 is the two models' pipeline alone; 1 is EASE's order. Validation picks among them, so the
+    fused = (1 - ease_weight - recent_weight) * ((1 - retrieval_weight) * ranker + retrieval_weight * two_tower)
+            + ease_weight * ease + recent_weight * recent.
+ease_weight 1 is EASE's order; 0 and 0 the two models' pipeline alone. Validation picks among them, so the
 pipeline is never chosen to be worse there than its best part.
 """
 
@@ -22,8 +24,11 @@ import numpy as np
 
 TAG_PREFIX = "fusion_"
 EASE_DEPTH = 100  # EASE's own top candidates, added to the retriever's
+RECENT_DEPTH = 50  # the most reviewed items of the last RECENT_DAYS days, added too
+RECENT_DAYS = 7
 RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 EASE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+RECENT_WEIGHTS = (0.0, 0.1, 0.25, 0.5)
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,15 @@ class Fusion:
     retrieval_weight: float = 0.5
     ease_weight: float = 0.0
     ease_l2: float = 200.0  # EASE's regularisation, chosen on validation with the baselines
+    recent_weight: float = 0.0
 
     @property
     def uses_ease(self) -> bool:
         return self.ease_weight > 0
+
+    @property
+    def uses_recent(self) -> bool:
+        return self.recent_weight > 0
 
     def tags(self) -> dict[str, str]:
         return {TAG_PREFIX + key: str(value) for key, value in asdict(self).items()}
@@ -46,11 +56,21 @@ class Fusion:
         known = {key: float(tags[TAG_PREFIX + key]) for key in asdict(cls()) if TAG_PREFIX + key in tags}
         return cls(**known)
 
-    def scores(self, ranker: np.ndarray, retrieval: np.ndarray, ease: np.ndarray | None = None) -> np.ndarray:
-        """Fused scores over the last axis (one user's candidates, or users x candidates)."""
-        fused = (1 - self.retrieval_weight) * standardise(ranker) + self.retrieval_weight * standardise(retrieval)
-        if ease is not None and self.ease_weight > 0:
-            fused = (1 - self.ease_weight) * fused + self.ease_weight * standardise(ease)
+    def scores(self, ranker: np.ndarray, retrieval: np.ndarray, ease: np.ndarray | None = None,
+               recent: np.ndarray | None = None) -> np.ndarray:
+        """Fused scores over the last axis (one user's candidates, or users x candidates). An expert that is
+        absent (None: e.g. a user EASE's batch did not cover) drops out; the others keep their proportions."""
+        models = (1 - self.retrieval_weight) * standardise(ranker) + self.retrieval_weight * standardise(retrieval)
+        return self.combine(models, standardise(ease) if ease is not None else None,
+                            standardise(recent) if recent is not None else None)
+
+    def combine(self, models: np.ndarray, ease: np.ndarray | None, recent: np.ndarray | None) -> np.ndarray:
+        """`scores` from already standardised parts (evaluation standardises once for the whole grid)."""
+        fused = (1 - self.ease_weight - self.recent_weight) * models
+        if ease is not None:
+            fused = fused + self.ease_weight * ease
+        if recent is not None:
+            fused = fused + self.recent_weight * recent
         return fused
 
 
@@ -70,5 +90,11 @@ def standardise(scores: np.ndarray) -> np.ndarray:
 
 
 def grid(ease_l2: float, with_ease: bool) -> list[Fusion]:
-    """Every fusion validation scores (EASE weights only when EASE is there)."""
-    return [Fusion(r, e, ease_l2) for r in RETRIEVAL_WEIGHTS for e in (EASE_WEIGHTS if with_ease else (0.0,))]
+    """Every fusion validation scores (EASE weights only when EASE is there); weights of EASE and recent
+    popularity sum to at most 1, and with all on them the models' mix does not matter (listed once)."""
+    out = []
+    for e in (EASE_WEIGHTS if with_ease else (0.0,)):
+        for p in RECENT_WEIGHTS:
+            if e + p <= 1:
+                out += [Fusion(r, e, ease_l2, p) for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
+    return out

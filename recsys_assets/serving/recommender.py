@@ -2,8 +2,9 @@
 
 Reads: precomputed candidates (one batched read per kind), online features (Feast, fresh views first),
 the release's Qdrant collection for two-tower retrieval, the release's models. The rerank orders the
-two-tower's and EASE's candidates (and the last item's neighbours, popular items) by the fused scores of the
-ranker, the two-tower and EASE (`models/fusion.py`, as the ranker version's evaluation chose). Time for the ranker's
+two-tower's, EASE's and the recently popular candidates (and the last item's neighbours, popular items) by
+the fused scores of the ranker, the two-tower, EASE and recent popularity (`models/fusion.py`, as the ranker
+version's evaluation chose). Time for the ranker's
 time-delta buckets is the release's data time (the end of its day) or the user's latest event if later:
 a model trained on day D sees the world as of D.
 """
@@ -23,8 +24,18 @@ from recsys_assets.feature_store.online import BATCH, MISSING, ItemFeatureCache,
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.models.data import USER
-from recsys_assets.models.fusion import EASE_DEPTH
-from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, POPULAR_KEY, U2I, CandidateStore
+from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DEPTH
+from recsys_assets.serving_data.candidates import (
+    EASE,
+    I2I,
+    ITEM,
+    POPULAR,
+    POPULAR_KEY,
+    RECENT,
+    RECENT_TOP_KEY,
+    U2I,
+    CandidateStore,
+)
 from recsys_assets.serving_data.index import IndexReader
 from recsys_assets.serving_data.release import Release
 
@@ -163,9 +174,12 @@ class Recommender:
         ann = ann[:top_k_retrieval]
         origin = {i: "two_tower" for i, _ in ann}
         ease = self._ease_scores(user_id, ranker)
-        for i in list(ease)[:EASE_DEPTH]:
-            if i not in seen:
-                origin.setdefault(i, "ease")
+        uses_recent = ranker.fusion.uses_recent and RECENT in self.release.candidates
+        trending = [i for i, _ in self._read(RECENT, [RECENT_TOP_KEY])[0] or []] if uses_recent else []
+        for name, extra in (("ease", list(ease)[:EASE_DEPTH]), ("recent_popular", trending[:RECENT_DEPTH])):
+            for i in extra:
+                if i not in seen:
+                    origin.setdefault(i, name)
         last_item_i2i = (self._read(I2I, [history[-1]])[0] or []) if history else []
         for name, extra in (("last_item_i2i", last_item_i2i), ("popular", self._popular())):
             for i, _ in extra[:self.retrieval_extra]:
@@ -183,7 +197,10 @@ class Recommender:
         probability, ranking = ranker.score(user_frame, candidates, item_rows.columns, now_ms)
         logits = self.retriever.logits(vector, candidates)
         ease_scores = np.array([ease.get(c, -np.inf) for c in candidates]) if ease else None
-        fused = ranker.fusion.scores(ranking, logits, ease_scores)
+        recent = None
+        if uses_recent:  # log(1 + the item's reviews in the last days)
+            recent = np.log1p(np.array([n or 0 for n in self._read(RECENT, candidates)], dtype=np.float64))
+        fused = ranker.fusion.scores(ranking, logits, ease_scores, recent)
         order = np.argsort(-fused, kind="stable")[:count]
         timings["ranking_ms"] = (time.perf_counter() - t) * 1000
         scored = [(candidates[j], float(fused[j])) for j in order]
@@ -191,7 +208,8 @@ class Recommender:
         if debug:
             extra = [{"source": origin[candidates[j]], "ranker_probability": _number(probability[j]),
                       "ranker_score": _number(ranking[j]), "retrieval_score": _number(logits[j]),
-                      "ease_score": _number(ease_scores[j]) if ease_scores is not None else None} for j in order]
+                      "ease_score": _number(ease_scores[j]) if ease_scores is not None else None,
+                      "recent_popularity": _number(recent[j]) if recent is not None else None} for j in order]
         out = {"cold_start": False, "items": self._cards(scored, extra)}
         if debug:
             out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval,

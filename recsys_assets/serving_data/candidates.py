@@ -15,9 +15,10 @@ import pandas as pd
 
 from recsys_assets.serving_data.kv import KeyValueStore
 
-POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE = "popular", "i2i", "u2i", "sequence", "item", "ease"
-KINDS = (POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE)
+POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE, RECENT = "popular", "i2i", "u2i", "sequence", "item", "ease", "recent"
+KINDS = (POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE, RECENT)
 POPULAR_KEY = "all"
+RECENT_TOP_KEY = "__top__"  # in RECENT beside the item keys: no item id starts with an underscore
 _WRITE_BATCH = 5000
 
 
@@ -27,6 +28,14 @@ def popular_items(events: pd.DataFrame, k: int = 100) -> list[list]:
     counts = events.groupby("parent_asin").size().reset_index(name="n")
     top = counts.sort_values(["n", "parent_asin"], ascending=[False, True]).head(k)
     return [[item, int(n)] for item, n in zip(top["parent_asin"], top["n"])]
+
+
+def recent_popularity(events: pd.DataFrame, since_ms: int, k: int = 100) -> Iterator[tuple[str, object]]:
+    """Each item's count of reviews at or after `since_ms` (items with at least one), and under
+    RECENT_TOP_KEY the k most reviewed with their counts, ties by id."""
+    recent = popular_items(events[events["timestamp"] >= since_ms], k=len(events))
+    yield RECENT_TOP_KEY, recent[:k]
+    yield from ((item, n) for item, n in recent)
 
 
 def _top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
