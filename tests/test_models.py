@@ -278,8 +278,8 @@ def test_rerank_fuses_ranker_retriever_and_ease_scores(trained_home):
     cfg = EvaluationConfig(max_users=300)
     report = {w: evaluate(data, catalogue, Models(**vars(models) | {"fusion": Fusion(retrieval_weight=w)}), cfg)
               for w in (1.0, 0.0)}
-    for period in (report[1.0]["validation"], report[1.0]):
-        assert period["models"]["rerank"] == period["models"]["two_tower"]
+    for period in (report[1.0]["validation"], report[1.0]):  # up to the order of near-equal scores
+        assert period["models"]["rerank"] == pytest.approx(period["models"]["two_tower"], abs=1e-3)
     assert report[0.0]["models"]["rerank"] != report[0.0]["models"]["two_tower"]
     all_ease = evaluate(data, catalogue, Models(**vars(models) | {"fusion": Fusion(ease_weight=1.0, ease_l2=50.0)}),
                         cfg, baselines=BaselineConfig(ease_l2=(50.0,)))
