@@ -15,6 +15,7 @@ from recsys_assets.defs import (
     serving,
     tags,
     training_data,
+    tuning,
 )
 from recsys_assets.defs.resources import EXECUTOR_BY_ENV, resources_for
 from recsys_assets.defs.sensors import automation_sensor, landing_sensor
@@ -36,6 +37,7 @@ defs = Definitions(
         models.item2vec,
         models.two_tower,
         models.ranker,
+        tuning.two_tower_tuning,
         evaluation.model_evaluation,
         evaluation.promotion,
         index.two_tower_index,

@@ -236,7 +236,7 @@ def test_recsys_promote_rolls_back_to_a_version(trained_home):
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
-    from recsys_assets.defs.models import two_tower_inputs
+    from recsys_assets.models.dataset import two_tower_inputs
     from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
     from recsys_assets.models.features import Catalogue
     from recsys_assets.models.training import TrainConfig, fit
@@ -322,3 +322,27 @@ def test_serving_packs_and_scores_one_user_like_training(trained_home):
         ranker.eval()  # one GRU run per distinct history
         deduplicated = ranker(x, logits=True)
     torch.testing.assert_close(per_row, deduplicated)
+
+
+@pytest.mark.timeout(900)
+def test_two_tower_tuning_searches_on_validation_and_training_uses_its_best(trained_home, tmp_path):
+    """Ray Tune trials judged on validation Recall@50; the daily two_tower then trains with the best values."""
+    from recsys_assets.defs.models import two_tower
+    from recsys_assets.defs.tuning import two_tower_tuning
+
+    day = str(trained_home.days[-1])
+    saved = dict(trained_home.training_overrides)
+    trained_home.training_overrides = {**saved, "tuning_dir": str(tmp_path), "tuning_trials": 2,
+                                       "tuning_time_budget_s": 600}
+    try:
+        meta = _metadata(trained_home.materialize([two_tower_tuning], day), "two_tower_tuning")
+        result = json.loads((tmp_path / "two_tower.json").read_text())
+        assert result["day"] == day and len(result["trials"]) == 2
+        assert result["recall@50"] == max(trial["recall@50"] for trial in result["trials"]) > 0
+        assert meta["best"] == result["best"]
+        trained = _metadata(trained_home.materialize([two_tower], day), "two_tower")
+        assert trained["tuned_on"] == day
+        assert len(trained["epoch_losses"]) == result["best"]["epochs"]
+        assert trained["sizes"]["n_items"] > 0
+    finally:
+        trained_home.training_overrides = saved

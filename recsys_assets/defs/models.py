@@ -8,7 +8,7 @@ run's, and registers a new version. Downstream assets load that version from the
 """
 
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 
 import mlflow
@@ -32,13 +32,14 @@ from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource,
 from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
-from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, pack_users
+from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, two_tower_inputs
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
 from recsys_assets.models.registry import ITEM_VECTORS, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
+from recsys_assets.models.tuning import load_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
 MODEL_ASSET = dict(partitions_def=daily_partitions, group_name="models", kinds={"pytorch", "mlflow"},
@@ -97,19 +98,6 @@ def item2vec(context: AssetExecutionContext, training: TrainingResource, warehou
     return _result("item2vec", version, history, run.info.run_id, {"pairs": result.pairs})
 
 
-def two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
-    positives = data.ranker_train[data.ranker_train["label"] == 1]
-    items = catalogue.items
-    item_index = items.index(positives[ITEM].to_numpy())
-    counts = popularity(data.fit, items)
-    return {
-        "user_x": pack_users(positives, data.users, items, positives[TIME].to_numpy()),
-        "item_x": pack_items(item_index, positives, catalogue),
-        "item_idx": item_index,
-        "item_prob": (counts / counts.sum())[item_index].astype(np.float32),
-    }
-
-
 def _sizes(data: TrainingData, catalogue: Catalogue) -> dict:
     return dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
                 user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
@@ -117,7 +105,8 @@ def _sizes(data: TrainingData, catalogue: Catalogue) -> dict:
 
 def _train_and_register(context: AssetExecutionContext, training: TrainingResource, name: str, cfg, sizes: dict,
                         build, inputs: dict, loss_fn, epochs: int, lr: float, example: np.ndarray,
-                        data: TrainingData, catalogue: Catalogue, exports=None) -> MaterializeResult:
+                        data: TrainingData, catalogue: Catalogue, exports=None, extra: dict | None = None
+                        ) -> MaterializeResult:
     """Train through the shared loop in a nested MLflow run, register the model (with what `exports(model)`
     adds to its artifacts), describe it in metadata."""
     train_cfg = training.train_config(epochs, lr=lr)
@@ -128,7 +117,7 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                              workers=training.ray_workers, on_epoch=_log_epochs(context, epochs))
         artifacts = {"users.json": data.users.ids, **catalogue.artifacts(), **(exports(model) if exports else {})}
         version = log_model(name, model, example, artifacts)
-    return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes)})
+    return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes), **(extra or {})})
 
 
 def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, partition_key: str) -> np.ndarray:
@@ -147,11 +136,19 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
     data, catalogue = load_inputs(context, training, warehouse)
     inputs = two_tower_inputs(data, catalogue)
     cfg, sizes = TwoTowerConfig(), _sizes(data, catalogue)
+    epochs, lr = training.two_tower_epochs, 0.003
+    tuned = load_best(training.tuning_dir_path)
+    if tuned is not None:  # the last search's best values (`two_tower_tuning`)
+        best = tuned["best"]
+        cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"])
+        epochs, lr = best["epochs"], best["lr"]
+        context.log.info(f"two-tower values from the search of {tuned['day']}: {best}")
     store = feature_store.repository().store
     return _train_and_register(
         context, training, "two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), inputs,
-        in_batch_softmax_loss, training.two_tower_epochs, 0.003, inputs["user_x"][:5], data, catalogue,
-        exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)})
+        in_batch_softmax_loss, epochs, lr, inputs["user_x"][:5], data, catalogue,
+        exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)},
+        extra={"tuned_on": tuned["day"] if tuned else "no search yet: defaults"})
 
 
 @asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="2",

@@ -105,6 +105,9 @@ class TrainingResource(ConfigurableResource):
     batch_size: int = 1024
     eval_max_users: int = 5000
     seed: int = 0
+    tuning_dir: str = ""  # where the last two-tower search's best values are (`models/tuning.py`)
+    tuning_trials: int = 8
+    tuning_time_budget_s: float = 900.0
 
     def dataset_dir(self, partition_key: str) -> Path:
         return Path(self.datasets_dir) / partition_key
@@ -115,6 +118,10 @@ class TrainingResource(ConfigurableResource):
 
     def tags_dir(self, partition_key: str) -> Path:
         return Path(self.tags_root) / partition_key
+
+    @property
+    def tuning_dir_path(self) -> Path:
+        return Path(self.tuning_dir)
 
     def train_config(self, epochs: int, lr: float) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=lr, seed=self.seed)
@@ -183,6 +190,9 @@ def _training(settings: Settings) -> TrainingResource:
         executor=os.environ.get("RECSYS_TRAIN_EXECUTOR", "in_process"),
         ray_workers=int(os.environ.get("RECSYS_RAY_WORKERS", "2")),
         window_days=int(os.environ.get("RECSYS_TRAIN_WINDOW_DAYS", "0")),
+        tuning_dir=str(settings.home / "tuning"),
+        tuning_trials=int(os.environ.get("RECSYS_TUNING_TRIALS", "8")),
+        tuning_time_budget_s=float(os.environ.get("RECSYS_TUNING_BUDGET_S", "900")),
     )
 
 

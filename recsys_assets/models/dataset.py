@@ -208,3 +208,18 @@ def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd
                        history=np.repeat(history, n, axis=0), buckets=np.repeat(buckets, n, axis=0),
                        category=catalogue.category_index[item_index], user_dense=np.repeat(dense, n, axis=0),
                        item_dense=catalogue.item_dense(item_index, item_stats))
+
+
+def two_tower_inputs(data: TrainingData, catalogue: Catalogue) -> dict:
+    """The two-tower's training examples: the fit period's positives as (user row, item row) pairs and each
+    item's share of the fit period's interactions (the logQ correction's sampling probability)."""
+    positives = data.ranker_train[data.ranker_train["label"] == 1]
+    items = catalogue.items
+    item_index = items.index(positives[ITEM].to_numpy())
+    counts = popularity(data.fit, items)
+    return {
+        "user_x": pack_users(positives, data.users, items, positives[TIME].to_numpy()),
+        "item_x": pack_items(item_index, positives, catalogue),
+        "item_idx": item_index,
+        "item_prob": (counts / counts.sum())[item_index].astype(np.float32),
+    }

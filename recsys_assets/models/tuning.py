@@ -1,0 +1,119 @@
+"""Hyper-parameter search for the two-tower retriever through Ray Tune, judged on the validation period and
+bounded in time.
+
+Each trial trains a two-tower on the fit period with its values and scores it on the validation period
+(Recall@50: what a retriever is for is getting the right items into the candidates the rerank orders).
+Locally Ray starts a cluster of this machine's CPUs (one trial per CPU); under gcp `RAY_ADDRESS` names the
+KubeRay cluster and the trials spread over it. The best values are saved (`save_best`) and the daily
+`two_tower` training uses them (`load_best`) until the next search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from recsys_assets.models.dataset import TrainingData, two_tower_inputs
+from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
+from recsys_assets.models.training import TrainConfig, fit
+from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss
+
+OBJECTIVE = "recall@50"
+BEST_FILE = "two_tower.json"
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    trials: int = 8
+    time_budget_s: float = 900.0  # the whole search stops there, whatever is left
+    epochs: tuple[int, ...] = (4, 6, 10)
+    temperatures: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+    id_dims: tuple[int, ...] = (32, 64, 128)
+    lr_range: tuple[float, float] = (1e-3, 1e-2)
+    eval_max_users: int = 2000
+    batch_size: int = 1024
+    seed: int = 0
+
+
+def _space(cfg: TuningConfig) -> dict:
+    from ray import tune
+
+    return {"temperature": tune.choice(list(cfg.temperatures)), "id_dim": tune.choice(list(cfg.id_dims)),
+            "epochs": tune.choice(list(cfg.epochs)), "lr": tune.loguniform(*cfg.lr_range)}
+
+
+def train_and_score(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningConfig) -> dict:
+    """One trial: a two-tower with `values`, trained on the fit period, scored on the validation period."""
+    model_cfg = replace(TwoTowerConfig(), temperature=values["temperature"], id_dim=values["id_dim"])
+    sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
+                 user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
+    started = time.perf_counter()
+    model, _ = fit(lambda: TwoTower(**sizes, cfg=model_cfg), two_tower_inputs(data, catalogue), in_batch_softmax_loss,
+                   TrainConfig(epochs=values["epochs"], batch_size=cfg.batch_size, lr=values["lr"], seed=cfg.seed))
+    report = evaluate(data, catalogue, Models(two_tower=model),
+                      EvaluationConfig(max_users=cfg.eval_max_users, seed=cfg.seed), holdout=False)
+    metrics = report["validation"]["models"]["two_tower"]
+    return {**metrics, "train_seconds": time.perf_counter() - started}
+
+
+def _trial(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningConfig) -> None:
+    from ray import tune
+
+    import torch
+
+    torch.set_num_threads(1)  # one CPU per trial: trials run side by side
+    tune.report(train_and_score(values, data, catalogue, cfg))
+
+
+def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage: Path) -> dict:
+    """Run the search; the best values, the objective they reached and every finished trial."""
+    import ray
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if os.environ.get("RAY_ADDRESS"):  # a running cluster (KubeRay under gcp): its CPUs run the trials
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_trial, data=data, catalogue=catalogue, cfg=cfg), {"cpu": 1}),
+            param_space=_space(cfg),
+            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=cfg.trials,
+                                        time_budget_s=cfg.time_budget_s,
+                                        search_alg=BasicVariantGenerator(random_state=cfg.seed)),
+            run_config=tune.RunConfig(storage_path=str(storage.resolve()), name="two_tower"),
+        )
+        results = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    trials = [{**{k: r.config[k] for k in ("temperature", "id_dim", "epochs", "lr")},
+               **{k: r.metrics[k] for k in (OBJECTIVE, "ndcg@10", "train_seconds")}}
+              for r in results if r.metrics and OBJECTIVE in r.metrics]
+    if not trials:
+        raise RuntimeError(f"no trial finished within {cfg.time_budget_s} s: raise the time budget")
+    best = max(trials, key=lambda t: t[OBJECTIVE])
+    return {"best": {k: best[k] for k in ("temperature", "id_dim", "epochs", "lr")}, OBJECTIVE: best[OBJECTIVE],
+            "trials": trials, "config": asdict(cfg)}
+
+
+def save_best(folder: Path, day: str, result: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / BEST_FILE
+    aside = folder / f".{BEST_FILE}.tmp"
+    aside.write_text(json.dumps({"day": day, **result}, indent=2) + "\n")
+    aside.replace(path)
+    return path
+
+
+def load_best(folder: Path) -> dict | None:
+    """The last search's best values, or None when none ran."""
+    path = folder / BEST_FILE
+    return json.loads(path.read_text()) if path.exists() else None
