@@ -137,10 +137,14 @@ def test_training_examples_hold_no_future_data(trained_home):
     assert (data.ranker_train.timestamp < data.validation_boundary).all()
     assert data.validation.timestamp.between(data.validation_boundary, data.boundary - 1).all()
     assert set(data.validation.user_id) <= set(data.fit.user_id)
-    # negatives are never items the user interacted with
-    seen = set(zip(data.train.user_id, data.train.parent_asin)) | set(zip(data.holdout.user_id, data.holdout.parent_asin))
+    # Training negatives are never items the user interacted with in the fit period, and never chosen knowing
+    # the user's later items; the holdout's negative labels are never items the user ever interacted with.
+    fit_pairs = set(zip(data.fit.user_id, data.fit.parent_asin))
     negatives = data.ranker_train[data.ranker_train.label == 0]
-    assert not any(pair in seen for pair in zip(negatives.user_id, negatives.parent_asin))
+    assert not any(pair in fit_pairs for pair in zip(negatives.user_id, negatives.parent_asin))
+    every = set(zip(data.train.user_id, data.train.parent_asin)) | set(zip(data.holdout.user_id, data.holdout.parent_asin))
+    holdout_negatives = data.ranker_holdout[data.ranker_holdout.label == 0]
+    assert not any(pair in every for pair in zip(holdout_negatives.user_id, holdout_negatives.parent_asin))
 
 
 def _evaluation_with(home, day: str, candidate: float, popularity: float, versions: dict,

@@ -44,6 +44,7 @@ FILES = ("train", "holdout", "ranker_train", "ranker_holdout", "users_at_boundar
 class DatasetConfig:
     holdout_fraction: float = 0.2
     validation_fraction: float = 0.1  # of the training events, the last ones by time
+    max_ranker_holdout: int = 20_000  # holdout positives the ranker's ROC/PR-AUC is measured on (a sample)
     min_user_interactions: int = 2
     min_item_interactions: int = 3
     seed: int = 0
@@ -118,7 +119,8 @@ class TrainingData:
 def _with_negatives(positives: pd.DataFrame, events: pd.DataFrame, items: Vocabulary, weights: np.ndarray,
                     seed: int) -> pd.DataFrame:
     """Each positive plus one negative for the same user and moment, drawn by popularity, never an item the
-    user interacted with (in any split)."""
+    user interacted with in `events`: for training, the fit period only (what was known then; excluding the
+    user's later items would tell the model what they will pick), for the holdout's labels, everything."""
     users = positives[USER].to_numpy()
     seen: dict = {}
     for user, item in zip(events[USER].to_numpy(), items.index(events[ITEM].to_numpy())):
@@ -138,8 +140,9 @@ def build_training_data(events: pd.DataFrame, point_in_time: PointInTime,
     within: Split = temporal_split(split.train, cfg.validation_fraction)
     items = Vocabulary(split.train[ITEM])
     weights = popularity(within.train, items)
-    ranker_train = point_in_time(_with_negatives(within.train, filtered, items, weights, cfg.seed))
-    ranker_holdout = point_in_time(_with_negatives(split.holdout, filtered, items, weights, cfg.seed + 1))
+    ranker_train = point_in_time(_with_negatives(within.train, within.train, items, weights, cfg.seed))
+    sampled = split.holdout.sample(n=min(len(split.holdout), cfg.max_ranker_holdout), random_state=cfg.seed)
+    ranker_holdout = point_in_time(_with_negatives(sampled, filtered, items, weights, cfg.seed + 1))
     at = lambda users, t: point_in_time(pd.DataFrame({USER: sorted(set(users)), TIME: t}))  # noqa: E731
     boundary, validation_boundary = split.boundary_timestamp, within.boundary_timestamp
     summary = {
