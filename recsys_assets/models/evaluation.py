@@ -35,7 +35,7 @@ GATE_METRIC = "ndcg@10"  # what every choice maximises on validation
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    max_users: int = 5000  # a fixed sample of each period's users keeps evaluation time bounded
+    max_users: int = 3000  # a fixed sample of each period's users keeps evaluation time bounded
     rerank_depth: int = 100
     seed: int = 0
 
