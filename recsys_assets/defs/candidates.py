@@ -26,9 +26,9 @@ from recsys_assets.models.registry import load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
     EASE,
     I2I,
-    RECENT,
     POPULAR,
     POPULAR_KEY,
+    RECENT,
     SEQUENCE,
     U2I,
     CandidateStore,

@@ -129,7 +129,8 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
 
         if models.ranker is not None:
             candidates = retrieved[:, :cfg.rerank_depth]
-            ease_top = top_k(ease.scores(ease_history), exclude, EASE_DEPTH) if ease is not None else None
+            ease_all = ease.scores(ease_history) if ease is not None else None
+            ease_top = top_k(ease_all, exclude, EASE_DEPTH) if ease is not None else None
             recent = np.log1p(popularity(cut.past[cut.past[TIME] >= cut.boundary - RECENT_DAYS * DAY_MS], items))
             recent_top = top_k(np.tile(recent, (len(eval_users), 1)), exclude, RECENT_DEPTH)
             candidates = _union(candidates, ease_top, recent_top)
@@ -143,7 +144,7 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
             ease_scores = None
             if ease_top is not None:  # EASE scores its own top candidates only, as serving reads them
                 listed = (safe[:, :, None] == ease_top[:, None, :]).any(axis=2)
-                full = np.take_along_axis(ease.scores(ease_history), safe, axis=1)
+                full = np.take_along_axis(ease_all, safe, axis=1)
                 ease_scores = np.where(valid, np.where(listed, full, -np.inf), np.nan)
             parts = {name: standardise(x) for name, x in (("ranker", ranker_scores), ("two_tower", logits),
                                                            ("ease", ease_scores)) if x is not None}
