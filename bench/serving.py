@@ -1,18 +1,22 @@
-"""Serving benchmark: closed-loop load on /recs/u2i/rerank (top_k_retrieval=100) at 1, 10 and 50 concurrent
-clients against the Ray Serve app, then against the same app on bare uvicorn (one worker) in the same
-script: p50/p99 latency, requests/s, errors, and the Ray Serve / bare ratio. Server-side stage timings
-(debug=true) say where the time goes. Writes bench/results/serving.json.
+"""Serving benchmark: `wrk` (a C load generator, a few % of a core) on /recs/u2i/rerank (top_k_retrieval=100,
+count=10) for the 300 most active users in turn, at 1, 10, 50 and 200 connections, against
 
-    python bench/serving.py [--home RECSYS_HOME] [--seconds 15]
+* Ray Serve as `recsys serve` runs it (HAProxy ingress, one replica per core, bounded queues);
+* Ray Serve as it ran before (one replica answering on the port itself, no queue bound), for the note;
+* the same app on bare uvicorn with as many worker processes as replicas (the overhead baseline),
 
-Without --home it generates data (8k users, 3k items, 30 days) and runs `recsys pipeline` on it first.
-The load generator shares the machine's 2 cores with the server.
+all in the same run: requests/s, p50/p90/p99 latency, answers by status (503 = refused by load shedding),
+client timeouts (5 s), and the server's CPU milliseconds per answered request (its whole process tree).
+Server-side stage timings (debug=true) say where a request's time goes. Writes bench/results/serving.json
+and prints the table and the Ray Serve / bare uvicorn ratio.
+
+    python bench/serving.py [--home RECSYS_HOME] [--seconds 15] [--levels 1,10,50,200]
+
+Without --home it generates data (20k users, 5k items, 60 days: `make demo`'s) and runs `recsys pipeline`.
 """
 
 import argparse
-import asyncio
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -22,18 +26,19 @@ from pathlib import Path
 
 from common import write_result  # first: sets the partitions' start date
 
-import aiohttp
+import httpx
 import numpy as np
+import psutil
 
 from recsys_assets.feature_store.redis_server import free_port
-from recsys_assets.serving.config import serving_kv
-from recsys_assets.serving.process import serve_process, stop_process_group, wait_ready
-from recsys_assets.serving_data.candidates import SEQUENCE, CandidateStore
-from recsys_assets.serving_data.release import ReleaseStore
+from recsys_assets.serving.load import run_wrk, wrk_available
+from recsys_assets.serving.process import stop_process_group, wait_ready
 from recsys_assets.settings import Settings
+from recsys_assets.warehouse.stores import DuckDBWarehouse
 
-CONCURRENCY = (1, 10, 50)
-TARGETS = {"p99_ms_at_1": 20.0, "rps_at_10": 150.0, "p99_ms_at_10": 100.0, "errors_at_50": 0}
+LEVELS = (1, 10, 50, 200)
+TARGETS = {"p99_ms_at_1": 15.0, "rps_at_10": 250.0, "p99_ms_at_10": 60.0, "timeouts_at_50": 0,
+           "p99_ms_at_50": 300.0, "refused_share_at_50": 0.05, "ray_over_bare_rps_at_10": 0.95}
 
 
 def prepare_home(args) -> Path:
@@ -44,126 +49,138 @@ def prepare_home(args) -> Path:
     run = lambda *a: subprocess.run([sys.executable, "-m", "recsys_assets.cli", *a], env=env, check=True,  # noqa: E731
                                     stdout=subprocess.DEVNULL)
     run("init-dagster-home")
-    run("generate", "--users", "8000", "--items", "3000", "--days", "30", "--reviews", "120000")
+    run("generate")
     started = time.perf_counter()
     run("pipeline")
     print(f"pipeline on generated data: {time.perf_counter() - started:.0f} s", flush=True)
     return home
 
 
-def sample_users(home: Path, n: int = 1000) -> list[str]:
-    kv = serving_kv(Settings(home, "local"))
-    release = ReleaseStore(kv).current()
-    users = CandidateStore(kv).ids(SEQUENCE, release.candidates[SEQUENCE])
-    return random.Random(0).sample(users, min(n, len(users)))
+def most_active_users(home: Path, n: int = 300) -> Path:
+    """The `n` users with the most reviews, one per line (what the wrk script reads)."""
+    warehouse = DuckDBWarehouse(Settings(home, "local").warehouse_path)
+    with warehouse.connect(read_only=True) as con:
+        users = [r[0] for r in con.execute(
+            "select user_id from raw.raw_reviews group by 1 order by count(*) desc, 1 limit ?", [n]).fetchall()]
+    path = home / "bench-users.txt"
+    path.write_text("\n".join(users) + "\n")
+    return path
 
 
-async def closed_loop(url: str, users: list[str], clients: int, seconds: float) -> dict:
-    """`clients` workers, each sending its next request when the last one is answered."""
-    latencies, errors = [], 0
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def worker(k: int):
-            nonlocal errors
-            i = k
-            while time.perf_counter() < deadline:
-                user = users[i % len(users)]
-                i += clients
-                started = time.perf_counter()
-                try:
-                    async with session.get(f"{url}/recs/u2i/rerank",
-                                           params={"user_id": user, "top_k_retrieval": "100", "count": "10"}) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                if ok:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
-        elapsed = time.perf_counter() - began
-    lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+def cpu_seconds(root: psutil.Process) -> float:
+    """User + system CPU of a process and its descendants (Ray's raylet, controller and replicas)."""
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
-def stage_profile(url: str, users: list[str], n: int = 200) -> dict:
-    """Server-side stage timings (debug=true) against client-side latency, one request at a time."""
-    import httpx
+def wrk(url: str, users: Path, clients: int, seconds: float, server: psutil.Process) -> dict:
+    before = cpu_seconds(server)
+    result = run_wrk(url, users, clients, seconds)
+    cpu = cpu_seconds(server) - before
+    answered = sum(result["statuses"].values())
+    ok = result["statuses"].get("200", 0)
+    return {"clients": clients, "requests_per_s": round(ok / result["seconds"], 1),
+            "p50_ms": result["p50_ms"], "p90_ms": result["p90_ms"], "p99_ms": result["p99_ms"],
+            "max_ms": result["max_ms"], "statuses": result["statuses"], "timeouts": result["timeouts"],
+            "socket_errors": result["connect_errors"] + result["read_errors"],
+            "refused_share": round(result["statuses"].get("503", 0) / max(answered, 1), 4),
+            "server_cpu_ms_per_answer": round(1000 * cpu / max(answered, 1), 2)}
 
+
+def stage_profile(url: str, users: list[str]) -> dict:
+    """Server-side stage timings (debug=true) beside the client's latency, one request at a time."""
     stages, client_ms = {}, []
     with httpx.Client(base_url=url, timeout=30) as c:
-        for user in users[:n]:
+        for user in users:
             started = time.perf_counter()
             body = c.get("/recs/u2i/rerank", params={"user_id": user, "count": 10, "debug": True}).json()
             client_ms.append((time.perf_counter() - started) * 1000)
             for k, v in body.get("debug", {}).get("timings", {}).items():
                 stages.setdefault(k, []).append(v)
     means = {k: round(float(np.mean(v)), 3) for k, v in stages.items()}
-    server = sum(means.values())
-    return {"stages_mean_ms": means, "recommender_total_ms": round(server, 3),
-            "client_latency_mean_ms": round(float(np.mean(client_ms)), 3),
-            "http_and_framework_ms": round(float(np.mean(client_ms)) - server, 3)}
+    return {"stages_mean_ms": means, "recommender_total_ms": round(sum(means.values()), 3),
+            "client_latency_mean_ms": round(float(np.mean(client_ms)), 3)}
 
 
-def measure(url: str, users: list[str], seconds: float) -> dict:
-    asyncio.run(closed_loop(url, users, 4, 3))  # warm the caches and connections
-    out = {"profile": stage_profile(url, users)}
-    for clients in CONCURRENCY:
-        out[str(clients)] = asyncio.run(closed_loop(url, users, clients, seconds))
-        print(f"  {clients:>2} clients: {out[str(clients)]}", flush=True)
-    return out
+def measure(name: str, command: list[str], env: dict, url: str, users_file: Path, levels, seconds: float) -> dict:
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(url, proc)
+        server = psutil.Process(proc.pid)
+        users = users_file.read_text().split()
+        wrk(url, users_file, 4, 3, server)  # warm the caches and connections
+        out = {"profile": stage_profile(url, users[:100])}
+        for clients in levels:
+            out[str(clients)] = wrk(url, users_file, clients, seconds, server)
+            with httpx.Client(timeout=10) as c:  # still up and ready after the load?
+                out[str(clients)]["ready_after"] = c.get(f"{url}/readyz").status_code == 200
+            print(f"  {name}, {clients:>3} clients: {out[str(clients)]}", flush=True)
+        return out
+    finally:
+        stop_process_group(proc)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", help="a RECSYS_HOME with a published release (default: generate one)")
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--replicas", type=int, default=1, help="Serve replicas (the bare baseline has one worker)")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     args = parser.parse_args()
+    if not wrk_available():
+        sys.exit("wrk is missing: `make system-packages` installs it")
+    levels = [int(x) for x in args.levels.split(",")]
     home = prepare_home(args)
-    users = sample_users(home)
-
-    print("Ray Serve:", flush=True)
-    replicas = {"RECSYS_SERVE_REPLICAS": str(args.replicas)}
-    with serve_process(home, env=replicas, log_path=home / "bench-serve.log") as url:
-        ray_serve = measure(url, users, args.seconds)
-
-    print("bare uvicorn:", flush=True)
+    users = most_active_users(home)
+    replicas = os.cpu_count() or 1
+    base_env = {**os.environ, "RECSYS_HOME": str(home)}
+    serve = [sys.executable, "-m", "recsys_assets.cli", "serve"]
+    results = {}
+    for name, extra in (("ray_serve", {}),
+                        ("ray_serve_before", {"RECSYS_SERVE_REPLICAS": "1", "RECSYS_SERVE_INGRESS": "direct",
+                                              "RECSYS_SERVE_MAX_QUEUED": "-1", "RECSYS_SERVE_MAX_ONGOING": "32"})):
+        port = free_port()
+        print(f"{name}:", flush=True)
+        results[name] = measure(name, serve, {**base_env, "RECSYS_SERVE_PORT": str(port), **extra},
+                                f"http://127.0.0.1:{port}", users, levels, args.seconds)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "recsys_assets.serving.app:bare_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            env={**os.environ, "RECSYS_HOME": str(home)}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc)
-        bare = measure(url, users, args.seconds)
-    finally:
-        stop_process_group(proc)
+    print(f"bare uvicorn, {replicas} workers:", flush=True)
+    results["bare_uvicorn"] = measure(
+        "bare_uvicorn", [sys.executable, "-m", "uvicorn", "recsys_assets.serving.app:bare_app", "--factory",
+                         "--host", "127.0.0.1", "--port", str(port), "--workers", str(replicas), "--loop", "asyncio",
+                         "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}", users, levels, args.seconds)
 
-    ratios = {c: {"p50": round(ray_serve[c]["p50_ms"] / bare[c]["p50_ms"], 2),
-                  "requests_per_s": round(ray_serve[c]["requests_per_s"] / bare[c]["requests_per_s"], 2)}
-              for c in map(str, CONCURRENCY)}
-    reached = {"p99_ms_at_1": ray_serve["1"]["p99_ms"], "rps_at_10": ray_serve["10"]["requests_per_s"],
-               "p99_ms_at_10": ray_serve["10"]["p99_ms"], "errors_at_50": ray_serve["50"]["errors"]}
-    met = {"p99_ms_at_1": reached["p99_ms_at_1"] <= TARGETS["p99_ms_at_1"],
-           "rps_at_10": reached["rps_at_10"] >= TARGETS["rps_at_10"],
-           "p99_ms_at_10": reached["p99_ms_at_10"] <= TARGETS["p99_ms_at_10"],
-           "errors_at_50": reached["errors_at_50"] == TARGETS["errors_at_50"]}
-    write_result("serving", {"home": str(home), "replicas": args.replicas,
+    ray, bare = results["ray_serve"], results["bare_uvicorn"]
+    ratio = {c: round(ray[c]["requests_per_s"] / max(bare[c]["requests_per_s"], 1e-9), 3) for c in map(str, levels)}
+    reached = {}
+    if "1" in ray:
+        reached["p99_ms_at_1"] = ray["1"]["p99_ms"]
+    if "10" in ray:
+        reached.update(rps_at_10=ray["10"]["requests_per_s"], p99_ms_at_10=ray["10"]["p99_ms"],
+                       ray_over_bare_rps_at_10=ratio["10"])
+    if "50" in ray:
+        reached.update(timeouts_at_50=ray["50"]["timeouts"], p99_ms_at_50=ray["50"]["p99_ms"],
+                       refused_share_at_50=ray["50"]["refused_share"])
+    at_least = {"rps_at_10", "ray_over_bare_rps_at_10"}
+    met = {k: (v >= TARGETS[k] if k in at_least else v <= TARGETS[k]) for k, v in reached.items()}
+    write_result("serving", {"home": str(home), "replicas": replicas, "users": "the 300 most active",
                              "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
-                             "seconds_per_level": args.seconds, "ray_serve": ray_serve, "bare_uvicorn": bare,
-                             "ray_serve_over_bare": ratios, "targets": TARGETS, "reached": reached, "met": met})
-    for c in map(str, CONCURRENCY):
-        print(f"{c:>2} clients: Ray Serve p50 {ray_serve[c]['p50_ms']} ms / {ray_serve[c]['requests_per_s']} req/s, "
-              f"bare uvicorn p50 {bare[c]['p50_ms']} ms / {bare[c]['requests_per_s']} req/s "
-              f"-> Ray Serve/bare p50 {ratios[c]['p50']}x, throughput {ratios[c]['requests_per_s']}x")
+                             "seconds_per_level": args.seconds, **results, "ray_serve_over_bare_rps": ratio,
+                             "targets": TARGETS, "reached": reached, "met": met})
+    print(f"\n{'server':<18} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'503 %':>6} {'timeouts':>8} "
+          f"{'cpu ms/req':>10}")
+    for name, result in results.items():
+        for c in map(str, levels):
+            r = result[c]
+            print(f"{name:<18} {c:>7} {r['requests_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
+                  f"{100 * r['refused_share']:>6.1f} {r['timeouts']:>8} {r['server_cpu_ms_per_answer']:>10}")
+    print(f"Ray Serve / bare uvicorn throughput: {ratio}; targets met: {met}")
     if not args.home:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -2,16 +2,21 @@
 every endpoint, cold start, bad input, the token, live interactions, and a release switch under load."""
 
 import json
+import os
+import signal
 import threading
 import time
+from functools import partial
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 from conftest import recsys_env, serving_assets
 
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.config import serving_kv
+from recsys_assets.serving.load import run_wrk
 from recsys_assets.serving.process import serve_process
 from recsys_assets.serving_data.release import Release, ReleaseStore
 
@@ -133,6 +138,28 @@ def test_interactions_need_the_bearer_token(service, known):
     assert unknown.status_code == 404
 
 
+@pytest.mark.parametrize("timestamp_ms", [99999999999999999, int(time.time() * 1000) + 3 * 86_400_000, 5])
+def test_an_interaction_out_of_the_allowed_time_window_is_a_422_that_says_the_window(service, known, timestamp_ms):
+    response = service.post("/interactions", headers={"authorization": f"Bearer {TOKEN}"},
+                            json={"user_id": known["user"], "item_id": known["items"][0], "timestamp_ms": timestamp_ms})
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "server's clock" in message or "greater than or equal" in message
+
+
+def test_request_ids_and_bodies_are_bounded(service, known):
+    plain = service.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert plain.headers["x-request-id"] == "abc-123"
+    huge = service.get("/healthz", headers={"x-request-id": "x" * 20_000})
+    assert huge.status_code == 200 and len(huge.headers["x-request-id"]) <= 128
+    body = {"user_id": known["user"], "item_ids": ["x" * 250] * 2000}  # ~0.5 MB
+    response = service.post("/score/seq_rating_prediction", json=body)
+    assert response.status_code == 413 and response.json()["request_id"]
+    schema = service.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["ScoreRequest"]["properties"]["item_ids"]["maxItems"] == 500
+    assert schema["Interaction"]["properties"]["timestamp_ms"]["anyOf"][0]["minimum"] > 0
+
+
 def test_an_interaction_shows_in_the_next_rerank_and_in_the_event_log(service, known, served_home):
     user = known["user"]
     before = _ok(service.get("/recs/u2i/rerank", params={"user_id": user, "count": 10, "debug": True}))
@@ -217,10 +244,7 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
         served_home.materialize(serving_assets(), day)
         release = ReleaseStore(serving_kv(served_home.settings)).current()
         assert release.models == {k: str(v) for k, v in new.items()}
-        deadline = time.monotonic() + 60
-        while _ok(service.get("/readyz"))["release"] != release.id:
-            assert time.monotonic() < deadline, "serving did not move to the new release within 60 s"
-            time.sleep(0.5)
+        _wait_for_release(service, release.id)
         time.sleep(2)  # requests keep flowing after the switch
     finally:
         stop.set()
@@ -243,11 +267,14 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     _wait_for_release(service, ReleaseStore(serving_kv(served_home.settings)).current().id)
 
 
-def _wait_for_release(service, release_id: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _ok(service.get("/readyz"))["release"] != release_id:
-        assert time.monotonic() < deadline, f"serving did not move to {release_id}"
-        time.sleep(0.5)
+def _wait_for_release(service, release_id: str, timeout_s: float = 60, answers: int = 12) -> None:
+    """Until `answers` readyz in a row (spread over the replicas by the ingress) name the release."""
+    deadline, streak = time.monotonic() + timeout_s, 0
+    while streak < answers:
+        streak = streak + 1 if service.get("/readyz").json().get("release") == release_id else 0
+        assert time.monotonic() < deadline, f"serving did not move to {release_id} within {timeout_s} s"
+        if not streak:
+            time.sleep(0.5)
 
 
 def test_a_release_that_cannot_load_leaves_the_served_one_in_place(service, served_home, known):
@@ -298,12 +325,7 @@ def test_without_a_champion_the_release_serves_popularity(service, served_home, 
     client = mlflow_store(served_home.settings).client()
     champions = champion_versions(client)
     releases = ReleaseStore(serving_kv(served_home.settings))
-
-    def wait_for(release_id: str) -> None:
-        deadline = time.monotonic() + 60
-        while service.get("/readyz").json().get("release") != release_id:
-            assert time.monotonic() < deadline, f"serving did not move to {release_id}"
-            time.sleep(0.5)
+    wait_for = partial(_wait_for_release, service)
 
     try:
         for name in champions:
@@ -339,3 +361,67 @@ def test_without_a_champion_the_release_serves_popularity(service, served_home, 
     back = releases.current()
     assert back.pipeline == "rerank" and back.models == champions
     wait_for(back.id)
+
+
+# -- capacity: both cores, load shedding, a replica that dies (last: they load the service hard) --------------
+
+
+@pytest.fixture(scope="module")
+def active_users_file(served_home, tmp_path_factory):
+    reviews = pd.concat([pd.read_parquet(p) for p in sorted(served_home.landing.path.glob("recsys_data_upto_*"))])
+    path = tmp_path_factory.mktemp("load") / "users.txt"
+    path.write_text("\n".join(reviews["user_id"].value_counts().index[:300]) + "\n")
+    return path
+
+
+def _replica_pids(home) -> list[int]:
+    """The Serve replicas of this home's service (Ray names their processes ray::ServeReplica:...)."""
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (proc.info["cmdline"] or [""])[0].startswith("ray::ServeReplica:recsys") and \
+                    proc.environ().get("RECSYS_HOME") == str(home):
+                pids.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return pids
+
+
+def test_the_service_runs_one_replica_per_core_behind_haproxy(service, served_home):
+    assert len(_replica_pids(served_home.path)) == (os.cpu_count() or 1)
+    assert service.get("/readyz").status_code == 200
+
+
+def test_overload_is_refused_fast_with_503_and_retry_after(service, active_users_file):
+    result = run_wrk(str(service.base_url), active_users_file, clients=200, seconds=6)
+    refused = result["statuses"].get("503", 0)
+    assert refused > 0 and result["refused_with_retry_after"] == refused, result
+    assert result["timeouts"] == 0 and result["connect_errors"] == 0 and result["read_errors"] == 0, result
+    assert result["statuses"].get("200", 0) > 100 and set(result["statuses"]) <= {"200", "503"}, result
+    assert service.get("/readyz").status_code == 200
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_replica_costs_no_request_and_comes_back(service, served_home, active_users_file):
+    """kill -9 of a replica 10 s into a 40 s run at 10 clients: at most 0.1% of requests fail, the service
+    answers within 10 s (HAProxy sends the requests that found it dead to the other one), and Serve starts a
+    new replica."""
+    before = _replica_pids(served_home.path)
+    outcome = {}
+    load = threading.Thread(target=lambda: outcome.update(
+        run_wrk(str(service.base_url), active_users_file, clients=10, seconds=40)))
+    load.start()
+    time.sleep(10)
+    os.kill(before[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    while service.get("/readyz").status_code != 200:
+        assert time.monotonic() - killed_at < 10, "no answer within 10 s of the kill"
+        time.sleep(0.1)
+    load.join()
+    answered = outcome["statuses"].get("200", 0)
+    failed = outcome["requests"] - answered + outcome["timeouts"] + outcome["connect_errors"] + outcome["read_errors"]
+    assert answered > 400 and failed <= 0.001 * outcome["requests"], outcome
+    deadline = time.monotonic() + 120
+    while len(set(_replica_pids(served_home.path)) - {before[0]}) < len(before):
+        assert time.monotonic() < deadline, "Serve did not replace the killed replica within 2 minutes"
+        time.sleep(1)

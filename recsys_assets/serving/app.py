@@ -9,7 +9,7 @@ import json
 import logging
 import secrets
 import time
-import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -18,16 +18,21 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from recsys_assets.serving.config import ServingConfig
 from recsys_assets.serving.recommender import NotFound, Recommender
+from recsys_assets.serving.ingress import accepted_request_id
 from recsys_assets.serving.runtime import Runtime
 
 log = logging.getLogger("recsys.serving")
 PAGE = Path(__file__).parent / "static" / "index.html"
 UserId = Annotated[str, Query(min_length=1, max_length=256, description="a user id as in the raw data")]
 ItemId = Annotated[str, Query(min_length=1, max_length=256, description="a parent_asin")]
+# An interaction's time: from the first day of Amazon reviews to a day past the server's clock (clock skew).
+MIN_TIMESTAMP_MS = int(datetime(1995, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+FUTURE_SLACK_MS = 86_400_000
+MAX_BODY_BYTES = 256 * 1024  # the largest valid body (500 ids of 256 characters) is about 130 KB
 
 
 class ScoreRequest(BaseModel):
@@ -39,7 +44,17 @@ class Interaction(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str = Field(min_length=1, max_length=256)
     rating: float = Field(5.0, ge=1, le=5)
-    timestamp_ms: int | None = Field(None, ge=0, description="event time in ms; default: now")
+    timestamp_ms: int | None = Field(
+        None, ge=MIN_TIMESTAMP_MS, description="event time in ms since the epoch, from 1995-01-01 to one day past "
+                                               "the server's clock; default: now")
+
+    @field_validator("timestamp_ms")
+    @classmethod
+    def _not_in_the_future(cls, value: int | None) -> int | None:
+        latest = int(time.time() * 1000) + FUTURE_SLACK_MS
+        if value is not None and value > latest:
+            raise ValueError(f"must be at most {latest} (one day past the server's clock); got {value}")
+        return value
 
 
 class FastJSONResponse(JSONResponse):
@@ -50,18 +65,19 @@ class FastJSONResponse(JSONResponse):
 
 
 class ObserveRequests:
-    """Request id (the caller's `x-request-id` or a new one) in request.state and the response header,
-    Prometheus count + latency per route, a JSON log line per failed request. Plain ASGI: Starlette's
-    BaseHTTPMiddleware cost about a millisecond a request here."""
+    """Request id (`accepted_request_id`) in request.state and the response header, Prometheus count +
+    latency per route, a JSON log line per failed request; a body declared over MAX_BODY_BYTES is refused with
+    413 before it is read. Plain ASGI: Starlette's BaseHTTPMiddleware cost about a millisecond a request here."""
 
-    def __init__(self, app, metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics, echo_request_id: bool = True):
+        # Under Ray Serve its own middleware echoes the id (bounded by `BoundedRequestId`): not twice.
+        self.app, self.metrics, self.echo_request_id = app, metrics, echo_request_id
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given or uuid.uuid4().hex
+        headers = dict(scope.get("headers") or [])
+        request_id = accepted_request_id(headers.get(b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
         status, started = 500, time.perf_counter()
 
@@ -69,11 +85,16 @@ class ObserveRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                if self.echo_request_id:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            length = headers.get(b"content-length", b"0")
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                await _too_large(request_id, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             endpoint = route.path if route is not None else "unmatched"
@@ -85,7 +106,14 @@ class ObserveRequests:
                                      "ms": round(elapsed * 1000, 2)}))
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+async def _too_large(request_id: str, send) -> None:
+    body = orjson.dumps({"detail": f"request body over {MAX_BODY_BYTES} bytes", "request_id": request_id})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(runtime: Runtime, under_ray_serve: bool = False) -> FastAPI:
     # Handlers are `async def` on purpose: each request is a few ms of CPU (feature reads from a local store,
     # one forward pass); running them inline on the event loop beats a thread pool whose threads only take
     # turns on the GIL (measured: bench/serving.py).
@@ -94,7 +122,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     metrics = runtime.metrics
 
-    app.add_middleware(ObserveRequests, metrics=metrics)
+    app.add_middleware(ObserveRequests, metrics=metrics, echo_request_id=not under_ray_serve)
 
     def error(request: Request, status: int, detail) -> JSONResponse:
         return JSONResponse({"detail": detail, "request_id": request.state.request_id}, status_code=status)

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from recsys_assets.feature_store.redis_server import free_port
 from recsys_assets.serving.app import create_app
@@ -26,10 +27,10 @@ def build_app():
 
     torch.set_num_threads(1)  # replicas share few cores; one thread per request keeps latency steady
     logging.basicConfig(level=logging.INFO)
-    return create_app(Runtime(ServingConfig.from_env()))
+    return create_app(Runtime(ServingConfig.from_env()), under_ray_serve=True)
 
 
-@serve.deployment(name="recsys", max_ongoing_requests=32, health_check_period_s=5, graceful_shutdown_timeout_s=5)
+@serve.deployment(name="recsys", health_check_period_s=2, graceful_shutdown_timeout_s=5)
 @serve.ingress(build_app)
 class RecsysIngress:
     """The ingress deployment; its routes are the FastAPI app's."""
@@ -38,8 +39,11 @@ class RecsysIngress:
 def application(config: ServingConfig):
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
     env["RECSYS_HOME"] = str(config.settings.home)
-    return RecsysIngress.options(num_replicas=config.replicas, ray_actor_options={
-        "num_cpus": 0.5, "runtime_env": {"env_vars": env}}).bind()
+    return RecsysIngress.options(
+        num_replicas=config.replicas, max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=config.retry_after_s),
+        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}}).bind()
 
 
 def run(config: ServingConfig, blocking: bool = True) -> None:
@@ -54,8 +58,9 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                  num_cpus=None if joined else max(2, os.cpu_count() or 2))
-    # With direct ingress the replica answers on config.port; Ray's proxy still runs, on a free loopback port.
-    proxy_port = free_port() if config.direct_ingress else config.port
+    # HAProxy or Ray's proxy listens on config.port; with one direct-ingress replica on it instead, Ray's
+    # proxy still runs, on a free loopback port.
+    proxy_port = free_port() if config.ingress == "direct" and config.direct_ingress else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
     serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
     print(_welcome(config), flush=True)
