@@ -150,8 +150,11 @@ def test_an_interaction_out_of_the_allowed_time_window_is_a_422_that_says_the_wi
 def test_request_ids_and_bodies_are_bounded(service, known):
     plain = service.get("/healthz", headers={"x-request-id": "abc-123"})
     assert plain.headers["x-request-id"] == "abc-123"
-    huge = service.get("/healthz", headers={"x-request-id": "x" * 20_000})
-    assert huge.status_code == 200 and len(huge.headers["x-request-id"]) <= 128
+    long = service.get("/healthz", headers={"x-request-id": "x" * 9_000})
+    assert long.status_code == 200 and long.headers.get_list("x-request-id") != ["x" * 9_000]
+    assert [len(v) <= 128 for v in long.headers.get_list("x-request-id")] == [True]
+    huge = service.get("/healthz", headers={"x-request-id": "x" * 20_000})  # past the ingress's 16 KB of headers
+    assert huge.status_code in (200, 400) and all(len(v) <= 128 for v in huge.headers.get_list("x-request-id"))
     body = {"user_id": known["user"], "item_ids": ["x" * 250] * 2000}  # ~0.5 MB
     response = service.post("/score/seq_rating_prediction", json=body)
     assert response.status_code == 413 and response.json()["request_id"]
@@ -398,7 +401,15 @@ def test_overload_is_refused_fast_with_503_and_retry_after(service, active_users
     assert refused > 0 and result["refused_with_retry_after"] == refused, result
     assert result["timeouts"] == 0 and result["connect_errors"] == 0 and result["read_errors"] == 0, result
     assert result["statuses"].get("200", 0) > 100 and set(result["statuses"]) <= {"200", "503"}, result
-    assert service.get("/readyz").status_code == 200
+    _answers_within(service, 10)
+
+
+def _answers_within(service, seconds: float) -> None:
+    """/readyz answers 200 within `seconds` (the queues the load left behind drain first)."""
+    deadline = time.monotonic() + seconds
+    while service.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, f"no answer within {seconds} s"
+        time.sleep(0.1)
 
 
 @pytest.mark.timeout(300)
@@ -413,10 +424,7 @@ def test_a_killed_replica_costs_no_request_and_comes_back(service, served_home, 
     load.start()
     time.sleep(10)
     os.kill(before[0], signal.SIGKILL)
-    killed_at = time.monotonic()
-    while service.get("/readyz").status_code != 200:
-        assert time.monotonic() - killed_at < 10, "no answer within 10 s of the kill"
-        time.sleep(0.1)
+    _answers_within(service, 10)
     load.join()
     answered = outcome["statuses"].get("200", 0)
     failed = outcome["requests"] - answered + outcome["timeouts"] + outcome["connect_errors"] + outcome["read_errors"]

@@ -72,9 +72,18 @@ class Ranker:
               ) -> tuple[np.ndarray, np.ndarray]:
         """(probability, ranking score) of each candidate for one user (a one-row frame of user_id + user
         features), all candidates in one forward pass."""
-        x = pack_ranker_for_user(user, items, item_stats, self.users, self.catalogue, now_ms)
-        probability, ranking = self.model.probability_and_ranking(torch.from_numpy(x))
-        return probability.numpy(), ranking.numpy()
+        return self.score_many([(user, items, item_stats, now_ms)])[0]
+
+    @torch.inference_mode()
+    def score_many(self, queries: list[tuple[pd.DataFrame, list[str], pd.DataFrame | dict, int]]
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`score` for several users' (user, items, item_stats, now_ms) in one forward pass (the GRU runs
+        once per distinct history)."""
+        x = np.concatenate([pack_ranker_for_user(user, items, stats, self.users, self.catalogue, now_ms)
+                            for user, items, stats, now_ms in queries])
+        probability, ranking = (t.numpy() for t in self.model.probability_and_ranking(torch.from_numpy(x)))
+        ends = np.cumsum([len(items) for _, items, _, _ in queries])[:-1]
+        return list(zip(np.split(probability, ends), np.split(ranking, ends)))
 
 
 def load_pipeline(store: MlflowStore, versions: dict[str, str]):

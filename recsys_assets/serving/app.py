@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from recsys_assets.serving.config import ServingConfig
-from recsys_assets.serving.recommender import NotFound, Recommender
+from recsys_assets.serving.recommender import NotFound, Recommender, RerankQuery
 from recsys_assets.serving.ingress import accepted_request_id
 from recsys_assets.serving.runtime import Runtime
 
@@ -113,7 +115,21 @@ async def _too_large(request_id: str, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(runtime: Runtime, under_ray_serve: bool = False) -> FastAPI:
+async def rerank_group(queries: list[tuple[Recommender, RerankQuery]]) -> list[dict]:
+    """Answers to concurrent rerank queries, each release's together (`Recommender.rerank_many`)."""
+    answers: list = [None] * len(queries)
+    for rec in {id(r): r for r, _ in queries}.values():
+        mine = [k for k, (r, _) in enumerate(queries) if r is rec]
+        for k, answer in zip(mine, rec.rerank_many([queries[k][1] for k in mine])):
+            answers[k] = answer
+    return answers
+
+
+def create_app(runtime: Runtime, under_ray_serve: bool = False,
+               batched_rerank: Callable[[tuple[Recommender, RerankQuery]], Awaitable[dict]] | None = None
+               ) -> FastAPI:
+    """`batched_rerank`: `rerank_group` wrapped by Ray Serve's dynamic batching (`deploy.build_app`); without
+    it each rerank is answered alone."""
     # Handlers are `async def` on purpose: each request is a few ms of CPU (feature reads from a local store,
     # one forward pass); running them inline on the event loop beats a thread pool whose threads only take
     # turns on the GIL (measured: bench/serving.py).
@@ -181,7 +197,8 @@ def create_app(runtime: Runtime, under_ray_serve: bool = False) -> FastAPI:
                count: Annotated[int, Query(ge=1, le=50)] = 10, debug: bool = False):
         ranker, variant = runtime.choose_ranker(rec)
         metrics.variants.labels(variant).inc()
-        body = rec.rerank(user_id, top_k_retrieval, count, debug, ranker=ranker)
+        query = (rec, RerankQuery(user_id, top_k_retrieval, count, debug, ranker))
+        body = await batched_rerank(query) if batched_rerank else (await rerank_group([query]))[0]
         return answer(request, rec, {"user_id": user_id, "ranker_variant": variant, **body})
 
     @app.post("/score/seq_rating_prediction", summary="The ranker's interaction probability per item")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -39,6 +39,8 @@ from recsys_assets.serving_data.candidates import (
 from recsys_assets.serving_data.index import IndexReader
 from recsys_assets.serving_data.release import Release
 
+SHARED_KINDS = frozenset({ITEM, I2I, POPULAR, RECENT})  # keyed by item (or one key), not by user
+MAX_SHARED_ENTRIES = 500_000  # per kind and replica; past it, reads go to the store
 HISTORY_ITEMS = "user_rating_list_10_recent_asin"
 HISTORY_TIMES = "user_rating_list_10_recent_asin_timestamp"
 TWO_TOWER_INDEX = "two_tower_items"
@@ -48,6 +50,37 @@ def _number(value) -> float | None:
     """A score for JSON: rounded, None where it is not finite (an item a model has never seen)."""
     value = float(value)
     return round(value, 6) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class RerankQuery:
+    user_id: str
+    top_k_retrieval: int = 100
+    count: int = 10
+    debug: bool = False
+    ranker: Ranker | None = None  # None: the release's champion (the canary passes the challenger)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One query of a `rerank_many` batch on its way through the stages."""
+    index: int
+    query: RerankQuery
+    ranker: Ranker
+    user: dict
+    source: str
+    now_ms: int
+    frame: pd.DataFrame | None = None  # one row: user_id + the user's features
+    vector: np.ndarray | None = None
+    retrieval: str = ""
+    origin: dict = field(default_factory=dict)
+    candidates: list[str] = field(default_factory=list)
+    ease: dict = field(default_factory=dict)
+    uses_recent: bool = False
+    item_stats: dict = field(default_factory=dict)
+    probability: np.ndarray | None = None
+    ranking: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
 
 
 class NotFound(LookupError):
@@ -65,6 +98,8 @@ class Recommender:
     item_features: ItemFeatureCache
     retrieval_extra: int = 20
     challenger: Ranker | None = None  # canary: answers the share of reranks the runtime routes to it
+    # What every user reads alike (item cards, neighbours, popular lists) is fixed for a release: read once.
+    _shared: dict = field(default_factory=dict, repr=False)
 
     @property
     def versions(self) -> dict:
@@ -81,7 +116,16 @@ class Recommender:
 
     # -- reads ---------------------------------------------------------------------------------------
     def _read(self, kind: str, ids: list[str]) -> list:
-        return self.candidates.read(kind, self.release.candidates[kind], ids)
+        if kind not in SHARED_KINDS:
+            return self.candidates.read(kind, self.release.candidates[kind], ids)
+        cache = self._shared.setdefault(kind, {})
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            found = dict(zip(missing, self.candidates.read(kind, self.release.candidates[kind], missing)))
+            if len(cache) < MAX_SHARED_ENTRIES:
+                cache.update(found)
+            return [cache[i] if i in cache else found[i] for i in ids]
+        return [cache[i] for i in ids]
 
     def items_info(self, ids: list[str]) -> list[dict | None]:
         return self._read(ITEM, ids)
@@ -148,35 +192,68 @@ class Recommender:
 
     def rerank(self, user_id: str, top_k_retrieval: int, count: int, debug: bool = False,
                ranker: Ranker | None = None) -> dict:
-        started = time.perf_counter()
-        ranker = ranker or self.ranker
-        user, source = self._user(user_id)
-        if source == MISSING:
-            return {"cold_start": True, "items": self.popular(count)}
-        history = list(user[HISTORY_ITEMS])
-        seen = set(history)
-        if not self.serves_models:
-            return {"cold_start": False, "items": self.popular(count, exclude=seen)}
-        now_ms = self._now_ms(user)
-        user_frame = pd.DataFrame([{USER: user_id, **user}])
-        vector = self.retriever.user_vector(user_frame, now_ms)
-        timings = {"features_user_ms": (time.perf_counter() - started) * 1000}
+        return self.rerank_many([RerankQuery(user_id, top_k_retrieval, count, debug, ranker)])[0]
 
-        t = time.perf_counter()
+    def rerank_many(self, queries: list[RerankQuery]) -> list[dict]:
+        """Answers to several rerank queries at once (what Serve's batching gathers from concurrent
+        requests): one online-feature read and one user-tower pass for all users, one ranker forward pass
+        per ranker for all candidates; the rest per user."""
+        started = time.perf_counter()
+        rows = self.features.users([q.user_id for q in queries])
+        answers: list[dict | None] = [None] * len(queries)
+        pending = []
+        for n, query in enumerate(queries):
+            user, source = rows.row(n), rows.source[n]
+            if source == MISSING:
+                answers[n] = {"cold_start": True, "items": self.popular(query.count)}
+            elif not self.serves_models:
+                answers[n] = {"cold_start": False, "items": self.popular(query.count, exclude=set(user[HISTORY_ITEMS]))}
+            else:
+                pending.append(_Pending(n, query, query.ranker or self.ranker, user, source, self._now_ms(user)))
+        if not pending:
+            return answers
+        frame = pd.DataFrame([{USER: p.query.user_id, **p.user} for p in pending])
+        vectors = self.retriever.user_vectors(frame, np.array([p.now_ms for p in pending]))
+        features_ms = (time.perf_counter() - started) * 1000
+        for k, (p, vector) in enumerate(zip(pending, vectors)):
+            p.frame, p.vector = frame.iloc[[k]], vector
+            t = time.perf_counter()
+            self._candidates(p)
+            p.timings = {"features_user_ms": features_ms, "retrieval_ms": (time.perf_counter() - t) * 1000}
+            t = time.perf_counter()
+            p.item_stats = self.item_features.items(p.candidates).columns if p.candidates else {}
+            p.timings["features_items_ms"] = (time.perf_counter() - t) * 1000
+        for ranker in {id(p.ranker): p.ranker for p in pending if p.candidates}.values():
+            group = [p for p in pending if p.ranker is ranker and p.candidates]
+            t = time.perf_counter()
+            scored = ranker.score_many([(p.frame, p.candidates, p.item_stats, p.now_ms) for p in group])
+            forward_ms = (time.perf_counter() - t) * 1000
+            for p, (probability, ranking) in zip(group, scored):
+                p.probability, p.ranking = probability, ranking
+                p.timings["ranker_forward_ms"] = forward_ms  # shared by the batch
+        for p in pending:
+            answers[p.index] = self._fused(p) if p.candidates else {"cold_start": False, "items": []}
+        return answers
+
+    def _candidates(self, p: _Pending) -> None:
+        """The user's candidates (unseen): the two-tower's (precomputed, or from the index), EASE's, the
+        recently popular, the last item's neighbours, the popular; each item's first source in `origin`."""
+        history = list(p.user[HISTORY_ITEMS])
+        seen = set(history)
         # A user with no event since the batch has the same ANN answer precomputed (u2i): one key read.
-        precomputed = self._read(U2I, [user_id])[0] if source == BATCH else None
-        if precomputed is not None and len(precomputed) >= top_k_retrieval:
-            retrieval = "precomputed_u2i"
+        precomputed = self._read(U2I, [p.query.user_id])[0] if p.source == BATCH else None
+        top_k = p.query.top_k_retrieval
+        if precomputed is not None and len(precomputed) >= top_k:
+            p.retrieval = "precomputed_u2i"
             ann = [(i, s) for i, s in precomputed if i not in seen]
         else:
-            retrieval = "qdrant"
-            ann = [(i, s) for i, s in self.index.search(vector, top_k_retrieval + len(seen)) if i not in seen]
-        ann = ann[:top_k_retrieval]
-        origin = {i: "two_tower" for i, _ in ann}
-        ease = self._ease_scores(user_id, ranker)
-        uses_recent = ranker.fusion.uses_recent and RECENT in self.release.candidates
-        trending = [i for i, _ in self._read(RECENT, [RECENT_TOP_KEY])[0] or []] if uses_recent else []
-        for name, extra in (("ease", list(ease)[:EASE_DEPTH]), ("recent_popular", trending[:RECENT_DEPTH])):
+            p.retrieval = "qdrant"
+            ann = [(i, s) for i, s in self.index.search(p.vector, top_k + len(seen)) if i not in seen]
+        origin = {i: "two_tower" for i, _ in ann[:top_k]}
+        p.ease = self._ease_scores(p.query.user_id, p.ranker)
+        p.uses_recent = p.ranker.fusion.uses_recent and RECENT in self.release.candidates
+        trending = [i for i, _ in self._read(RECENT, [RECENT_TOP_KEY])[0] or []] if p.uses_recent else []
+        for name, extra in (("ease", list(p.ease)[:EASE_DEPTH]), ("recent_popular", trending[:RECENT_DEPTH])):
             for i in extra:
                 if i not in seen:
                     origin.setdefault(i, name)
@@ -185,37 +262,31 @@ class Recommender:
             for i, _ in extra[:self.retrieval_extra]:
                 if i not in seen:
                     origin.setdefault(i, name)
-        candidates = list(origin)
-        timings["retrieval_ms"] = (time.perf_counter() - t) * 1000
-        if not candidates:
-            return {"cold_start": False, "items": []}
+        p.origin, p.candidates = origin, list(origin)
 
+    def _fused(self, p: _Pending) -> dict:
+        """The user's candidates ordered by the ranker's fusion of the experts' scores, as cards."""
         t = time.perf_counter()
-        item_rows = self.item_features.items(candidates)
-        timings["features_items_ms"] = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        probability, ranking = ranker.score(user_frame, candidates, item_rows.columns, now_ms)
-        logits = self.retriever.logits(vector, candidates)
-        ease_scores = np.array([ease.get(c, -np.inf) for c in candidates]) if ease else None
+        candidates = p.candidates
+        logits = self.retriever.logits(p.vector, candidates)
+        ease_scores = np.array([p.ease.get(c, -np.inf) for c in candidates]) if p.ease else None
         recent = None
-        if uses_recent:  # log(1 + the item's reviews in the last days)
+        if p.uses_recent:  # log(1 + the item's reviews in the last days)
             recent = np.log1p(np.array([n or 0 for n in self._read(RECENT, candidates)], dtype=np.float64))
-        fused = ranker.fusion.scores(ranking, logits, ease_scores, recent)
-        order = np.argsort(-fused, kind="stable")[:count]
-        timings["ranking_ms"] = (time.perf_counter() - t) * 1000
+        fused = p.ranker.fusion.scores(p.ranking, logits, ease_scores, recent)
+        order = np.argsort(-fused, kind="stable")[:p.query.count]
+        p.timings["fusion_ms"] = (time.perf_counter() - t) * 1000
         scored = [(candidates[j], float(fused[j])) for j in order]
-        extra = None
-        if debug:
-            extra = [{"source": origin[candidates[j]], "ranker_probability": _number(probability[j]),
-                      "ranker_score": _number(ranking[j]), "retrieval_score": _number(logits[j]),
-                      "ease_score": _number(ease_scores[j]) if ease_scores is not None else None,
-                      "recent_popularity": _number(recent[j]) if recent is not None else None} for j in order]
-        out = {"cold_start": False, "items": self._cards(scored, extra)}
-        if debug:
-            out["debug"] = {"candidates": len(candidates), "feature_source": source, "retrieval": retrieval,
-                            "ranker": ranker.version, "fusion": asdict(ranker.fusion), "now_ms": now_ms,
-                            "timings": {k: round(v, 3) for k, v in timings.items()}}
-        return out
+        if not p.query.debug:
+            return {"cold_start": False, "items": self._cards(scored)}
+        extra = [{"source": p.origin[candidates[j]], "ranker_probability": _number(p.probability[j]),
+                  "ranker_score": _number(p.ranking[j]), "retrieval_score": _number(logits[j]),
+                  "ease_score": _number(ease_scores[j]) if ease_scores is not None else None,
+                  "recent_popularity": _number(recent[j]) if recent is not None else None} for j in order]
+        return {"cold_start": False, "items": self._cards(scored, extra),
+                "debug": {"candidates": len(candidates), "feature_source": p.source, "retrieval": p.retrieval,
+                          "ranker": p.ranker.version, "fusion": asdict(p.ranker.fusion), "now_ms": p.now_ms,
+                          "timings": {k: round(v, 3) for k, v in p.timings.items()}}}
 
     def seq_rating_prediction(self, user_id: str, item_ids: list[str]) -> dict:
         """The ranker's probability that the user interacts with each item (given order), one forward pass."""
