@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import mlflow
 from dagster import ConfigurableResource, Field, Noneable, in_process_executor, resource
 from dagster_dbt import DbtCliResource
 from dagster_gcp import BigQueryResource, GCSResource
@@ -139,6 +140,9 @@ class TrainingResource(ConfigurableResource):
 def mlflow_tracking(context):
     config = context.resource_config
     MlflowStore(config["mlflow_tracking_uri"], config["experiment_name"], config["artifact_location"]).ensure_experiment()
+    # The registry is the tracking store: a registry URI inherited from the launching process (MLflow keeps
+    # both in the environment) must not send this run's registrations elsewhere.
+    mlflow.set_registry_uri(config["mlflow_tracking_uri"])
     tracker = MlFlow(context)
     yield tracker
     tracker.cleanup_on_error()
