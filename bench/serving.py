@@ -2,7 +2,8 @@
 count=10) for the 300 most active users in turn, at 1, 10, 50 and 200 connections, against
 
 * Ray Serve as `recsys serve` runs it (HAProxy ingress, one replica per core, bounded queues);
-* Ray Serve as it ran before (one replica answering on the port itself, no queue bound), for the note;
+* Ray Serve as it ran before this issue (one replica answering on the port itself, no queue bound), with
+  today's code: what the second core and HAProxy add;
 * the same app on bare uvicorn with as many worker processes as replicas (the overhead baseline),
 
 all in the same run: requests/s, p50/p90/p99 latency, answers by status (503 = refused by load shedding),
@@ -143,7 +144,7 @@ def main() -> None:
     serve = [sys.executable, "-m", "recsys_assets.cli", "serve"]
     results = {}
     for name, extra in (("ray_serve", {}),
-                        ("ray_serve_before", {"RECSYS_SERVE_REPLICAS": "1", "RECSYS_SERVE_INGRESS": "direct",
+                        ("ray_serve_1_replica", {"RECSYS_SERVE_REPLICAS": "1", "RECSYS_SERVE_INGRESS": "direct",
                                               "RECSYS_SERVE_MAX_QUEUED": "-1", "RECSYS_SERVE_MAX_ONGOING": "32"})):
         port = free_port()
         print(f"{name}:", flush=True)

@@ -433,3 +433,25 @@ def test_a_killed_replica_costs_no_request_and_comes_back(service, served_home, 
     while len(set(_replica_pids(served_home.path)) - {before[0]}) < len(before):
         assert time.monotonic() < deadline, "Serve did not replace the killed replica within 2 minutes"
         time.sleep(1)
+
+
+def test_replicas_scale_on_ongoing_requests_when_a_maximum_is_set(tmp_path, monkeypatch):
+    """RECSYS_SERVE_MAX_REPLICAS turns the fixed count into Serve autoscaling (what GKE runs); the options
+    are ones Ray Serve accepts; an unknown ingress is refused by name."""
+    from recsys_assets.serving.config import ServingConfig
+    from recsys_assets.serving.deploy import application
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path))
+    monkeypatch.setenv("RECSYS_SERVE_REPLICAS", "2")
+    monkeypatch.setenv("RECSYS_SERVE_MAX_REPLICAS", "6")
+    scaling = ServingConfig.from_env()
+    assert scaling.replica_options()["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 6,
+                                                               "target_ongoing_requests": 4}
+    deployment = application(scaling)._bound_deployment  # validated by Ray Serve's DeploymentConfig
+    assert deployment.max_queued_requests == 24 and deployment._deployment_config.autoscaling_config.max_replicas == 6
+    monkeypatch.delenv("RECSYS_SERVE_MAX_REPLICAS")
+    fixed = ServingConfig.from_env().replica_options()
+    assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    monkeypatch.setenv("RECSYS_SERVE_INGRESS", "nginx")
+    with pytest.raises(ValueError, match="RECSYS_SERVE_INGRESS"):
+        ServingConfig.from_env()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from recsys_assets.serving.config import ServingConfig
 from recsys_assets.serving.recommender import NotFound, Recommender, RerankQuery
-from recsys_assets.serving.ingress import accepted_request_id
+from recsys_assets.serving.ingress import accepted_request_id, nodelay_on_every_tcp_socket
 from recsys_assets.serving.runtime import Runtime
 
 log = logging.getLogger("recsys.serving")
@@ -245,8 +245,11 @@ def create_app(runtime: Runtime, under_ray_serve: bool = False,
 
 
 def bare_app() -> FastAPI:
-    """The same app without Ray Serve, for `uvicorn --factory` (the benchmark's baseline)."""
+    """The same app without Ray Serve, for `uvicorn --factory` (the benchmark's baseline). Run with
+    `--loop asyncio` as Serve's replicas are; uvicorn's own multi-worker socket needs the same TCP_NODELAY
+    fix as theirs."""
     import torch
 
+    nodelay_on_every_tcp_socket()
     torch.set_num_threads(1)
     return create_app(Runtime(ServingConfig.from_env()))

@@ -54,6 +54,9 @@ class ServingConfig:
     max_ongoing_requests: int = 8
     max_queued_requests: int = 24
     retry_after_s: float = 1.0
+    # Above `replicas`, Serve adds replicas (up to this many) while their queues stay long (on GKE the
+    # KubeRay autoscaler adds the nodes they need); None: a fixed number.
+    max_replicas: int | None = None
 
     @classmethod
     def from_env(cls) -> ServingConfig:
@@ -67,10 +70,20 @@ class ServingConfig:
                      replicas=int(env.get("RECSYS_SERVE_REPLICAS", str(os.cpu_count() or 1))),
                      ingress=env.get("RECSYS_SERVE_INGRESS", "haproxy"),
                      max_ongoing_requests=int(env.get("RECSYS_SERVE_MAX_ONGOING", "8")),
-                     max_queued_requests=int(env.get("RECSYS_SERVE_MAX_QUEUED", "24")))
+                     max_queued_requests=int(env.get("RECSYS_SERVE_MAX_QUEUED", "24")),
+                     max_replicas=int(env["RECSYS_SERVE_MAX_REPLICAS"]) if env.get("RECSYS_SERVE_MAX_REPLICAS") else None)
         if config.ingress not in INGRESSES:
             raise ValueError(f"RECSYS_SERVE_INGRESS must be one of {INGRESSES}, got {config.ingress!r}")
         return config
+
+    def replica_options(self) -> dict:
+        """The deployment's replica count (or autoscaling on ongoing requests) and load shedding."""
+        scale: dict = {"num_replicas": self.replicas}
+        if self.max_replicas and self.max_replicas > self.replicas:
+            scale = {"autoscaling_config": {"min_replicas": self.replicas, "max_replicas": self.max_replicas,
+                                            "target_ongoing_requests": max(1, self.max_ongoing_requests // 2)}}
+        return {**scale, "max_ongoing_requests": self.max_ongoing_requests,
+                "max_queued_requests": self.max_queued_requests}
 
     @property
     def direct_ingress(self) -> bool:

@@ -45,8 +45,7 @@ def application(config: ServingConfig):
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
     env["RECSYS_HOME"] = str(config.settings.home)
     return RecsysIngress.options(
-        num_replicas=config.replicas, max_ongoing_requests=config.max_ongoing_requests,
-        max_queued_requests=config.max_queued_requests,
+        **config.replica_options(),
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=config.retry_after_s),
         ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}}).bind()
 
