@@ -25,11 +25,12 @@ export UV_PYTHON_DOWNLOADS := never
 RECSYS_API_TOKEN ?= demo-token
 export RECSYS_API_TOKEN
 
-.PHONY: help setup system-packages test demo pipeline dev serve bench clean
+.PHONY: help setup system-packages test deploy-check demo pipeline dev serve bench clean
 help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
-	@echo "make test      the test suite"
+	@echo "make test      deploy-check + the test suite"
+	@echo "make deploy-check  the GKE manifests under deploy/ validated offline (KubeRay CRDs, Serve config)"
 	@echo "make pipeline  materialize every asset for every day in RECSYS_HOME/landing"
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make serve     the Ray Serve API + demo page on http://127.0.0.1:8000 (RECSYS_SERVE_PORT)"
@@ -58,8 +59,11 @@ system-packages:
 
 setup: system-packages $(VENV)/.installed $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
-test: setup
+test: setup deploy-check
 	pytest
+
+deploy-check: setup
+	python deploy/check.py
 
 pipeline: setup
 	recsys pipeline

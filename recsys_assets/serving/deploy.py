@@ -6,6 +6,9 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
+
+from pydantic import BaseModel, Field
 
 from ray import serve
 from ray.serve.config import BackpressureConfig
@@ -48,6 +51,24 @@ def application(config: ServingConfig):
         **config.replica_options(),
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=config.retry_after_s),
         ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}}).bind()
+
+
+class BuilderArgs(BaseModel, extra="forbid"):
+    """What a Serve config's `args` may set for `app_builder` (a RayService's serveConfigV2); the rest comes
+    from the pods' environment (RECSYS_*), as for `recsys serve`. Unknown keys are refused."""
+    replicas: int | None = Field(None, ge=1)
+    max_replicas: int | None = Field(None, ge=1)
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_queued_requests: int | None = Field(None, ge=-1)
+    reload_interval_s: float | None = Field(None, gt=0)
+    canary_share: float | None = Field(None, ge=0, le=1)
+
+
+def app_builder(args: dict):
+    """The application from plain args (what Serve passes an `import_path` builder): a RayService's
+    serveConfigV2 imports `recsys_assets.serving.deploy:app_builder`."""
+    overrides = BuilderArgs.model_validate(args or {}).model_dump(exclude_none=True)
+    return application(replace(ServingConfig.from_env(), **overrides))
 
 
 def run(config: ServingConfig, blocking: bool = True) -> None:

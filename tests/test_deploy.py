@@ -1,0 +1,105 @@
+"""`make deploy-check` (deploy/check.py): the GKE manifests pass, and each kind of mistake a user makes in
+them fails it: a misspelled field anywhere (pod templates included), an unknown Serve config key, an import
+path or builder args that do not build the app, another Ray version, a misspelled RECSYS_* variable."""
+
+import copy
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from recsys_assets.settings import REPO_ROOT
+
+SPEC = importlib.util.spec_from_file_location("deploy_check", REPO_ROOT / "deploy" / "check.py")
+check = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(check)
+RAYSERVICE = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
+
+
+def _errors(tmp_path, objects: list[dict]) -> list[str]:
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    return [e for errors in check.check_files([path]).values() for e in errors]
+
+
+@pytest.fixture
+def service() -> dict:
+    return yaml.safe_load(RAYSERVICE.read_text())
+
+
+def _serve_config(service: dict) -> dict:
+    return yaml.safe_load(service["spec"]["serveConfigV2"])
+
+
+def _with_serve_config(service: dict, config: dict) -> dict:
+    out = copy.deepcopy(service)
+    out["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    return out
+
+
+def test_make_deploy_check_passes_on_the_manifests():
+    out = subprocess.run([sys.executable, "deploy/check.py"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all valid" in out.stdout
+    assert len(check.manifests()) >= 3
+
+
+@pytest.mark.parametrize("path,field,misspelled", [
+    (("spec",), "serveConfigV2", "serveConfgV2"),
+    (("spec", "rayClusterConfig", "workerGroupSpecs", 0), "maxReplicas", "maxReplica"),
+    (("spec", "rayClusterConfig", "workerGroupSpecs", 0, "template", "spec", "containers", 0), "imagePullPolicy",
+     "imagePullPolicyy"),
+    (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec"), "serviceAccountName", "serviceAcountName"),
+])
+def test_a_misspelled_field_fails(tmp_path, service, path, field, misspelled):
+    node = service
+    for key in path:
+        node = node[key]
+    node[misspelled] = node.pop(field)
+    errors = _errors(tmp_path, [service])
+    assert any(misspelled in e and "not allowed" in e for e in errors), errors
+
+
+def test_an_unknown_serve_config_key_fails(tmp_path, service):
+    config = _serve_config(service)
+    config["applications"][0]["route_prefx"] = config["applications"][0].pop("route_prefix")
+    errors = _errors(tmp_path, [_with_serve_config(service, config)])
+    assert any("route_prefx" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"import_path": "recsys_assets.serving.deploy:no_such_builder"}, "no_such_builder"),
+    ({"import_path": "recsys_assets.serving.no_such_module:app_builder"}, "ModuleNotFoundError"),
+    ({"args": {"replicaz": 3}}, "replicaz"),
+    ({"args": {"replicas": 0}}, "replicas"),
+])
+def test_an_app_that_does_not_build_from_its_import_path_and_args_fails(tmp_path, service, change, expected):
+    config = _serve_config(service)
+    config["applications"][0].update(change)
+    errors = _errors(tmp_path, [_with_serve_config(service, config)])
+    assert any(expected in e for e in errors), errors
+
+
+def test_another_ray_version_fails(tmp_path, service):
+    service["spec"]["rayClusterConfig"]["rayVersion"] = "2.9.0"
+    errors = _errors(tmp_path, [service])
+    assert any("rayVersion '2.9.0'" in e for e in errors), errors
+
+
+def test_a_misspelled_environment_variable_fails(tmp_path):
+    env = yaml.safe_load((REPO_ROOT / "deploy" / "kuberay" / "serving-env.yaml").read_text())
+    env["data"]["RECSYS_SERVNG_STORE"] = env["data"].pop("RECSYS_SERVING_STORE")
+    errors = _errors(tmp_path, [env])
+    assert errors == ["RECSYS_SERVNG_STORE: set here, read nowhere in recsys_assets (misspelled?)"]
+
+
+def test_missing_schemas_are_an_error_not_a_pass(tmp_path, monkeypatch, service):
+    monkeypatch.setattr(check, "SCHEMAS", tmp_path / "nowhere")
+    check.kuberay_validator.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="CRD schemas"):
+            _errors(tmp_path, [service])
+    finally:
+        check.kuberay_validator.cache_clear()
