@@ -12,6 +12,10 @@
   exist, every Kubernetes service account is bound to the Google one Terraform makes for it, the
   Kubernetes version the manifests are checked at is the one it pins; `terraform fmt -check` where the
   binary exists;
+* the Dagster Helm values (deploy/dagster/values.yaml): the run pod dagster-k8s builds from our run launcher
+  config and runK8sConfig, and the user-code deployment's pod, strictly as Kubernetes objects; the gcp
+  executor's config through Dagster's own config validation; `helm template` where helm and the chart are
+  at hand (the chart's values schema is not available offline: said, never passed silently);
 * yamllint on every manifest, hadolint on the Dockerfile.
 
     python deploy/check.py [files...]     (default: every *.yaml under deploy/)
@@ -150,9 +154,10 @@ class _environment:
 
 @functools.cache
 def variables_the_code_reads() -> frozenset[str]:
-    """RECSYS_* names that appear in the code (what `Settings`, the resources and serving read)."""
+    """RECSYS_* names that appear in the code (what `Settings`, the resources and serving read) and in the
+    dbt project (its profiles read some)."""
     names = set()
-    for path in (REPO / "recsys_assets").rglob("*.py"):
+    for path in [*(REPO / "recsys_assets").rglob("*.py"), *(REPO / "dbt_project").glob("*.yml")]:
         names |= set(re.findall(r"\bRECSYS_[A-Z0-9_]+\b", path.read_text()))
     return frozenset(names)
 
@@ -162,7 +167,7 @@ def environment_errors(obj: dict) -> list[str]:
     names = set(obj.get("data", {})) if obj.get("kind") == "ConfigMap" else set()
     for container in _containers(obj):
         names |= {e["name"] for e in container.get("env", [])}
-    return [f"{name}: set here, read nowhere in recsys_assets (misspelled?)"
+    return [f"{name}: set here, read nowhere in recsys_assets or dbt_project (misspelled?)"
             for name in sorted(names) if name.startswith("RECSYS_") and name not in variables_the_code_reads()]
 
 
@@ -293,6 +298,79 @@ def object_errors(obj: dict) -> list[str]:
     return errors
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def dagster_run_job(values: dict, step_k8s_config: dict | None = None) -> dict:
+    """The Kubernetes Job dagster-k8s launches for a run (or, with the executor's `step_k8s_config`, for a
+    step), from the chart values' run launcher settings."""
+    from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
+    from kubernetes.client import ApiClient
+
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    image = values["dagster-user-deployments"]["deployments"][0]["image"]
+    job_config = DagsterK8sJobConfig(
+        job_image=f"{image['repository']}:{image['tag']}", dagster_home="/opt/dagster/dagster_home",
+        image_pull_policy=image.get("pullPolicy", "IfNotPresent"), image_pull_secrets=[],
+        service_account_name=values["global"]["serviceAccountName"], instance_config_map="dagster-instance",
+        postgres_password_secret="dagster-postgresql-secret",
+        env_config_maps=[c["name"] for c in launcher.get("envConfigMaps", [])],
+        env_secrets=[c["name"] for c in launcher.get("envSecrets", [])], env_vars=[],
+        volume_mounts=launcher.get("volumeMounts", []), volumes=launcher.get("volumes", []),
+        labels=launcher.get("labels", {}), resources={}, scheduler_name=None, security_context={})
+    user = UserDefinedDagsterK8sConfig.from_dict(
+        step_k8s_config if step_k8s_config is not None else
+        {_snake(k): v for k, v in launcher.get("runK8sConfig", {}).items()})
+    job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_run", "{}"], "dagster-run-check",
+                                    user_defined_k8s_config=user)
+    return ApiClient().sanitize_for_serialization(job)
+
+
+def user_code_pod(values: dict) -> dict:
+    """The pod the chart runs the code location in (what our values set of it)."""
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    image = deployment["image"]
+    container = {
+        "name": deployment["name"], "image": f"{image['repository']}:{image['tag']}",
+        "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
+        "args": ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"]),
+                 *deployment["dagsterApiGrpcArgs"]],
+        "ports": [{"name": "grpc", "containerPort": deployment["port"]}],
+        "envFrom": [*({"configMapRef": {"name": c["name"]}} for c in deployment.get("envConfigMaps", [])),
+                    *({"secretRef": {"name": c["name"]}} for c in deployment.get("envSecrets", []))],
+        "resources": deployment.get("resources", {})}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": deployment["name"], "labels": deployment.get("labels", {})},
+            "spec": {"serviceAccountName": values["global"]["serviceAccountName"],
+                     "securityContext": deployment.get("podSecurityContext", {}), "containers": [container]}}
+
+
+def dagster_values_errors(path: Path | None = None) -> list[str]:
+    from dagster._config import validate_config
+
+    from recsys_assets.defs.resources import GCP_EXECUTOR_CONFIG, k8s_job_executor
+
+    values = yaml.safe_load((path or HELM_VALUES).read_text())
+    errors = []
+    for name, build in (("run pod", lambda: dagster_run_job(values)),
+                        ("step pod", lambda: dagster_run_job(values, GCP_EXECUTOR_CONFIG["step_k8s_config"])),
+                        ("user-code pod", lambda: user_code_pod(values))):
+        try:
+            errors += [f"{name}: {e}" for e in kubernetes_errors(build())]
+        except Exception as exc:  # dagster-k8s refuses unknown fields itself
+            errors.append(f"{name}: {exc}")
+    result = validate_config(k8s_job_executor.config_schema.config_type, GCP_EXECUTOR_CONFIG)
+    errors += [f"gcp executor config: {e.message.splitlines()[0][:200]}" for e in result.errors or []]
+    return errors
+
+
+def helm_note() -> str:
+    if shutil.which("helm"):
+        return "helm found: run `helm template dagster dagster/dagster --version 1.13.27 -f deploy/dagster/values.yaml`"
+    return "helm not found: the values' keys are not checked against the chart (its schema is not available offline)"
+
+
 def lint_errors(paths: list[Path], dockerfiles: list[Path] | None = None) -> dict[str, list[str]]:
     """yamllint on the manifests, hadolint on the Dockerfiles (default: deploy/'s)."""
     from yamllint import linter
@@ -340,13 +418,22 @@ def check_files(paths: list[Path]) -> dict[str, list[str]]:
     return found
 
 
+HELM_VALUES = DEPLOY / "dagster" / "values.yaml"
+
+
 def manifests() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*.yaml") if "schemas" not in p.parts)
+    """The Kubernetes manifests (the Helm values are checked apart: `dagster_values_errors`)."""
+    return sorted(p for p in DEPLOY.rglob("*.yaml") if "schemas" not in p.parts and p != HELM_VALUES)
 
 
 def main(argv: list[str]) -> int:
     paths = [Path(a).resolve() for a in argv] or manifests()
-    found = {**check_files(paths), **lint_errors(paths)}
+    found = {**check_files(paths), **lint_errors(paths if argv else [*paths, HELM_VALUES])}
+    if not argv:
+        errors = dagster_values_errors()
+        if errors:
+            found[_shown(HELM_VALUES)] = errors
+        print(helm_note())
     for name, errors in found.items():
         print(f"FAIL {name}")
         for error in errors:

@@ -92,7 +92,7 @@ def test_a_misspelled_environment_variable_fails(tmp_path):
     env = yaml.safe_load((REPO_ROOT / "deploy" / "kuberay" / "serving-env.yaml").read_text())
     env["data"]["RECSYS_SERVNG_STORE"] = env["data"].pop("RECSYS_SERVING_STORE")
     errors = _errors(tmp_path, [env])
-    assert errors == ["RECSYS_SERVNG_STORE: set here, read nowhere in recsys_assets (misspelled?)"]
+    assert errors == ["RECSYS_SERVNG_STORE: set here, read nowhere in recsys_assets or dbt_project (misspelled?)"]
 
 
 def test_missing_schemas_are_an_error_not_a_pass(tmp_path, monkeypatch, service):
@@ -146,3 +146,32 @@ def test_yamllint_and_hadolint_findings_fail(tmp_path):
     found = check.lint_errors([manifest], [dockerfile])
     assert any("trailing-spaces" in e for e in found[f"{manifest}: yamllint"])
     assert any("DL3003" in e or "DL4006" in e for e in found[f"{dockerfile}: hadolint"])
+
+
+def _values() -> dict:
+    return yaml.safe_load(check.HELM_VALUES.read_text())
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda v: v["runLauncher"]["config"]["k8sRunLauncher"]["volumeMounts"][0].update(mountPat="/x"), "mountPat"),
+    (lambda v: v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"].update(resourcez={}),
+     "resourcez"),
+    (lambda v: v["dagster-user-deployments"]["deployments"][0]["podSecurityContext"].update(runAsNonRoott=True),
+     "runAsNonRoott"),
+])
+def test_a_misspelled_field_in_the_dagster_values_fails(tmp_path, edit, expected):
+    values = _values()
+    edit(values)
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    errors = check.dagster_values_errors(path)
+    assert any(expected in e for e in errors), errors
+
+
+def test_the_dagster_values_and_the_gcp_executor_config_pass(monkeypatch):
+    assert check.dagster_values_errors() == []
+    from recsys_assets.defs import resources
+
+    monkeypatch.setattr(resources, "GCP_EXECUTOR_CONFIG", {**resources.GCP_EXECUTOR_CONFIG, "max_concurent": 4})
+    errors = check.dagster_values_errors()
+    assert any("max_concurent" in e for e in errors), errors

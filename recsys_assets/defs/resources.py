@@ -253,9 +253,16 @@ def _gcp_resources(settings: Settings) -> dict:
 
 
 RESOURCES_BY_ENV = {"local": _local_resources, "gcp": _gcp_resources}
+# On GKE every step is its own Kubernetes Job, with the run launcher's image, environment and volumes (the
+# shared RECSYS_HOME, deploy/dagster/values.yaml) and room for training.
+GCP_EXECUTOR_CONFIG = {
+    "max_concurrent": 4,
+    "step_k8s_config": {"container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"},
+                                                           "limits": {"memory": "8Gi"}}}},
+}
 # Locally, steps share one process: DuckDB allows one writer process, and 2 cores gain nothing from
-# a process per step. On GKE every step is its own Kubernetes job.
-EXECUTOR_BY_ENV = {"local": in_process_executor, "gcp": k8s_job_executor}
+# a process per step.
+EXECUTOR_BY_ENV = {"local": in_process_executor, "gcp": k8s_job_executor.configured(GCP_EXECUTOR_CONFIG)}
 
 
 def resources_for(settings: Settings) -> dict:
