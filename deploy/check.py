@@ -67,7 +67,8 @@ def strict(schema: dict) -> dict:
 def kuberay_validator(kind: str) -> Draft202012Validator:
     path = SCHEMAS / KUBERAY_KINDS[kind]
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the KubeRay {KUBERAY_VERSION} CRD schemas (deploy/schemas/README.md)")
+        raise FileNotFoundError(f"{path} is missing: the KubeRay {KUBERAY_VERSION} CRD schemas "
+                                "(deploy/schemas/README.md)")
     return Draft202012Validator(strict(json.loads(path.read_text())))
 
 

@@ -209,10 +209,10 @@ def cmd_land_events(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from recsys_assets.data.landing import LocalLandingZone
-    from recsys_assets.serving_data.events import EventLog, land_events
+    from recsys_assets.serving_data.events import land_events, open_event_log
 
     settings = get_settings()
-    log, zone = EventLog(settings.events_dir), LocalLandingZone(settings.landing_dir)
+    log, zone = open_event_log(settings.events_dir, settings.serving_redis_url), LocalLandingZone(settings.landing_dir)
     today = datetime.now(timezone.utc).date().isoformat()
     days = [args.day] if args.day else [d for d in log.days() if d < today]
     for day in days:

@@ -121,7 +121,8 @@ def test_a_service_account_bound_to_another_google_account_fails(tmp_path):
     accounts = list(yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s" / "namespace.yaml").read_text()))
     serving = next(a for a in accounts if a["metadata"]["name"] == "recsys-serving")
     serving["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] = "recsys-training@p.iam.gserviceaccount.com"
-    unknown = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "recsys-other", "namespace": "recsys"}}
+    unknown = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "recsys-other", "namespace": "recsys"}}
     errors = _errors(tmp_path, [serving, unknown])
     assert "ServiceAccount recsys-serving: annotated 'recsys-training@p.iam.gserviceaccount.com', Terraform binds " \
            "it to recsys-serving" in errors

@@ -4,6 +4,7 @@ release record and the interaction log."""
 
 import json
 import threading
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,26 @@ def test_event_log_appends_per_day_and_skips_a_torn_line(tmp_path):
     day = log.read("2024-01-01")
     assert day["parent_asin"].tolist() == ["a", "b"] and day["rating"].tolist() == [5.0, 3.0]
     assert json.loads(log.path("2024-01-02").read_text())["parent_asin"] == "c"
+
+
+def test_the_redis_event_log_keeps_each_day_and_lands_it_once(redis_url, tmp_path):
+    """Where serving uses Redis (GKE), interactions go to one Redis stream per UTC day: every serving pod
+    appends, the pod that lands the day reads, nothing lives on a pod's disk."""
+    from recsys_assets.data.landing import LocalLandingZone
+    from recsys_assets.serving_data.events import RedisEventLog, land_events, open_event_log
+
+    log = open_event_log(tmp_path / "unused", redis_url)
+    assert isinstance(log, RedisEventLog)
+    for day in log.days():
+        log.client.delete(log.PREFIX + day)
+    log.append("u", "a", 5, 1_704_067_200_000)  # 2024-01-01T00:00Z
+    log.append("v", "b", 3, 1_704_153_599_999)  # 2024-01-01T23:59:59.999Z
+    log.append("u", "c", 4, 1_704_153_600_000)  # 2024-01-02
+    assert log.days() == ["2024-01-01", "2024-01-02"]
+    day = log.read("2024-01-01")
+    assert day["parent_asin"].tolist() == ["a", "b"] and day["rating"].tolist() == [5.0, 3.0]
+    assert day["timestamp"].tolist() == [1_704_067_200_000, 1_704_153_599_999]
+    zone = LocalLandingZone(tmp_path / "landing")
+    assert land_events(log, zone, date(2024, 1, 1)) == 2
+    assert land_events(log, zone, date(2024, 1, 1)) == 0  # idempotent
+    assert not (tmp_path / "unused").exists()

@@ -10,7 +10,6 @@ from pathlib import Path
 import mlflow
 from dagster import ConfigurableResource, Field, Noneable, in_process_executor, resource
 from dagster_dbt import DbtCliResource
-from dagster_gcp import BigQueryResource, GCSResource
 from dagster_k8s import k8s_job_executor
 from dagster_mlflow.resources import MlFlow
 
@@ -19,7 +18,7 @@ from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
-from recsys_assets.serving_data.events import EventLog
+from recsys_assets.serving_data.events import EventLog, RedisEventLog, open_event_log
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import Settings
@@ -158,7 +157,7 @@ class ServingResource(ConfigurableResource):
     qdrant_url: str | None = None
     mlflow_uri: str | None = None  # None: SQLite under mlflow_dir
     mlflow_dir: str | None = None
-    events_dir: str | None = None  # the API's interaction log (local disk of the serving machine)
+    events_dir: str | None = None  # the API's interaction log: files here, or Redis streams with redis_url
 
     def kv(self) -> KeyValueStore:
         return open_kv(Path(self.sqlite_path), self.redis_url)
@@ -169,8 +168,8 @@ class ServingResource(ConfigurableResource):
     def registry(self) -> MlflowStore:
         return MlflowStore(self.mlflow_uri) if self.mlflow_uri else MlflowStore.local(Path(self.mlflow_dir))
 
-    def events(self) -> EventLog:
-        return EventLog(Path(self.events_dir))
+    def events(self) -> EventLog | RedisEventLog:
+        return open_event_log(Path(self.events_dir), self.redis_url)
 
 
 def _serving(settings: Settings) -> ServingResource:
@@ -247,8 +246,6 @@ def _gcp_resources(settings: Settings) -> dict:
         "training": _training(settings),
         "mlflow_tracking": _mlflow(settings),
         "serving": _serving(settings),
-        "bigquery": BigQueryResource(project=project, location=location),
-        "gcs": GCSResource(project=project),
     }
 
 

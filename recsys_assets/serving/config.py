@@ -79,7 +79,7 @@ class ServingConfig:
                      ingress=env.get("RECSYS_SERVE_INGRESS", "haproxy"),
                      max_ongoing_requests=int(env.get("RECSYS_SERVE_MAX_ONGOING", "8")),
                      max_queued_requests=int(env.get("RECSYS_SERVE_MAX_QUEUED", "24")),
-                     max_replicas=int(env["RECSYS_SERVE_MAX_REPLICAS"]) if env.get("RECSYS_SERVE_MAX_REPLICAS") else None)
+                     max_replicas=int(env.get("RECSYS_SERVE_MAX_REPLICAS") or 0) or None)
         if config.ingress not in INGRESSES:
             raise ValueError(f"RECSYS_SERVE_INGRESS must be one of {INGRESSES}, got {config.ingress!r}")
         if config.ingress == "haproxy" and not haproxy_available():

@@ -36,9 +36,9 @@ class BoundedRequestId:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             given = scope.get("headers") or []
+            request_id = accepted_request_id(dict(given).get(b"x-request-id"))
             kept = [(k, v) for k, v in given if k not in (b"x-request-id", DISCONNECT_DISABLED)]
-            scope["headers"] = [*kept, (b"x-request-id", accepted_request_id(dict(given).get(b"x-request-id")).encode()),
-                                (DISCONNECT_DISABLED, b"?1")]
+            scope["headers"] = [*kept, (b"x-request-id", request_id.encode()), (DISCONNECT_DISABLED, b"?1")]
         await self.app(scope, receive, send)
 
 

@@ -20,7 +20,7 @@ from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
 from recsys_assets.serving.recommender import TWO_TOWER_INDEX, Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
-from recsys_assets.serving_data.events import EventLog
+from recsys_assets.serving_data.events import open_event_log
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 log = logging.getLogger("recsys.serving")
@@ -61,7 +61,7 @@ class Runtime:
         self.index = vector_index(settings)
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
         self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
-        self.events = EventLog(config.events_dir)
+        self.events = open_event_log(config.events_dir, settings.serving_redis_url)
         self.metrics = ServingMetrics()
         self._current: Recommender | None = None
         self._reload_lock = threading.Lock()

@@ -1,5 +1,7 @@
-"""The log of interactions received live: one JSON-lines file per UTC day, appended under a file lock so
-several Serve replicas can write, merged into that day's landing file so the batch pipeline sees them."""
+"""The log of interactions received live, one per UTC day, merged into that day's landing file so the batch
+pipeline sees them: JSON-lines files under a file lock (one machine, several Serve replicas), or Redis
+streams where serving uses Redis (GKE: durable, and shared by every serving pod and the run pod that lands
+the day)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,15 @@ import pyarrow as pa
 
 from recsys_assets.data.landing import LandingZone
 from recsys_assets.data.schema import REVIEW_SCHEMA, day_of_ms, review_file_name
+from recsys_assets.serving_data.kv import redis_client
 
 KEY = ["user_id", "parent_asin", "timestamp"]
+COLUMNS = ["user_id", "parent_asin", "rating", "timestamp", "source"]
+
+
+def _event(user_id: str, parent_asin: str, rating: float, timestamp_ms: int, source: str) -> dict:
+    return {"user_id": user_id, "parent_asin": parent_asin, "rating": float(rating), "timestamp": int(timestamp_ms),
+            "source": source}
 
 
 class EventLog:
@@ -26,8 +35,7 @@ class EventLog:
 
     def append(self, user_id: str, parent_asin: str, rating: float, timestamp_ms: int, source: str = "api") -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"user_id": user_id, "parent_asin": parent_asin, "rating": float(rating),
-                           "timestamp": int(timestamp_ms), "source": source}) + "\n"
+        line = json.dumps(_event(user_id, parent_asin, rating, timestamp_ms, source)) + "\n"
         with open(self.path(day_of_ms(timestamp_ms).isoformat()), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -50,10 +58,37 @@ class EventLog:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue
-        return pd.DataFrame(rows, columns=["user_id", "parent_asin", "rating", "timestamp", "source"])
+        return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def land_events(log: EventLog, zone: LandingZone, day: date) -> int:
+class RedisEventLog:
+    """The same log as one Redis stream per UTC day (`events:<day>`, XADD / XRANGE)."""
+
+    PREFIX = "events:"
+
+    def __init__(self, url: str):
+        self.client = redis_client(url)
+
+    def append(self, user_id: str, parent_asin: str, rating: float, timestamp_ms: int, source: str = "api") -> None:
+        event = _event(user_id, parent_asin, rating, timestamp_ms, source)
+        self.client.xadd(self.PREFIX + day_of_ms(timestamp_ms).isoformat(), {k: str(v) for k, v in event.items()})
+
+    def days(self) -> list[str]:
+        return sorted(k.decode()[len(self.PREFIX):] for k in self.client.scan_iter(match=self.PREFIX + "*"))
+
+    def read(self, day: str) -> pd.DataFrame:
+        entries = self.client.xrange(self.PREFIX + day)
+        rows = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        return frame.astype({"rating": float, "timestamp": "int64"})
+
+
+def open_event_log(folder: Path, redis_url: str | None = None) -> EventLog | RedisEventLog:
+    """Redis streams when serving uses Redis (`Settings.serving_redis_url`), else the files under `folder`."""
+    return RedisEventLog(redis_url) if redis_url else EventLog(folder)
+
+
+def land_events(log: EventLog | RedisEventLog, zone: LandingZone, day: date) -> int:
     """Merge the day's logged interactions into the day's landing file (created when absent); returns the
     rows added. Idempotent: an event already in the file, by (user_id, parent_asin, timestamp), is skipped.
     A changed file is what the landing sensor picks up, so the day is ingested again with them."""

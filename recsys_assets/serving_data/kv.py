@@ -82,16 +82,19 @@ class SQLiteKV:
         self._local = threading.local()
 
 
+def redis_client(url: str):
+    """A client from Feast's connection string style (host:port[,options]) or a redis:// URL."""
+    import redis  # only where Redis is configured
+
+    if "://" in url:
+        return redis.Redis.from_url(url)
+    host, _, port = url.split(",")[0].partition(":")
+    return redis.Redis(host=host, port=int(port or 6379))
+
+
 class RedisKV:
     def __init__(self, url: str):
-        import redis  # only where Redis is configured
-
-        # Feast's connection string style (host:port[,options]) or a redis:// URL.
-        if "://" in url:
-            self.client = redis.Redis.from_url(url)
-        else:
-            host, _, port = url.split(",")[0].partition(":")
-            self.client = redis.Redis(host=host, port=int(port or 6379))
+        self.client = redis_client(url)
 
     def get_many(self, keys: list[str]) -> list[object | None]:
         if not keys:
