@@ -125,6 +125,29 @@ def redis_url():
         yield url
 
 
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A local GCS API (gcp-storage-emulator, in memory) on a free loopback port; google-cloud-storage
+    talks to it through STORAGE_EMULATOR_HOST. Yields the host."""
+    from gcp_storage_emulator.server import create_server
+
+    from recsys_assets.feature_store.redis_server import free_port
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    try:
+        yield os.environ["STORAGE_EMULATOR_HOST"]
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
 # Small and quick: the assertions are about behaviour, not about quality on 4k reviews.
 SMALL_TRAINING = dict(item2vec_epochs=2, two_tower_epochs=2, ranker_epochs=2, batch_size=256, eval_max_users=300)
 

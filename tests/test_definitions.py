@@ -15,7 +15,8 @@ LOAD = (
     "Definitions.validate_loadable(d.defs); "
     "r = d.defs.get_repository_def(); "
     "print(sorted(k.to_user_string() for k in r.asset_graph.get_all_asset_keys())); "
-    "print(sorted(d.defs.resources))"
+    "print(sorted(d.defs.resources)); "
+    "print(repr(d.defs.executor.name))"
 )
 
 
@@ -31,8 +32,8 @@ def test_definitions_load(env, tmp_path):
                 "landed_interactions"):
         assert f"'{key}'" in out.stdout
     assert "'feature_store'" in out.stdout and "'serving'" in out.stdout
-    if env == "gcp":
-        assert "'bigquery'" in out.stdout and "'gcs'" in out.stdout
+    if env == "gcp":  # the warehouse is BigQuery, the landing zone a bucket, training joins Ray on GKE
+        assert "'warehouse'" in out.stdout and "'landing'" in out.stdout and "'k8s'" in out.stdout
 
 
 def test_feast_assets_come_after_the_dbt_models():

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -176,3 +177,19 @@ def test_the_dagster_values_and_the_gcp_executor_config_pass(monkeypatch):
     monkeypatch.setattr(resources, "GCP_EXECUTOR_CONFIG", {**resources.GCP_EXECUTOR_CONFIG, "max_concurent": 4})
     errors = check.dagster_values_errors()
     assert any("max_concurent" in e for e in errors), errors
+
+
+def test_the_dbt_models_parse_for_the_bigquery_target(tmp_path):
+    """What dbt runs under gcp: the same models, parsed by the BigQuery adapter (no connection needed)."""
+    import json
+    import os
+
+    env = {**os.environ, "RECSYS_HOME": str(tmp_path), "RECSYS_GCP_PROJECT": "recsys-project"}
+    out = subprocess.run([str(Path(sys.executable).parent / "dbt"), "parse", "--target", "bigquery", "--profiles-dir",
+                          ".", "--target-path", str(tmp_path / "target")], cwd=REPO_ROOT / "dbt_project", env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    assert manifest["metadata"]["adapter_type"] == "bigquery"
+    models = {n["name"] for k, n in manifest["nodes"].items() if k.startswith("model.")}
+    assert {"stg_reviews", "user_rating_stats", "parent_asin_rating_stats"} <= models

@@ -172,10 +172,12 @@ def test_event_log_appends_per_day_and_skips_a_torn_line(tmp_path):
     assert json.loads(log.path("2024-01-02").read_text())["parent_asin"] == "c"
 
 
-def test_the_redis_event_log_keeps_each_day_and_lands_it_once(redis_url, tmp_path):
-    """Where serving uses Redis (GKE), interactions go to one Redis stream per UTC day: every serving pod
-    appends, the pod that lands the day reads, nothing lives on a pod's disk."""
-    from recsys_assets.data.landing import LocalLandingZone
+def test_the_redis_event_log_keeps_each_day_and_lands_it_once_in_the_gcs_bucket(redis_url, gcs_emulator, tmp_path):
+    """On GKE interactions go to one Redis stream per UTC day (every serving pod appends, the pod that lands
+    the day reads) and land in the GCS landing bucket: nothing lives on a pod's disk."""
+    from google.cloud import storage
+
+    from recsys_assets.data.landing import GCSLandingZone
     from recsys_assets.serving_data.events import RedisEventLog, land_events, open_event_log
 
     log = open_event_log(tmp_path / "unused", redis_url)
@@ -189,7 +191,10 @@ def test_the_redis_event_log_keeps_each_day_and_lands_it_once(redis_url, tmp_pat
     day = log.read("2024-01-01")
     assert day["parent_asin"].tolist() == ["a", "b"] and day["rating"].tolist() == [5.0, 3.0]
     assert day["timestamp"].tolist() == [1_704_067_200_000, 1_704_153_599_999]
-    zone = LocalLandingZone(tmp_path / "landing")
+    storage.Client(project="recsys-project").create_bucket("recsys-project-landing")
+    zone = GCSLandingZone("recsys-project-landing", "landing/", "recsys-project")
     assert land_events(log, zone, date(2024, 1, 1)) == 2
     assert land_events(log, zone, date(2024, 1, 1)) == 0  # idempotent
+    assert list(zone.list_files()) == ["recsys_data_upto_2024_01_01.parquet"]
+    assert zone.read_parquet("recsys_data_upto_2024_01_01.parquet").column("parent_asin").to_pylist() == ["a", "b"]
     assert not (tmp_path / "unused").exists()
