@@ -7,7 +7,9 @@
 * a RayService's serveConfigV2 through Ray Serve's own ServeDeploySchema, plus unknown keys (that schema
   lets them through), and each application's `import_path` imported and built from its `args`;
 * `rayVersion` equal to the installed Ray (the image is built from the same lock);
-* every RECSYS_* variable a manifest sets is one the code reads (a misspelled one would be ignored);
+* every RECSYS_* variable a manifest sets is one the code reads (a misspelled one would be ignored), and
+  each workload gets what it cannot run without (`REQUIRED_ENVIRONMENT`), from its env, its ConfigMaps
+  and the keys of the Secrets it references (`SECRETS`, what the README tells a user to create);
 * Terraform (deploy/terraform) parsed and cross-checked: the buckets and datasets the code defaults to
   exist, every Kubernetes service account is bound to the Google one Terraform makes for it, the
   Kubernetes version the manifests are checked at is the one it pins; `terraform fmt -check` where the
@@ -45,6 +47,19 @@ KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"
 KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
 TERRAFORM = DEPLOY / "terraform"
+# Secrets are referenced, never committed: the keys each one holds (README, "Deploy to GKE").
+SECRETS = {"recsys-api": {"RECSYS_API_TOKEN"}, "recsys-redis": {"RECSYS_REDIS_URL"},
+           "recsys-mlflow-db": {"MLFLOW_BACKEND_URI"}, "dagster-postgresql-secret": {"postgresql-password"}}
+_GCP = {"RECSYS_ENV", "RECSYS_GCP_PROJECT", "RECSYS_MLFLOW_URI"}
+# What each workload (by its Kubernetes service account) cannot run without under RECSYS_ENV=gcp.
+REQUIRED_ENVIRONMENT = {
+    "recsys-serving": _GCP | {"RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL", "RECSYS_QDRANT_URL",
+                              "RECSYS_API_TOKEN", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_USE_UVLOOP",
+                              "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"},
+    "recsys-training": _GCP,
+    "recsys-dagster": _GCP | {"RECSYS_HOME", "RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL",
+                              "RECSYS_QDRANT_URL", "RECSYS_DBT_TARGET", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS"},
+}
 YAMLLINT = ("{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
             "comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}")  # `on:` in workflows
 
@@ -162,6 +177,56 @@ def variables_the_code_reads() -> frozenset[str]:
     for path in [*(REPO / "recsys_assets").rglob("*.py"), *(REPO / "dbt_project").glob("*.yml")]:
         names |= set(re.findall(r"\bRECSYS_[A-Z0-9_]+\b", path.read_text()))
     return frozenset(names)
+
+
+def _config_maps(objects: list[dict]) -> dict[str, set[str]]:
+    return {o["metadata"]["name"]: set(o.get("data", {})) for o in objects if o.get("kind") == "ConfigMap"}
+
+
+def _pod_environment(spec: dict, config_maps: dict[str, set[str]]) -> tuple[set[str], list[str]]:
+    """The variable names a pod spec's containers get, and the references that name no known ConfigMap or
+    Secret key."""
+    names, errors = set(), []
+    for container in spec.get("containers", []):
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                ref = source["configMapRef"]["name"]
+                if ref not in config_maps:
+                    errors.append(f"envFrom ConfigMap {ref}: not among the manifests")
+                names |= config_maps.get(ref, set())
+            if "secretRef" in source:
+                ref = source["secretRef"]["name"]
+                if ref not in SECRETS:
+                    errors.append(f"envFrom Secret {ref}: not one the README tells a user to create")
+                names |= SECRETS.get(ref, set())
+        for variable in container.get("env", []):
+            secret = variable.get("valueFrom", {}).get("secretKeyRef")
+            if secret and secret["key"] not in SECRETS.get(secret["name"], set()):
+                errors.append(f"{variable['name']}: Secret {secret['name']} has no key {secret['key']!r} "
+                              f"(it holds {sorted(SECRETS.get(secret['name'], []))})")
+            names.add(variable["name"])
+    return names, errors
+
+
+def required_environment_errors(objects: list[dict], dagster_values: dict | None = None) -> list[str]:
+    """Each workload's pods get the variables it cannot run without."""
+    config_maps, errors = _config_maps(objects), []
+    pods = [(where, template["spec"]) for obj in objects
+            for where, template in _pod_templates(obj, f"{obj['kind']}/{obj['metadata']['name']}")]
+    if dagster_values is not None:
+        launcher = dagster_values["runLauncher"]["config"]["k8sRunLauncher"]
+        env_from = [*({"configMapRef": {"name": c["name"]}} for c in launcher.get("envConfigMaps", [])),
+                    *({"secretRef": {"name": c["name"]}} for c in launcher.get("envSecrets", []))]
+        pods.append(("Dagster run pods", {"serviceAccountName": dagster_values["global"]["serviceAccountName"],
+                                          "containers": [{"envFrom": env_from}]}))
+    for where, spec in pods:
+        required = REQUIRED_ENVIRONMENT.get(spec.get("serviceAccountName"))
+        if required is None:
+            continue
+        names, problems = _pod_environment(spec, config_maps)
+        errors += [f"{where}: {p}" for p in problems]
+        errors += [f"{where}: {name} missing" for name in sorted(required - names)]
+    return errors
 
 
 def environment_errors(obj: dict) -> list[str]:
@@ -417,7 +482,16 @@ def check_files(paths: list[Path]) -> dict[str, list[str]]:
     errors = terraform_errors(objects)
     if errors:
         found["deploy/terraform"] = errors
+    errors = required_environment_errors(objects, yaml.safe_load(HELM_VALUES.read_text())
+                                         if HELM_VALUES.exists() and _covers_deploy(paths) else None)
+    if errors and _covers_deploy(paths):
+        found["environment"] = errors
     return found
+
+
+def _covers_deploy(paths: list[Path]) -> bool:
+    """Whether `paths` are deploy/'s manifests (the workloads' environment is judged over all of them)."""
+    return set(paths) >= set(manifests())
 
 
 HELM_VALUES = DEPLOY / "dagster" / "values.yaml"

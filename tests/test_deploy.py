@@ -193,3 +193,32 @@ def test_the_dbt_models_parse_for_the_bigquery_target(tmp_path):
     assert manifest["metadata"]["adapter_type"] == "bigquery"
     models = {n["name"] for k, n in manifest["nodes"].items() if k.startswith("model.")}
     assert {"stg_reviews", "user_rating_stats", "parent_asin_rating_stats"} <= models
+
+
+def _all_objects() -> list[dict]:
+    return [o for path in check.manifests() for o in yaml.safe_load_all(path.read_text()) if o]
+
+
+def test_every_workload_gets_the_environment_it_needs():
+    assert check.required_environment_errors(_all_objects(), _values()) == []
+
+
+def test_a_missing_environment_variable_fails():
+    objects = _all_objects()
+    serving_env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "recsys-serving-env")
+    del serving_env["data"]["RECSYS_QDRANT_URL"]
+    errors = check.required_environment_errors(objects, _values())
+    assert any("RayService/recsys-serving" in e and "RECSYS_QDRANT_URL missing" in e for e in errors), errors
+    values = _values()
+    values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"] = []
+    errors = check.required_environment_errors(_all_objects(), values)
+    assert "Dagster run pods: RECSYS_REDIS_URL missing" in errors
+
+
+def test_a_secret_key_no_one_creates_fails():
+    objects = _all_objects()
+    service = next(o for o in objects if o["kind"] == "RayService")
+    env = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == "RECSYS_API_TOKEN")["valueFrom"]["secretKeyRef"]["key"] = "token"
+    errors = check.required_environment_errors(objects, _values())
+    assert any("Secret recsys-api has no key 'token'" in e for e in errors), errors

@@ -15,6 +15,10 @@ locals {
       ksa   = "recsys-training"
       roles = ["roles/bigquery.dataViewer", "roles/bigquery.jobUser"]
     }
+    mlflow = {
+      ksa   = "recsys-mlflow"
+      roles = ["roles/cloudsql.client"]
+    }
   }
   project_roles = flatten([
     for name, w in local.workloads : [for role in w.roles : { name = name, role = role }]
