@@ -47,6 +47,8 @@ KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"
 KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
 TERRAFORM = DEPLOY / "terraform"
+HELM_VALUES = DEPLOY / "dagster" / "values.yaml"
+DAGSTER_CHART = "1.13.27"  # = the dagster version in uv.lock
 # Secrets are referenced, never committed: the keys each one holds (README, "Deploy to GKE").
 SECRETS = {"recsys-api": {"RECSYS_API_TOKEN"}, "recsys-redis": {"RECSYS_REDIS_URL"},
            "recsys-mlflow-db": {"MLFLOW_BACKEND_URI"}, "dagster-postgresql-secret": {"postgresql-password"}}
@@ -432,10 +434,18 @@ def dagster_values_errors(path: Path | None = None) -> list[str]:
     return errors
 
 
-def helm_note() -> str:
-    if shutil.which("helm"):
-        return "helm found: run `helm template dagster dagster/dagster --version 1.13.27 -f deploy/dagster/values.yaml`"
-    return "helm not found: the values' keys are not checked against the chart (its schema is not available offline)"
+def helm_template(values: Path = HELM_VALUES) -> tuple[list[str], str]:
+    """(errors, note): `helm template` of our values with the pinned chart where helm and the chart are at
+    hand; otherwise a note that says the values' keys were not checked against the chart."""
+    if not shutil.which("helm"):
+        return [], "helm not found: the Dagster values' keys are not checked against the chart (no schema offline)"
+    out = subprocess.run(["helm", "template", "dagster", "dagster/dagster", "--version", DAGSTER_CHART, "-f",
+                          str(values)], capture_output=True, text=True)
+    if out.returncode == 0:
+        return [], f"helm template of the Dagster values with chart {DAGSTER_CHART}: rendered"
+    if re.search(r"repo .* not found|could not|no such host|failed to fetch|connection", out.stderr, re.I):
+        return [], f"the Dagster chart {DAGSTER_CHART} is not at hand (helm repo add dagster ...): values not rendered"
+    return [f"helm template: {line}" for line in out.stderr.strip().splitlines()[:10]], ""
 
 
 def lint_errors(paths: list[Path], dockerfiles: list[Path] | None = None) -> dict[str, list[str]]:
@@ -494,9 +504,6 @@ def _covers_deploy(paths: list[Path]) -> bool:
     return set(paths) >= set(manifests())
 
 
-HELM_VALUES = DEPLOY / "dagster" / "values.yaml"
-
-
 def manifests() -> list[Path]:
     """The Kubernetes manifests (the Helm values are checked apart: `dagster_values_errors`)."""
     return sorted(p for p in DEPLOY.rglob("*.yaml") if "schemas" not in p.parts and p != HELM_VALUES)
@@ -507,10 +514,11 @@ def main(argv: list[str]) -> int:
     workflows = sorted((REPO / ".github" / "workflows").glob("*.yaml"))
     found = {**check_files(paths), **lint_errors(paths if argv else [*paths, HELM_VALUES, *workflows])}
     if not argv:
-        errors = dagster_values_errors()
+        helm_errors, note = helm_template()
+        errors = dagster_values_errors() + helm_errors
         if errors:
             found[_shown(HELM_VALUES)] = errors
-        print(helm_note())
+        print(note)
     for name, errors in found.items():
         print(f"FAIL {name}")
         for error in errors:
