@@ -41,9 +41,6 @@ class Retriever:
         x = pack_users(users, self.users, self.catalogue.items, np.asarray(now_ms, dtype=np.int64))
         return encode(self.model.user_vectors, x)
 
-    def user_vector(self, user: pd.DataFrame, now_ms: int) -> np.ndarray:
-        return self.user_vectors(user, np.array([now_ms]))[0]
-
     def logits(self, user_vector: np.ndarray, items: list[str]) -> np.ndarray:
         """The retriever's log p(item | user) estimate (cosine / temperature); -inf for items it never saw."""
         rows = np.array([self.position.get(i, -1) for i in items])
