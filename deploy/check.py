@@ -492,15 +492,15 @@ def check_files(paths: list[Path]) -> dict[str, list[str]]:
     errors = terraform_errors(objects)
     if errors:
         found["deploy/terraform"] = errors
-    errors = required_environment_errors(objects, yaml.safe_load(HELM_VALUES.read_text())
-                                         if HELM_VALUES.exists() and _covers_deploy(paths) else None)
-    if errors and _covers_deploy(paths):
-        found["environment"] = errors
+    if _covers_deploy(paths):  # the workloads' environment is judged over all the manifests together
+        errors = required_environment_errors(objects, yaml.safe_load(HELM_VALUES.read_text()))
+        if errors:
+            found["environment"] = errors
     return found
 
 
 def _covers_deploy(paths: list[Path]) -> bool:
-    """Whether `paths` are deploy/'s manifests (the workloads' environment is judged over all of them)."""
+    """Whether `paths` include all of deploy/'s manifests."""
     return set(paths) >= set(manifests())
 
 
