@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import replace
@@ -130,5 +131,9 @@ def shutdown(own_cluster: bool = True) -> None:
 
     if own_cluster:
         ray.shutdown()
+        # HAProxy's private folder (`ServingConfig.ray_serve_environment`) goes with the cluster.
+        state = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "")
+        if os.path.basename(state).startswith("recsys-haproxy-"):
+            shutil.rmtree(state, ignore_errors=True)
     else:
         serve.delete(APP_NAME)
