@@ -37,6 +37,7 @@ import tempfile
 import typing
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -143,7 +144,7 @@ def serve_config_errors(text: str) -> list[str]:
         module, _, attr = app["import_path"].partition(":")
         try:
             target = getattr(importlib.import_module(module), attr)
-            with tempfile.TemporaryDirectory() as home, _environment(RECSYS_HOME=home):
+            with tempfile.TemporaryDirectory() as home, mock.patch.dict(os.environ, RECSYS_HOME=home):
                 built = target(app.get("args") or {}) if callable(target) and not isinstance(target, Application) \
                     else target
             if not isinstance(built, Application):
@@ -153,22 +154,6 @@ def serve_config_errors(text: str) -> list[str]:
             errors.append(f"serveConfigV2 {app['name']}: {app['import_path']} with args {app.get('args')}: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     return errors
-
-
-class _environment:
-    def __init__(self, **values: str):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *exc):
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @functools.cache
