@@ -145,6 +145,18 @@ def test_training_examples_hold_no_future_data(trained_home):
     every = set(zip(data.train.user_id, data.train.parent_asin)) | set(zip(data.holdout.user_id, data.holdout.parent_asin))
     holdout_negatives = data.ranker_holdout[data.ranker_holdout.label == 0]
     assert not any(pair in every for pair in zip(holdout_negatives.user_id, holdout_negatives.parent_asin))
+    # The refresh learns from the validation period (every user and item of it, new ones too), its negatives
+    # never an item the user interacted with in the training period, its features as of each event.
+    refresh = data.ranker_refresh
+    assert refresh.timestamp.between(data.validation_boundary, data.boundary - 1).all()
+    validation_events = data.train[data.train.timestamp >= data.validation_boundary]
+    assert (refresh.label == 1).sum() == len(validation_events)
+    train_pairs = set(zip(data.train.user_id, data.train.parent_asin))
+    refresh_negatives = refresh[refresh.label == 0]
+    assert len(refresh_negatives) and not any(pair in train_pairs for pair in zip(refresh_negatives.user_id,
+                                                                                   refresh_negatives.parent_asin))
+    for t, stamps in zip(refresh["timestamp"], refresh["user_rating_list_10_recent_asin_timestamp"]):
+        assert all(s < t for s in stamps)
 
 
 def _evaluation_with(home, day: str, candidate: float, popularity: float, versions: dict,
@@ -225,6 +237,56 @@ def test_evaluation_judges_the_champion_on_the_candidate_split(trained_home):
     assert set(shrunk) == set(own)
     assert all(0 <= shrunk[m]["ndcg@10"] <= 1 for m in shrunk)
     assert shrunk["two_tower"]["recall@50"] < own["two_tower"]["recall@50"]
+
+
+def test_served_models_are_refreshed_on_the_validation_period_that_judged_their_fit_only_weights(trained_home):
+    """The registered (served) two-tower and ranker have learned the validation period after their fit-only
+    weights were judged on it: validation's numbers are those of the fit-only weights (kept beside the
+    version), the holdout's those of the served weights, and the served weights fit the validation period
+    better than the fit-only ones."""
+    import torch
+
+    from recsys_assets.models.bundles import load_pipeline
+    from recsys_assets.models.dataset import pack_ranker, two_tower_inputs
+    from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.ranker import bce_loss
+    from recsys_assets.models.tags import load_tag_embeddings
+    from recsys_assets.models.two_tower import in_batch_softmax_loss
+
+    day = str(trained_home.days[-1])
+    report = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())
+    store = mlflow_store(trained_home.settings)
+    served = load_pipeline(store, report["versions"])
+    judged = load_pipeline(store, report["versions"], weights="fit_only")
+    for name in ("two_tower", "ranker"):
+        assert _metadata(trained_home.trained, name)["refresh_epoch_losses"], name
+        a, b = getattr(served, name).state_dict(), getattr(judged, name).state_dict()
+        assert any(not torch.equal(a[key], b[key]) for key in a), f"{name} was not refreshed"
+
+    data = TrainingData.load(trained_home.path / "datasets" / day)
+    metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
+    catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
+    again = evaluate(data, catalogue, Models(served.item2vec, served.two_tower, served.ranker, fusion=served.fusion),
+                     EvaluationConfig(max_users=300),
+                     validation_models=Models(judged.item2vec, judged.two_tower, judged.ranker))
+    for model in ("two_tower", "rerank"):
+        assert again["validation"]["models"][model] == pytest.approx(report["validation"]["models"][model], abs=1e-6)
+        assert again["models"][model] == pytest.approx(report["models"][model], abs=1e-6)
+
+    refresh = two_tower_inputs(data, catalogue, refresh=True)
+    batch = {k: torch.from_numpy(v) for k, v in refresh.items()}
+    with torch.no_grad():
+        losses = {label: in_batch_softmax_loss(models.two_tower.eval(), batch).item()
+                  for label, models in (("served", served), ("fit_only", judged))}
+    assert losses["served"] < losses["fit_only"], losses
+    rows = data.ranker_refresh
+    x = {"x": torch.from_numpy(pack_ranker(rows, data.users, catalogue, rows.timestamp.to_numpy())),
+         "label": torch.from_numpy(rows.label.to_numpy(np.float32))}
+    with torch.no_grad():
+        losses = {label: bce_loss(models.ranker.eval(), x).item() for label, models in (("served", served),
+                                                                                         ("fit_only", judged))}
+    assert losses["served"] < losses["fit_only"], losses
 
 
 def test_recsys_promote_rolls_back_to_a_version(trained_home):

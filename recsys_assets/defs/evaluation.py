@@ -3,7 +3,9 @@
 The gate lives in the `promotion` asset (automation does not wait for checks): it moves the MLflow alias
 only when the day's rerank pipeline beats popularity and the current champion on NDCG@10 on the validation
 period, the champion evaluated by `model_evaluation` on the day's own split. Before any model passes,
-popularity is served. The holdout is reported beside, never used to decide.
+popularity is served. The holdout is reported beside, never used to decide. Validation judges the models'
+weights from before their refresh on the validation period (the champion's too: its refreshed weights have
+seen most of today's validation period); the holdout reports the refreshed ones, which are served.
 """
 
 
@@ -29,10 +31,10 @@ from recsys_assets.models.promotion import (
     write_report,
 )
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import MODEL_NAMES, champion_versions, set_champion, tag_fusion
+from recsys_assets.models.registry import MODEL_NAMES, champion_versions, fit_only, set_champion, tag_fusion
 
 
-@asset(deps=["item2vec", "two_tower", "ranker"], code_version="2",
+@asset(deps=["item2vec", "two_tower", "ranker"], code_version="3",
        description="Temporal holdout, full ranking over the catalogue: Recall@10/50, NDCG@10, coverage@10 for "
                    "item2vec last-item i2i, two-tower and two-tower + ranker beside the baselines (popularity, EASE, "
                    "item-kNN), on the validation period (where the fusion weight and the baselines' values are "
@@ -42,20 +44,23 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
                      serving: ServingResource, mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
     versions = {name: latest_version(context, name) for name in MODEL_NAMES}
-    loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
-    models = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(),
-                    two_tower=loaded["two_tower"], ranker=loaded["ranker"])
-    cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
-    report = evaluate(data, catalogue, models, cfg, baselines=BaselineConfig())
-    report["versions"] = versions
     registry = serving.registry()
+    loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
+    item2vec_vectors = loaded["item2vec"].embeddings.weight.detach().numpy()
+    served = Models(item2vec=item2vec_vectors, two_tower=loaded["two_tower"], ranker=loaded["ranker"])
+    # Validation judges the weights from before the refresh on it; the holdout, the refreshed (served) ones.
+    judged = Models(item2vec=item2vec_vectors, ranker=fit_only(registry, "ranker", versions["ranker"], loaded["ranker"]),
+                    two_tower=fit_only(registry, "two_tower", versions["two_tower"], loaded["two_tower"]))
+    cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
+    report = evaluate(data, catalogue, served, cfg, baselines=BaselineConfig(), validation_models=judged)
+    report["versions"] = versions
     if "choices" in report:  # serving fuses the experts' scores as chosen here
         tag_fusion(registry.client(), versions["ranker"], Fusion(**report["choices"]["fusion"]))
     # The gate compares with the champion judged on this very split (same period, same users).
     champions = champion_versions(registry.client())
     if all(champions.values()) and champions != versions:
         try:
-            pipeline = load_pipeline(registry, champions)
+            pipeline = load_pipeline(registry, champions, weights="fit_only")
         except Exception as exc:  # e.g. registered before models carried their vocabularies: cannot be judged
             context.log.warning(f"the champion {champions} cannot be evaluated on this split: {exc}")
             pipeline = None

@@ -1,6 +1,9 @@
 """Model training assets: item2vec, the torchrec two-tower retriever and the tt7 ranker, one MLflow run each.
 
-They learn from the day's fit period only (`TrainingData.fit`): the validation period after it judges them.
+The two-tower and the ranker learn from the day's fit period (`TrainingData.fit`), the weights the validation
+period after it judges (kept beside the version); then, like the baselines refitted before the holdout, they
+are refreshed on the validation period (`refresh_epochs`), and that is the registered, served version: a
+model that never saw the last days cannot know the items and users that arrived in them.
 
 Each reads the day's training data, trains through the shared loop (in-process or Ray Train, the training
 resource decides), logs params, per-epoch metrics and the model to a nested MLflow run under the Dagster
@@ -8,12 +11,15 @@ run's, and registers a new version. Downstream assets load that version from the
 """
 
 
+import copy
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import date, timedelta
 
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -36,7 +42,7 @@ from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, 
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
-from recsys_assets.models.registry import ITEM_VECTORS, log_model
+from recsys_assets.models.registry import ITEM_VECTORS, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
 from recsys_assets.models.tuning import load_best
@@ -56,11 +62,12 @@ def load_inputs(context: AssetExecutionContext, training: TrainingResource, ware
     return data, Catalogue.build(data.items, metadata, tags)
 
 
-def _log_epochs(context: AssetExecutionContext, epochs: int):
+def _log_epochs(context: AssetExecutionContext, epochs: int, prefix: str = "train"):
     """Per epoch: MLflow metrics of the nested run, and a line in the Dagster log (the UI, `make demo`)."""
     def log(epoch: int, metrics: dict) -> None:
-        mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
-        context.log.info(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        mlflow.log_metrics({f"{prefix}_{k}": v for k, v in metrics.items()}, step=epoch)
+        context.log.info(f"{prefix} epoch {epoch + 1}/{epochs}: "
+                         + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return log
 
 
@@ -105,19 +112,36 @@ def _sizes(data: TrainingData, catalogue: Catalogue) -> dict:
 
 def _train_and_register(context: AssetExecutionContext, training: TrainingResource, name: str, cfg, sizes: dict,
                         build, inputs: dict, loss_fn, epochs: int, lr: float, example: np.ndarray,
-                        data: TrainingData, catalogue: Catalogue, exports=None, extra: dict | None = None
-                        ) -> MaterializeResult:
-    """Train through the shared loop in a nested MLflow run, register the model (with what `exports(model)`
-    adds to its artifacts), describe it in metadata."""
+                        data: TrainingData, catalogue: Catalogue, refresh_inputs: dict,
+                        before_refresh: Callable[[torch.nn.Module], None] | None = None, exports=None,
+                        extra: dict | None = None) -> MaterializeResult:
+    """Train on the fit period through the shared loop in a nested MLflow run, keep those weights, refresh
+    them on the validation period (`refresh_inputs`, after `before_refresh(model)`), register the refreshed
+    model (with what `exports(model)` adds to its artifacts), describe both in metadata."""
     train_cfg = training.train_config(epochs, lr=lr)
+    refresh_cfg = training.train_config(training.refresh_epochs, lr=lr)
     with mlflow.start_run(run_name=f"{name}-{context.partition_key}", nested=True) as run:
         mlflow.log_params({"model": name, "day": context.partition_key, **asdict(cfg), **sizes,
-                           **asdict(train_cfg), "executor": training.executor})
+                           **asdict(train_cfg), "executor": training.executor,
+                           "refresh_epochs": refresh_cfg.epochs, "refresh_rows": len(next(iter(refresh_inputs.values())))})
         model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
                              workers=training.ray_workers, on_epoch=_log_epochs(context, epochs))
+        refreshed = TrainHistory()
+        if refresh_cfg.epochs > 0:
+            log_fit_only_state(name, model)
+            start = copy.deepcopy(model)
+            if before_refresh is not None:
+                before_refresh(start)
+            context.log.info(f"refreshing {name} on the validation period")
+            model, refreshed = fit(lambda: start, refresh_inputs, loss_fn, refresh_cfg, executor=training.executor,
+                                   workers=training.ray_workers,
+                                   on_epoch=_log_epochs(context, refresh_cfg.epochs, prefix="refresh"))
         artifacts = {"users.json": data.users.ids, **catalogue.artifacts(), **(exports(model) if exports else {})}
         version = log_model(name, model, example, artifacts)
-    return _result(name, version, history, run.info.run_id, {"sizes": MetadataValue.json(sizes), **(extra or {})})
+    return _result(name, version, history, run.info.run_id, {
+        "sizes": MetadataValue.json(sizes),
+        "refresh_epoch_losses": MetadataValue.json([round(v, 5) for v in refreshed.epoch_losses]),
+        "refresh_seconds": round(sum(refreshed.epoch_seconds), 2), **(extra or {})})
 
 
 def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, partition_key: str) -> np.ndarray:
@@ -128,7 +152,7 @@ def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, parti
     return encode(model.item_vectors, pack_items(np.arange(1, len(catalogue.items)), stats, catalogue))
 
 
-@asset(deps=["training_dataset", "tag_embeddings"], code_version="2",
+@asset(deps=["training_dataset", "tag_embeddings"], code_version="3",
        description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; the item tower's "
                    "vectors (stats as of the day's end) are exported with the model for the index.", **MODEL_ASSET)
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
@@ -147,26 +171,32 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
     return _train_and_register(
         context, training, "two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), inputs,
         in_batch_softmax_loss, epochs, lr, inputs["user_x"][:5], data, catalogue,
+        refresh_inputs=two_tower_inputs(data, catalogue, refresh=True),
         exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)},
         extra={"tuned_on": tuned["day"] if tuned else "no search yet: defaults"})
 
 
-@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="2",
+@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="3",
        description="tt7 ranker: user id, candidate, GRU over the last 10 items with time-delta buckets, item "
                    "feature encoder -> MLP -> sigmoid; item embeddings from item2vec.", **MODEL_ASSET)
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
            mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
-    frame = data.ranker_train
-    x = pack_ranker(frame, data.users, catalogue, frame[TIME].to_numpy())
+    inputs, refresh_inputs = (_ranker_inputs(frame, data, catalogue) for frame in (data.ranker_train, data.ranker_refresh))
     item_init = _item2vec_embeddings(context)
     counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
     cfg, sizes = RankerConfig(), _sizes(data, catalogue)
     return _train_and_register(
         context, training, "ranker", cfg, sizes,
         lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
-        {"x": x, "label": frame["label"].to_numpy(np.float32)}, bce_loss, training.ranker_epochs, 0.002, x[:5],
-        data, catalogue)
+        inputs, bce_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
+        # The refresh's negatives were drawn by the whole training period's popularity: the logQ term follows.
+        before_refresh=lambda model: model.set_negative_sampling_counts(popularity(data.train, catalogue.items)))
+
+
+def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue) -> dict:
+    return {"x": pack_ranker(frame, data.users, catalogue, frame[TIME].to_numpy()),
+            "label": frame["label"].to_numpy(np.float32)}
 
 
 def _item2vec_embeddings(context: AssetExecutionContext) -> np.ndarray:

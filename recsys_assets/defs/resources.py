@@ -16,6 +16,7 @@ from dagster_mlflow.resources import MlFlow
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
+from recsys_assets.models.dataset import DatasetConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
 from recsys_assets.serving_data.events import EventLog, RedisEventLog, open_event_log
@@ -99,9 +100,11 @@ class TrainingResource(ConfigurableResource):
     executor: str = "in_process"
     ray_workers: int = 2
     window_days: int = 0  # days of history a day's models learn from; 0 = everything up to that day
+    validation_fraction: float = DatasetConfig.validation_fraction  # of the training events: where choices are made
     item2vec_epochs: int = 5
     two_tower_epochs: int = 6
     ranker_epochs: int = 3
+    refresh_epochs: int = 1  # on the validation period, after the fit period (0: serve the fit-only weights)
     batch_size: int = 1024
     eval_max_users: int = 3000  # per period; NDCG@10 ~0.15 then has a standard error of ~0.005
     seed: int = 0
@@ -193,6 +196,7 @@ def _training(settings: Settings) -> TrainingResource:
         executor=os.environ.get("RECSYS_TRAIN_EXECUTOR", "in_process"),
         ray_workers=int(os.environ.get("RECSYS_RAY_WORKERS", "2")),
         window_days=int(os.environ.get("RECSYS_TRAIN_WINDOW_DAYS", "0")),
+        validation_fraction=float(os.environ.get("RECSYS_VALIDATION_FRACTION", DatasetConfig.validation_fraction)),
         tuning_dir=str(settings.home / "tuning"),
         tuning_trials=int(os.environ.get("RECSYS_TUNING_TRIALS", "8")),
         tuning_time_budget_s=float(os.environ.get("RECSYS_TUNING_BUDGET_S", "900")),

@@ -16,11 +16,12 @@ from recsys_assets.models.dataset import DatasetConfig, build_training_data
     deps=["online_features", "item_metadata"],
     group_name="training",
     kinds={"pandas", "feast"},
-    code_version="2",
+    code_version="3",
     automation_condition=NEWEST_LANDED_DAY,
     description="Reviews up to the day (window configurable) -> k-core (users >= 2, items >= 3) -> temporal split "
-                "(last 20% by time = holdout, known users/items only; the last 10% of the rest = validation, the models "
-                "learn from what precedes it) -> one popularity negative per fit positive -> "
+                "(last 20% by time = holdout, known users/items only; the last 25% of the rest = validation, the models "
+                "learn from what precedes it, then are refreshed on it) -> one popularity negative per fit and per "
+                "validation positive -> "
                 "features as of each event through Feast's point-in-time join. Parquet under RECSYS_HOME/datasets/<day>.",
 )
 def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResource,
@@ -30,7 +31,7 @@ def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResourc
     events = warehouse.warehouse().read_reviews(first, day).to_pandas()
     store = feature_store.repository().store
     data = build_training_data(events, lambda rows: point_in_time_features(store, rows),
-                               DatasetConfig(seed=training.seed))
+                               DatasetConfig(validation_fraction=training.validation_fraction, seed=training.seed))
     folder = training.dataset_dir(context.partition_key)
     data.save(folder)
     return MaterializeResult(metadata={

@@ -15,7 +15,7 @@ from recsys_assets.models.data import Vocabulary
 from recsys_assets.models.dataset import pack_ranker_for_user, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, load_version, ranker_fusion
+from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, load_version, ranker_fusion
 from recsys_assets.models.two_tower import encode
 
 
@@ -83,10 +83,13 @@ class Ranker:
         return list(zip(np.split(probability, ends), np.split(ranking, ends)))
 
 
-def load_pipeline(store: MlflowStore, versions: dict[str, str]):
+def load_pipeline(store: MlflowStore, versions: dict[str, str], weights: str = "served"):
     """Registered item2vec, two_tower and ranker versions as `evaluation.Models` with the vocabularies they
     were trained with; None when they were not trained together (a hand-promoted mix of days has no one
-    vocabulary to evaluate them under)."""
+    vocabulary to evaluate them under). `weights="fit_only"`: the weights before their refresh on their
+    validation period (how a champion is judged on a later validation period it was not refreshed on)."""
+    if weights not in ("served", "fit_only"):
+        raise ValueError(f"weights must be 'served' or 'fit_only', got {weights!r}")
     from recsys_assets.models.evaluation import Models
 
     retriever, ranker = Retriever.load(store, versions["two_tower"]), Ranker.load(store, versions["ranker"])
@@ -95,6 +98,9 @@ def load_pipeline(store: MlflowStore, versions: dict[str, str]):
     if not (retriever.catalogue.items.ids == ranker.catalogue.items.ids == item2vec_items
             and retriever.users.ids == ranker.users.ids):
         return None
-    return Models(item2vec=item2vec.embeddings.weight.detach().numpy(), two_tower=retriever.model,
-                  ranker=ranker.model, users=retriever.users, catalogue=retriever.catalogue,
-                  fusion=ranker.fusion)
+    two_tower, ranker_model = retriever.model, ranker.model
+    if weights == "fit_only":
+        two_tower = fit_only(store, "two_tower", versions["two_tower"], two_tower)
+        ranker_model = fit_only(store, "ranker", versions["ranker"], ranker_model)
+    return Models(item2vec=item2vec.embeddings.weight.detach().numpy(), two_tower=two_tower, ranker=ranker_model,
+                  users=retriever.users, catalogue=retriever.catalogue, fusion=ranker.fusion)

@@ -5,6 +5,9 @@ protocol (`metrics.py`), on two periods (`dataset.Cut`):
   here (the rerank's fusion, the baselines' hyper-parameters) and the gate compares here;
 * holdout (after the training period): reported only, never used to choose.
 
+Validation judges the weights learned from the fit period (`validation_models`); the holdout, the refreshed
+weights that are served (refreshed on the validation period, as the baselines are refitted on it).
+
 Users are evaluated as of the period's start: their features, last item and history are what was known
 then. Rerank = the two-tower's top `rerank_depth` candidates, EASE's top `fusion.EASE_DEPTH` and the most
 reviewed items of the last days, ordered by the ranker's, the two-tower's, EASE's and recent popularity's
@@ -159,12 +162,14 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
 
 def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
              cfg: EvaluationConfig = EvaluationConfig(), baselines: BaselineConfig | None = None,
-             holdout: bool = True) -> dict:
+             holdout: bool = True, validation_models: Models | None = None) -> dict:
     """`report["validation"]`: every model on the validation period, the rerank's fusion chosen there
     (`report["choices"]`); `report["models"]`: the same pipelines on the holdout, reported (with
-    `holdout=False`, validation only: how a champion is judged). With `baselines`, EASE and item-kNN beside
-    them, their hyper-parameters chosen on validation too (`report["baselines"]`), and EASE with the chosen
-    l2 joins the rerank's candidates and fusion."""
+    `holdout=False`, validation only: how a champion is judged). `validation_models`: the weights before the
+    refresh on the validation period, which validation judges (default: `models`, not refreshed). With
+    `baselines`, EASE and item-kNN beside them, their hyper-parameters chosen on validation too
+    (`report["baselines"]`), and EASE with the chosen l2 joins the rerank's candidates and fusion."""
+    judged = validation_models if validation_models is not None else models
     users_vocab = models.users if models.users is not None else data.users
     validation, holdout_cut = data.cut("validation"), data.cut("holdout")
     validation_users = _users_to_evaluate(validation.later, cfg)
@@ -181,7 +186,7 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     else:
         ease_l2 = report["baselines"]["ease"]["l2"] if baselines is not None else None
         fusions = grid(ease_l2 if ease_l2 is not None else Fusion().ease_l2, with_ease=ease_l2 is not None)
-    on_validation, rerank_by_fusion = _score_cut(validation, catalogue, models, users_vocab, validation_users, cfg,
+    on_validation, rerank_by_fusion = _score_cut(validation, catalogue, judged, users_vocab, validation_users, cfg,
                                                  fusions, ease_l2)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
     chosen = None

@@ -57,9 +57,8 @@ class Ranker(nn.Module):
                  negative_sampling_counts: np.ndarray | None = None):
         super().__init__()
         self.cfg = cfg
-        counts = np.ones(n_items) if negative_sampling_counts is None else np.asarray(negative_sampling_counts, float)
-        q = np.maximum(counts, 0.5) / np.maximum(counts, 0.5).sum()  # unseen items: half a count
-        self.register_buffer("log_q", torch.from_numpy(np.log(q)).float())
+        self.register_buffer("log_q", _log_q(np.ones(n_items) if negative_sampling_counts is None
+                                             else negative_sampling_counts))
         self.layout = ranker_layout(user_dense_dim, item_dense_dim)
         item_dim = item_init.shape[1] if item_init is not None else cfg.item_dim
         self.user_emb = nn.Embedding(n_users, cfg.user_dim)
@@ -106,6 +105,10 @@ class Ranker(nn.Module):
         out = self.head(joined).squeeze(1)
         return out if logits else torch.sigmoid(out)
 
+    def set_negative_sampling_counts(self, counts: np.ndarray) -> None:
+        """The counts the negatives of further training are drawn by (the logQ term ranking adds back)."""
+        self.log_q.copy_(_log_q(counts))
+
     def _sequence_state(self, history: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
         steps = torch.cat([self.item_emb(history), self.bucket_emb(buckets)], dim=2)
         _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
@@ -120,6 +123,11 @@ class Ranker(nn.Module):
         logits = self(x, logits=True)
         item = x[:, self.layout.slices()["item"]].long().squeeze(1)
         return torch.sigmoid(logits), logits + self.log_q[item]
+
+
+def _log_q(counts: np.ndarray) -> torch.Tensor:
+    counts = np.maximum(np.asarray(counts, dtype=float), 0.5)  # unseen items: half a count
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
 def bce_loss(model: nn.Module, batch: dict) -> torch.Tensor:

@@ -6,6 +6,7 @@ a signature and an input example; the vocabularies and layouts they need travel 
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from recsys_assets.settings import Settings
 
 CHAMPION = "champion"
 ITEM_VECTORS = "item_vectors.npy"  # two_tower: one row per entry of items.json, for the ANN index
+FIT_ONLY_STATE = "fit_only_state.pt"  # a refreshed model's weights before the refresh: what validation judged
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,32 @@ def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts:
 
 def extras_dir(name: str) -> str:
     return f"{name}_extras"
+
+
+def fit_only_dir(name: str) -> str:
+    return f"{name}_fit_only"
+
+
+def log_fit_only_state(name: str, model: torch.nn.Module) -> None:
+    """Keep, in the active run, the weights as they were before the refresh (beside, not in, the extras that
+    serving downloads)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / FIT_ONLY_STATE
+        torch.save(model.state_dict(), path)
+        mlflow.log_artifact(str(path), artifact_path=fit_only_dir(name))
+
+
+def fit_only(store: MlflowStore, name: str, version: str, model: torch.nn.Module) -> torch.nn.Module:
+    """The registered `model` (version `version` of `name`) with the weights validation judged: those before
+    the refresh when it was refreshed, else the model itself."""
+    run_id = store.client().get_model_version(name, str(version)).run_id
+    if not any(a.path.endswith(FIT_ONLY_STATE) for a in store.client().list_artifacts(run_id, fit_only_dir(name))):
+        return model
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=fit_only_dir(name),
+                                                      tracking_uri=store.tracking_uri))
+    judged = copy.deepcopy(model)
+    judged.load_state_dict(torch.load(folder / FIT_ONLY_STATE, weights_only=True))
+    return judged.eval()
 
 
 def load_extras(store: MlflowStore, name: str, version: str) -> Path:
