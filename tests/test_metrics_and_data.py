@@ -112,3 +112,8 @@ def test_gate_promotes_only_a_better_model_than_the_champion_on_the_same_validat
     assert not stale.promote and "re-materialize model_evaluation" in stale.reason
     assert not gate(_report(0.3, 0.1), {"two_tower": "1"}).promote
     assert not gate(_report(0.3, 0.1, versions={"two_tower": "1"}), {"two_tower": "1"}).promote  # already it
+    # Neither the candidate nor the champion beats popularity on this split: popularity is served.
+    retired = gate(_report(0.09, 0.1, champion=0.08), {"two_tower": "1"})
+    assert not retired.promote and retired.retire_champion and "popularity is served" in retired.reason
+    assert not gate(_report(0.09, 0.1, champion=0.12), {"two_tower": "1"}).retire_champion  # the champion still wins
+    assert not gate(_report(0.09, 0.1), {"two_tower": "1"}).retire_champion  # not judged here: no evidence

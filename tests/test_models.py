@@ -196,9 +196,13 @@ def test_promotion_moves_champion_only_for_a_better_pipeline(trained_home):
         assert meta["promoted"] is False and "champion" in meta["reason"]
         assert str(champion(client, "two_tower").version) == b["two_tower"]
 
-        # better than the champion, not than popularity
+        # better than the champion, not than popularity, and neither is the champion on this split: the champion
+        # is retired, popularity is served
         _evaluation_with(trained_home, day, candidate=0.6, popularity=0.7, versions=a, champion=(b, 0.5))
-        assert _metadata(trained_home.materialize([promotion], day), "promotion")["promoted"] is False
+        meta = _metadata(trained_home.materialize([promotion], day), "promotion")
+        assert meta["promoted"] is False and meta["retired_champion"] is True, meta
+        assert all(champion(client, name) is None for name in MODEL_NAMES)
+        assert client.get_model_version("ranker", b["ranker"]).tags["retired_on"] == day
     finally:
         for name in MODEL_NAMES:
             set_champion(client, name, a[name])

@@ -2,7 +2,8 @@
 
 The gate lives in the `promotion` asset (automation does not wait for checks): it moves the MLflow alias
 only when the day's rerank pipeline beats popularity and the current champion on NDCG@10 on the validation
-period, the champion evaluated by `model_evaluation` on the day's own split. Before any model passes,
+period, the champion evaluated by `model_evaluation` on the day's own split. Before any model passes, and
+after a champion that no longer beats popularity is retired (neither it nor the day's pipeline does),
 popularity is served. The holdout is reported beside, never used to decide. Validation judges the models'
 weights from before their refresh on the validation period (the champion's too: its refreshed weights have
 seen most of today's validation period); the holdout reports the refreshed ones, which are served.
@@ -31,7 +32,14 @@ from recsys_assets.models.promotion import (
     write_report,
 )
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import MODEL_NAMES, champion_versions, fit_only, set_champion, tag_fusion
+from recsys_assets.models.registry import (
+    MODEL_NAMES,
+    champion_versions,
+    fit_only,
+    retire_champion,
+    set_champion,
+    tag_fusion,
+)
 
 
 @asset(deps=["item2vec", "two_tower", "ranker"], code_version="3",
@@ -127,15 +135,21 @@ def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow
             client.set_model_version_tag(name, version, "promoted_on", context.partition_key)
             set_champion(client, name, version)
         context.log.info("promoted: " + decision.reason)
+    elif decision.retire_champion:
+        for name in MODEL_NAMES:
+            retire_champion(client, name, context.partition_key)
+        context.log.warning("retired the champion: " + decision.reason)
     elif not any(decision.previous_champions.values()):
         context.log.warning(f"no model passed the gate ({decision.reason}): the release serves popularity")
     else:
         context.log.info("kept the champion: " + decision.reason)
     return MaterializeResult(metadata={
         "promoted": decision.promote,
+        "retired_champion": decision.retire_champion,
         "reason": decision.reason,
         "candidate_ndcg@10": decision.candidate,
         "popularity_ndcg@10": decision.popularity,
         "champion_ndcg@10": decision.champion if decision.champion is not None else -1.0,
-        "champion_versions": MetadataValue.json(report["versions"] if decision.promote else decision.previous_champions),
+        "champion_versions": MetadataValue.json(report["versions"] if decision.promote else {}
+                                                if decision.retire_champion else decision.previous_champions),
     })

@@ -24,6 +24,8 @@ class Decision:
     champion: float | None
     versions: dict[str, str]
     previous_champions: dict[str, str | None]
+    # Neither the candidate nor the champion (judged on this split) beats popularity: serve popularity.
+    retire_champion: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,7 +34,8 @@ class Decision:
 def gate(report: dict, previous: dict[str, str | None]) -> Decision:
     """Promote only when the candidate beats, strictly, popularity and the current champion on the validation
     period, the champion evaluated on the candidate's own split (`report["champion"]`: same period, same
-    users), never a number recorded on an older split. The holdout is reported, never used to decide."""
+    users), never a number recorded on an older split; retire the champion when neither beats popularity
+    there (the release then serves popularity). The holdout is reported, never used to decide."""
     models = report["validation"]["models"]
     versions = report["versions"]
     candidate = models.get(GATE_MODEL, models.get("two_tower", {})).get(GATE_METRIC, 0.0)
@@ -56,7 +59,12 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
         reason = f"{candidate:.4f} beats popularity {popularity:.4f}" + (
             f" and the champion's {champion_metric:.4f} on the same validation period" if champion_metric is not None
             else " (the champion could not be judged on this split)" if has_champion else " (first champion)")
-    return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous)
+    retire = (not verdict and has_champion and judged.get("versions") == previous and champion_metric is not None
+              and champion_metric <= popularity and candidate <= popularity)
+    if retire:
+        reason += (f"; the champion's {champion_metric:.4f} does not beat popularity {popularity:.4f} on this "
+                   "validation period either: popularity is served until a model beats it")
+    return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous, retire)
 
 
 BASELINE_MODELS = ("popularity", "ease", "item_knn")

@@ -140,6 +140,14 @@ def set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
 
 
+def retire_champion(client: MlflowClient, name: str, day: str) -> None:
+    """No champion for `name` (its version keeps a `retired_on` tag; `recsys promote` brings it back)."""
+    found = champion(client, name)
+    if found is not None:
+        client.set_model_version_tag(name, found.version, "retired_on", day)
+        client.delete_registered_model_alias(name, CHAMPION)
+
+
 def ranker_fusion(client: MlflowClient, ranker_version: str) -> Fusion:
     """How the rerank fuses its scores for this ranker version, as `model_evaluation` chose it on validation
     (tags `fusion_*` on the version)."""
