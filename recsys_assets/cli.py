@@ -155,8 +155,8 @@ def served_release_summary(settings) -> str:
     if release is None:
         return "WARNING: nothing released yet: serving has nothing to answer with"
     if release.pipeline == POPULARITY:
-        return (f"WARNING: release {release.id} ({release.day}) serves POPULARITY: no model has beaten it on the "
-                "holdout yet (see `recsys evaluate`); the first model that does takes over")
+        return (f"WARNING: release {release.id} ({release.day}) serves POPULARITY: no model beats it on the "
+                "validation period (see `recsys evaluate`); the first model that does takes over")
     return f"release {release.id} ({release.day}) serves models {release.models}"
 
 
@@ -170,11 +170,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"split: {report['split']}")
     if "validation" in report:  # where every choice is made and the gate compares
-        print(f"validation period ({report['validation']['evaluated_users']} users):")
+        print(f"validation period ({report['validation']['evaluated_users']} users; our models as learned from the "
+              "fit period before it):")
         print("\n".join(format_table(metrics_table(report["validation"]))))
         if "choices" in report:
             print(f"chosen on validation: {report['choices']}")
-    print(f"holdout ({report.get('evaluated_users')} users), reported only:")
+    print(f"holdout ({report.get('evaluated_users')} users; our models refreshed on the validation period, as "
+          "served), reported only:")
     print("\n".join(format_table(metrics_table(report))))
     comparison = baseline_comparison(report)
     if comparison:

@@ -267,14 +267,23 @@ def test_served_models_are_refreshed_on_the_validation_period_that_judged_their_
         assert _metadata(trained_home.trained, name)["refresh_epoch_losses"], name
         a, b = getattr(served, name).state_dict(), getattr(judged, name).state_dict()
         assert any(not torch.equal(a[key], b[key]) for key in a), f"{name} was not refreshed"
-
+    assert _metadata(trained_home.trained, "item2vec")["refresh_epoch_losses"]
+    assert not np.allclose(served.item2vec, judged.item2vec)
+    # The ranker's (frozen) item vectors: item2vec's fit-only ones, and for items first seen in the validation
+    # period, item2vec's refreshed ones.
     data = TrainingData.load(trained_home.path / "datasets" / day)
+    unseen = ~np.isin(np.array(["<pad>", *data.items.ids], dtype=object), data.fit.parent_asin.unique())
+    unseen[0] = False
+    expected = np.where(unseen[:, None], served.item2vec, judged.item2vec)
+    np.testing.assert_allclose(served.ranker.item_emb.weight.detach().numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(judged.ranker.item_emb.weight.detach().numpy(), judged.item2vec, atol=1e-6)
+
     metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
     catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
     again = evaluate(data, catalogue, Models(served.item2vec, served.two_tower, served.ranker, fusion=served.fusion),
                      EvaluationConfig(max_users=300),
                      validation_models=Models(judged.item2vec, judged.two_tower, judged.ranker))
-    for model in ("two_tower", "rerank"):
+    for model in ("item2vec", "two_tower", "rerank"):
         assert again["validation"]["models"][model] == pytest.approx(report["validation"]["models"][model], abs=1e-6)
         assert again["models"][model] == pytest.approx(report["models"][model], abs=1e-6)
 

@@ -54,11 +54,12 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
     versions = {name: latest_version(context, name) for name in MODEL_NAMES}
     registry = serving.registry()
     loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
-    item2vec_vectors = loaded["item2vec"].embeddings.weight.detach().numpy()
-    served = Models(item2vec=item2vec_vectors, two_tower=loaded["two_tower"], ranker=loaded["ranker"])
+    served = Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(), two_tower=loaded["two_tower"],
+                    ranker=loaded["ranker"])
     # Validation judges the weights from before the refresh on it; the holdout, the refreshed (served) ones.
-    judged = Models(item2vec=item2vec_vectors, ranker=fit_only(registry, "ranker", versions["ranker"], loaded["ranker"]),
-                    two_tower=fit_only(registry, "two_tower", versions["two_tower"], loaded["two_tower"]))
+    before = {name: fit_only(registry, name, versions[name], model) for name, model in loaded.items()}
+    judged = Models(item2vec=before["item2vec"].embeddings.weight.detach().numpy(), two_tower=before["two_tower"],
+                    ranker=before["ranker"])
     cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
     report = evaluate(data, catalogue, served, cfg, baselines=BaselineConfig(), validation_models=judged)
     report["versions"] = versions

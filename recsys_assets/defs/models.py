@@ -1,6 +1,6 @@
 """Model training assets: item2vec, the torchrec two-tower retriever and the tt7 ranker, one MLflow run each.
 
-The two-tower and the ranker learn from the day's fit period (`TrainingData.fit`), the weights the validation
+The three models learn from the day's fit period (`TrainingData.fit`), the weights the validation
 period after it judges (kept beside the version); then, like the baselines refitted before the holdout, they
 are refreshed on the validation period (`refresh_epochs`), and that is the registered, served version: a
 model that never saw the last days cannot know the items and users that arrived in them.
@@ -42,7 +42,7 @@ from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, 
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
-from recsys_assets.models.registry import ITEM_VECTORS, log_fit_only_state, log_model
+from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
 from recsys_assets.models.tuning import load_best
@@ -84,25 +84,39 @@ def _result(name: str, version: str, history: TrainHistory, run_id: str, extra: 
     })
 
 
-@asset(deps=["training_dataset"], code_version="2",
+@asset(deps=["training_dataset"], code_version="3",
        description="Skip-gram item2vec (128-d, window 1, 2 negatives by freq^0.75) over users' sequences of the fit "
-                   "period.",
+                   "period, then refreshed on the validation period's.",
        **MODEL_ASSET)
 def item2vec(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
              mlflow_tracking: Tracking):
     data, _ = load_inputs(context, training, warehouse)
     items = data.items
-    ordered = data.fit.sort_values([TIME, ITEM])
-    sequences = [items.index(g[ITEM].to_numpy()) for _, g in ordered.groupby(USER, sort=True)]
     cfg = Item2VecConfig(epochs=training.item2vec_epochs, seed=training.seed)
     with mlflow.start_run(run_name=f"item2vec-{context.partition_key}", nested=True) as run:
-        mlflow.log_params({"model": "item2vec", "day": context.partition_key, **asdict(cfg), "items": len(items) - 1})
-        result = train_item2vec(sequences, len(items), cfg, on_epoch=_log_epochs(context, cfg.epochs))
-        model = Item2VecModel(result.embeddings)
+        mlflow.log_params({"model": "item2vec", "day": context.partition_key, **asdict(cfg), "items": len(items) - 1,
+                           "refresh_epochs": training.refresh_epochs})
+        result = refreshed = train_item2vec(_sequences(data.fit, items), len(items), cfg,
+                                            on_epoch=_log_epochs(context, cfg.epochs))
+        if training.refresh_epochs > 0:
+            log_fit_only_state("item2vec", Item2VecModel(result.embeddings))
+            refreshed = train_item2vec(_sequences(data.refresh_events, items), len(items),
+                                       replace(cfg, epochs=training.refresh_epochs), start=result.model,
+                                       on_epoch=_log_epochs(context, training.refresh_epochs, prefix="refresh"))
+        model = Item2VecModel(refreshed.embeddings)
         version = log_model("item2vec", model, np.arange(1, min(len(items), 6), dtype=np.float32)[:, None],
                             {"items.json": items.ids})
     history = TrainHistory(result.epoch_losses, result.epoch_seconds, samples=result.pairs)
-    return _result("item2vec", version, history, run.info.run_id, {"pairs": result.pairs})
+    return _result("item2vec", version, history, run.info.run_id, {
+        "pairs": result.pairs,
+        "refresh_epoch_losses": MetadataValue.json(
+            [round(v, 5) for v in refreshed.epoch_losses] if refreshed is not result else [])})
+
+
+def _sequences(events: pd.DataFrame, items) -> list[np.ndarray]:
+    """Each user's items in time order, as item indices."""
+    ordered = events.sort_values([TIME, ITEM])
+    return [items.index(g[ITEM].to_numpy()) for _, g in ordered.groupby(USER, sort=True)]
 
 
 def _sizes(data: TrainingData, catalogue: Catalogue) -> dict:
@@ -183,15 +197,22 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
            mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
     inputs, refresh_inputs = (_ranker_inputs(frame, data, catalogue) for frame in (data.ranker_train, data.ranker_refresh))
-    item_init = _item2vec_embeddings(context)
+    item_init, refreshed_vectors = _item2vec_embeddings(context)
     counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
     cfg, sizes = RankerConfig(), _sizes(data, catalogue)
+
+    def before_refresh(model: Ranker) -> None:
+        # The refresh's negatives were drawn by the whole training period's popularity: the logQ term follows;
+        # items first seen in the validation period get item2vec's vectors from its own refresh.
+        model.set_negative_sampling_counts(popularity(data.train, catalogue.items))
+        unseen = np.flatnonzero(counts[1:] == 0) + 1
+        model.set_item_vectors(unseen, refreshed_vectors[unseen])
+
     return _train_and_register(
         context, training, "ranker", cfg, sizes,
         lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
         inputs, bce_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
-        # The refresh's negatives were drawn by the whole training period's popularity: the logQ term follows.
-        before_refresh=lambda model: model.set_negative_sampling_counts(popularity(data.train, catalogue.items)))
+        before_refresh=before_refresh)
 
 
 def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue) -> dict:
@@ -199,11 +220,12 @@ def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue
             "label": frame["label"].to_numpy(np.float32)}
 
 
-def _item2vec_embeddings(context: AssetExecutionContext) -> np.ndarray:
-    """The same day's item2vec vectors, from the version its materialization registered."""
+def _item2vec_embeddings(context: AssetExecutionContext) -> tuple[np.ndarray, np.ndarray]:
+    """The same day's item2vec vectors (fit-only, refreshed), from the version its materialization registered."""
     version = latest_version(context, "item2vec")
     model = mlflow.pytorch.load_model(f"models:/item2vec/{version}")
-    return model.embeddings.weight.detach().numpy()
+    judged = fit_only(MlflowStore(mlflow.get_tracking_uri()), "item2vec", version, model)
+    return judged.embeddings.weight.detach().numpy(), model.embeddings.weight.detach().numpy()
 
 
 def latest_version(context: AssetExecutionContext, asset_name: str) -> str:

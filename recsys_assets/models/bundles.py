@@ -98,9 +98,8 @@ def load_pipeline(store: MlflowStore, versions: dict[str, str], weights: str = "
     if not (retriever.catalogue.items.ids == ranker.catalogue.items.ids == item2vec_items
             and retriever.users.ids == ranker.users.ids):
         return None
-    two_tower, ranker_model = retriever.model, ranker.model
+    models = {"item2vec": item2vec, "two_tower": retriever.model, "ranker": ranker.model}
     if weights == "fit_only":
-        two_tower = fit_only(store, "two_tower", versions["two_tower"], two_tower)
-        ranker_model = fit_only(store, "ranker", versions["ranker"], ranker_model)
-    return Models(item2vec=item2vec.embeddings.weight.detach().numpy(), two_tower=two_tower, ranker=ranker_model,
-                  users=retriever.users, catalogue=retriever.catalogue, fusion=ranker.fusion)
+        models = {name: fit_only(store, name, versions[name], model) for name, model in models.items()}
+    return Models(item2vec=models["item2vec"].embeddings.weight.detach().numpy(), two_tower=models["two_tower"],
+                  ranker=models["ranker"], users=retriever.users, catalogue=retriever.catalogue, fusion=ranker.fusion)

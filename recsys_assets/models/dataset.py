@@ -93,6 +93,14 @@ class TrainingData:
         """What the models learn from: the training events before the validation period."""
         return self.train[self.train[TIME] < self.validation_boundary]
 
+    @property
+    def refresh_events(self) -> pd.DataFrame:
+        """The validation period's events, each user's preceded by their last fit event (item2vec's refresh:
+        the first item after the boundary has a neighbour)."""
+        later = self.train[self.train[TIME] >= self.validation_boundary]
+        last_fit = self.fit.sort_values([TIME, ITEM]).groupby(USER).tail(1)
+        return pd.concat([last_fit[last_fit[USER].isin(set(later[USER]))], later], ignore_index=True)
+
     def cut(self, name: str) -> Cut:
         if name == "validation":
             return Cut(name, self.fit, self.validation, self.validation_boundary, self.users_at_validation,

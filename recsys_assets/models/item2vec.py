@@ -34,6 +34,7 @@ class Item2VecResult:
     epoch_losses: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     pairs: int = 0
+    model: SkipGram | None = None  # what further training (`start=`) continues from
 
 
 class SkipGram(nn.Module):
@@ -82,19 +83,20 @@ class NegativeSamplingLoss:
 
 
 def train_item2vec(sequences: list[np.ndarray], n_items: int, cfg: Item2VecConfig = Item2VecConfig(),
-                   on_epoch=None) -> Item2VecResult:
-    """Skip-gram through the shared training loop (shuffled pair batches, Adam)."""
+                   on_epoch=None, start: SkipGram | None = None) -> Item2VecResult:
+    """Skip-gram through the shared training loop (shuffled pair batches, Adam), from fresh vectors or from
+    `start`'s (which it trains further)."""
     torch.manual_seed(cfg.seed)
     pairs = skipgram_pairs(sequences, cfg.window).astype(np.int64)
     counts = np.bincount(np.concatenate(sequences) if sequences else np.zeros(0, np.int64), minlength=n_items)
     noise = counts.astype(np.float64) ** 0.75
     noise[PAD] = 0
     noise = torch.tensor(noise / noise.sum() if noise.sum() else np.ones(n_items) / n_items)
-    model = SkipGram(n_items, cfg.dim)
+    model = start if start is not None else SkipGram(n_items, cfg.dim)
     history = train_loop(model, {"center": pairs[:, 0], "context": pairs[:, 1]},
                          NegativeSamplingLoss(noise, cfg.negatives),
                          TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed), on_epoch)
-    return Item2VecResult(model.normalized().numpy(), history.epoch_losses, history.epoch_seconds, len(pairs))
+    return Item2VecResult(model.normalized().numpy(), history.epoch_losses, history.epoch_seconds, len(pairs), model)
 
 
 class Item2VecModel(nn.Module):

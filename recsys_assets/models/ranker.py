@@ -109,6 +109,12 @@ class Ranker(nn.Module):
         """The counts the negatives of further training are drawn by (the logQ term ranking adds back)."""
         self.log_q.copy_(_log_q(counts))
 
+    def set_item_vectors(self, index: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the (frozen) item vectors of `index`: items the item2vec it started from never saw."""
+        with torch.no_grad():
+            self.item_emb.weight[torch.from_numpy(np.asarray(index, dtype=np.int64))] = torch.from_numpy(
+                np.asarray(vectors, dtype=np.float32))
+
     def _sequence_state(self, history: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
         steps = torch.cat([self.item_emb(history), self.bucket_emb(buckets)], dim=2)
         _, hidden = self.gru(steps)  # left-padded: the last step is the newest item
