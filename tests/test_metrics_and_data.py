@@ -29,6 +29,8 @@ def test_recall_and_ndcg_on_a_hand_made_case():
 def test_top_k_excludes_and_orders():
     scores = np.array([[0.1, 0.9, 0.8, 0.7, 0.2]], dtype=np.float32)
     assert top_k(scores, [np.array([1])], 3).tolist() == [[2, 3, 4]]
+    # A catalogue smaller than k: what is left after the exclusions, then -1 (never an excluded item).
+    assert top_k(np.array([[0.1, 0.5, 0.2, -np.inf]]), [np.array([1])], 4).tolist() == [[2, 0, -1, -1]]
     assert coverage(np.array([[1, 2], [2, 3]]), 2, 10) == pytest.approx(0.3)
     report = ranking_report(np.array([[1, 2, 3]]), [{1}], 3)
     assert report["recall@10"] == 1.0 and report["ndcg@10"] == 1.0

@@ -12,7 +12,8 @@ import numpy as np
 
 
 def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
-    """Per row the k best column indices, excluded columns removed (scores is users x items)."""
+    """Per row the k best column indices, excluded columns (and those scored -inf: unknown to the model)
+    removed; -1 pads a row that has fewer than k (a catalogue smaller than k). Scores are users x items."""
     scores = scores.astype(np.float32, copy=True)
     for row, cols in enumerate(exclude):
         if len(cols):
@@ -20,7 +21,8 @@ def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    ranked = np.take_along_axis(part, order, axis=1)
+    return np.where(np.isneginf(np.take_along_axis(scores, ranked, axis=1)), -1, ranked)
 
 
 def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[float, float]:
@@ -39,7 +41,8 @@ def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[f
 
 
 def coverage(ranked: np.ndarray, k: int, catalogue_size: int) -> float:
-    return len(np.unique(ranked[:, :k])) / catalogue_size if catalogue_size else 0.0
+    listed = np.unique(ranked[:, :k])
+    return len(listed[listed >= 0]) / catalogue_size if catalogue_size else 0.0
 
 
 def ranking_report(ranked: np.ndarray, relevant: list[set[int]], catalogue_size: int) -> dict:
