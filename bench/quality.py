@@ -35,6 +35,11 @@ DATASETS = {
     # a real data set).
     "dominated": GeneratorConfig(users=3000, items=300, days=30, reviews=30_000, popularity_weight=2.0,
                                  candidate_pool=(64, 16, 16), seed=7),
+    # Small data: 20k reviews over 1,500 items, the size of a small public rating set.
+    "small": GeneratorConfig(users=2000, items=1500, days=30, reviews=20_000, seed=5),
+    # A catalogue of 40 items, smaller than the candidate lists (they must not pad with items the user saw).
+    "tiny": GeneratorConfig(users=800, items=40, days=20, reviews=8000, popularity_weight=3.0,
+                            candidate_pool=(32, 8, 8), seed=11),
 }
 MODELS = ("popularity", "ease", "item_knn", "item2vec", "two_tower", "rerank")
 METRICS = ("ndcg@10", "recall@10", "recall@50", "coverage@10")
