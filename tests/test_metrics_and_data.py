@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys_assets.models.data import Vocabulary, k_core, sample_negatives, temporal_split
-from recsys_assets.models.features import delta_buckets
+from recsys_assets.models.features import Layout, delta_buckets
 from recsys_assets.models.metrics import classification_report, coverage, ranking_report, recall_ndcg, top_k
 from recsys_assets.models.promotion import gate
 
@@ -34,6 +34,15 @@ def test_top_k_excludes_and_orders():
     assert coverage(np.array([[1, 2], [2, 3]]), 2, 10) == pytest.approx(0.3)
     report = ranking_report(np.array([[1, 2, 3]]), [{1}], 3)
     assert report["recall@10"] == 1.0 and report["ndcg@10"] == 1.0
+
+
+def test_layout_packs_named_groups_in_order_and_no_rows_at_all():
+    layout = Layout((("user", 1), ("history", 3)))
+    packed = layout.pack(user=np.array([7, 8]), history=np.array([[1, 2, 3], [4, 5, 6]]))
+    assert packed.tolist() == [[7, 1, 2, 3], [8, 4, 5, 6]] and layout.column_names() == ["user", "history_0",
+                                                                                        "history_1", "history_2"]
+    # e.g. the rerank of users who have seen the whole (tiny) catalogue: no candidate rows to score
+    assert layout.pack(user=np.zeros(0), history=np.zeros((0, 3))).shape == (0, 4)
 
 
 def test_classification_report():

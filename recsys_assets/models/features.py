@@ -56,7 +56,7 @@ class Layout:
         rows = len(next(iter(parts.values())))
         out = np.zeros((rows, self.width), dtype=np.float32)
         for name, sl in self.slices().items():
-            out[:, sl] = np.asarray(parts[name], dtype=np.float32).reshape(rows, -1)
+            out[:, sl] = np.asarray(parts[name], dtype=np.float32).reshape(rows, sl.stop - sl.start)  # 0 rows too
         return out
 
 
