@@ -31,7 +31,8 @@ def _latest_user_rows(home) -> pd.DataFrame:
     """Each user's newest row in the dbt table, read straight from DuckDB (not through Feast)."""
     return _warehouse_rows(home, """
         select * from main.user_rating_stats
-        qualify row_number() over (partition by user_id order by timestamp desc) = 1""").set_index("user_id")
+        qualify row_number() over (partition by user_id order by timestamp desc) = 1
+        order by user_id""").set_index("user_id")
 
 
 def _check_results(result, asset_name: str) -> dict:
@@ -97,8 +98,8 @@ def test_user_and_candidates_are_read_in_one_call(featured_home):
 def test_pushed_interaction_is_read_first_and_older_pushes_lose_to_batch(featured_home):
     store = featured_home.feature_repository().store
     reader = OnlineFeatures(store)
-    latest = _latest_user_rows(featured_home)
-    user = latest.index[-1]  # a user no other test pushes for
+    latest = _latest_user_rows(featured_home).sort_values("user_rating_cnt_90d", kind="stable")
+    user = latest.index[0]  # among the least active: never the most active user the serving tests read
     before = reader.users([user]).row(0)
     item = "B0PUSHED01"
     last_ms = before["user_rating_list_10_recent_asin_timestamp"][-1]
@@ -114,7 +115,7 @@ def test_pushed_interaction_is_read_first_and_older_pushes_lose_to_batch(feature
     assert pushed_item.source == [FRESH] and pushed_item.row(0)["parent_asin_rating_cnt_7d"] == 1
 
     # A fresh row older than the batch row is stale: the batch state wins.
-    other = latest.index[-2]
+    other = latest.index[1]
     batch_state = reader.users([other]).row(0)
     push_interaction(store, other, item, 1.0, batch_state["user_rating_list_10_recent_asin_timestamp"][0] - DAY_MS)
     assert reader.users([other]).source == [BATCH] and reader.users([other]).row(0) == batch_state

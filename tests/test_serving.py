@@ -36,7 +36,7 @@ def service(served_home):
 def known(served_home):
     """An active user (most reviews) and catalogue items, from the landed data."""
     reviews = pd.concat([pd.read_parquet(p) for p in sorted(served_home.landing.path.glob("recsys_data_upto_*"))])
-    user = reviews["user_id"].value_counts().index[0]
+    user = reviews.groupby("user_id").size().sort_index().sort_values(ascending=False, kind="stable").index[0]
     items = pd.read_parquet(served_home.landing.path / ITEMS_FILE)["parent_asin"].tolist()
     return {"user": user, "items": items, "seen": set(reviews.loc[reviews["user_id"] == user, "parent_asin"])}
 
