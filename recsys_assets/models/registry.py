@@ -97,8 +97,9 @@ def log_fit_only_state(name: str, model: torch.nn.Module) -> None:
 def fit_only(store: MlflowStore, name: str, version: str, model: torch.nn.Module) -> torch.nn.Module:
     """The registered `model` (version `version` of `name`) with the weights validation judged: those before
     the refresh when it was refreshed, else the model itself."""
-    run_id = store.client().get_model_version(name, str(version)).run_id
-    if not any(a.path.endswith(FIT_ONLY_STATE) for a in store.client().list_artifacts(run_id, fit_only_dir(name))):
+    client = store.client()
+    run_id = client.get_model_version(name, str(version)).run_id
+    if not any(a.path.endswith(FIT_ONLY_STATE) for a in client.list_artifacts(run_id, fit_only_dir(name))):
         return model
     folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=fit_only_dir(name),
                                                       tracking_uri=store.tracking_uri))
