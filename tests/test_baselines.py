@@ -13,7 +13,7 @@ from recsys_assets.models.baselines import (
     interaction_matrix,
     protocol,
 )
-from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
+from recsys_assets.models.data import DAY_MS, ITEM, TIME, USER, Vocabulary, popularity
 from recsys_assets.models.dataset import Cut
 
 
@@ -91,7 +91,7 @@ def test_hyper_parameters_are_chosen_on_validation_never_on_the_holdout():
     shuffled = _cut("holdout", train, later.assign(**{ITEM: later[ITEM].sample(frac=1.0, random_state=1).to_numpy()}))
     _, results_shuffled, details_shuffled = evaluate_baselines(validation, users(validation), shuffled,
                                                                users(shuffled), cfg)
-    for name, param in (("ease", "l2"), ("item_knn", "neighbours")):
+    for name, param in (("ease", "l2"), ("item_knn", "neighbours"), ("recent_popularity", "half_life_days")):
         assert details[name][param] == details_shuffled[name][param]
         assert details[name]["validation_ndcg@10"] == details_shuffled[name]["validation_ndcg@10"]
         assert tuned[name]["ndcg@10"] == pytest.approx(max(details[name]["validation_ndcg@10"].values()), abs=1e-5)
@@ -99,3 +99,31 @@ def test_hyper_parameters_are_chosen_on_validation_never_on_the_holdout():
     # Co-occurring groups are learnable: the tuned baselines beat chance (10 of ~300 items) by far.
     assert results["ease"]["recall@10"] > 0.3 and results["item_knn"]["recall@10"] > 0.3
     assert results_shuffled["ease"]["recall@10"] < results["ease"]["recall@10"]
+
+
+def _bursts(seed: int) -> pd.DataFrame:
+    """Each item is the rage for 10 days (item k from day 5k), then fades: yesterday's hits are not tomorrow's."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for day in range(60):
+        hot = [k for k in range(12) if 5 * k <= day < 5 * k + 10]
+        for _ in range(30):
+            item = rng.choice(hot) if rng.random() < 0.8 else rng.integers(0, 12)
+            rows.append((f"u{rng.integers(0, 400)}", f"i{item}", day * DAY_MS + int(rng.integers(0, DAY_MS))))
+    return pd.DataFrame({USER: [r[0] for r in rows], ITEM: [r[1] for r in rows], "rating": 4.0,
+                         TIME: np.array([r[2] for r in rows], dtype=np.int64)})
+
+
+def test_recent_popularity_follows_the_bursts_all_time_popularity_misses():
+    events = _bursts(0)
+    train, later = events[events[TIME] < 50 * DAY_MS], events[events[TIME] >= 50 * DAY_MS]
+    validation = _cut("validation", train[train[TIME] < 40 * DAY_MS], train[train[TIME] >= 40 * DAY_MS])
+    holdout = _cut("holdout", train, later)
+    users = lambda cut: sorted(set(cut.later[USER]))  # noqa: E731
+    cfg = BaselineConfig(ease_l2=(100.0,), knn_neighbours=(20,), recent_half_life_days=(1.0, 3.0, 1000.0))
+    _, results, details = evaluate_baselines(validation, users(validation), holdout, users(holdout), cfg)
+    assert details["recent_popularity"]["half_life_days"] in (1.0, 3.0)  # validation saw the bursts fade
+    items = Vocabulary(train[ITEM])
+    judged = protocol(train, holdout.later, users(holdout), Vocabulary(train[USER]), items)
+    all_time = judged.report_scores(popularity(train, items))
+    assert results["recent_popularity"]["ndcg@10"] > all_time["ndcg@10"] + 0.1

@@ -37,15 +37,26 @@ def test_the_grid_covers_each_expert_alone_and_tags_carry_a_choice():
     assert all(f.ease_weight + f.recent_weight <= 1 for f in fusions)
     assert Fusion(0.5, 1.0, 200.0, 0.0) in fusions and Fusion(0.0, 0.0, 200.0, 0.0) in fusions
     assert Fusion(1.0, 0.0, 200.0, 0.0) in fusions
+    assert Fusion(0.5, 0.0, 200.0, 1.0) in fusions  # recent popularity's order alone
+    assert {f.recent_half_life_days for f in grid(200.0, with_ease=True, recent_half_life_days=3.0)} == {3.0}
     assert not any(f.uses_ease for f in grid(200.0, with_ease=False))
-    chosen = Fusion(0.25, 0.5, 800.0, 0.1)
+    chosen = Fusion(0.25, 0.5, 800.0, 0.1, 3.0)
     assert Fusion.from_tags({**chosen.tags(), "other": "x"}) == chosen
     assert Fusion.from_tags({}) == Fusion()  # a version evaluated before fusion existed: the even two-model mix
 
 
-def test_recent_popularity_counts_the_last_days_only():
-    events = pd.DataFrame({"parent_asin": ["a", "a", "b", "b", "b", "c"], "timestamp": [5, 20, 1, 2, 15, 30]})
-    rows = dict(recent_popularity(events, since_ms=10, k=1))
-    assert rows[RECENT_TOP_KEY] == [["a", 1]]  # ties by id: a, b (1 each), c
-    assert {k: v for k, v in rows.items() if k != RECENT_TOP_KEY} == {"a": 1, "b": 1, "c": 1}
-    assert pytest.approx(np.log1p(rows["b"])) == np.log(2)
+def test_recent_popularity_counts_each_review_decayed_by_its_age():
+    day = 86_400_000
+    events = pd.DataFrame({"parent_asin": ["a", "b", "b", "b", "c", "d"],
+                           "timestamp": [9 * day, 5 * day, 5 * day, 5 * day, 10 * day, 9 * day]})
+    rows = dict(recent_popularity(events, now_ms=10 * day, half_life_days=1.0, k=2))
+    assert rows["a"] == pytest.approx(0.5) and rows["b"] == pytest.approx(3 / 32)  # 3 reviews, 5 half-lives old
+    assert "c" not in rows  # reviewed at `now_ms`, not before
+    assert rows[RECENT_TOP_KEY] == [["a", 0.5], ["d", 0.5]]  # ties by id
+    # A longer half-life: the three older reviews weigh more than the one recent.
+    slow = dict(recent_popularity(events, now_ms=10 * day, half_life_days=30.0, k=1))
+    assert slow[RECENT_TOP_KEY][0][0] == "b"
+    # The order does not depend on when it is computed, only on the reviews before then.
+    later = dict(recent_popularity(events[events["parent_asin"] != "c"], now_ms=12 * day, half_life_days=1.0, k=3))
+    assert [i for i, _ in later[RECENT_TOP_KEY]] == ["a", "d", "b"]
+    assert later["a"] == pytest.approx(rows["a"] / 4)

@@ -21,7 +21,7 @@ from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.baselines import BaselineConfig, fit_ease, interaction_matrix
 from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
-from recsys_assets.models.fusion import RECENT_DAYS
+from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.registry import load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
     EASE,
@@ -85,16 +85,22 @@ def popular_items(context: AssetExecutionContext, serving: ServingResource, ware
     return _write(context, serving, POPULAR, build_version(context), [(POPULAR_KEY, top)], 1, {"items": len(top)})
 
 
-@asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("recent_popularity"),
-       description=f"Each item's reviews in the window's last {RECENT_DAYS} days, and the 100 most reviewed: the "
-                   "rerank's recent-popularity expert and candidates (popularity drifts; the models do not see time).",
+@asset(deps=["promotion", *LANDED_WINDOW], code_version="2", kinds={"sqlite", "redis"},
+       check_specs=_spec("recent_popularity"),
+       description="Each item's reviews of the window, each counted 0.5 ** (age / half-life) at the day's end (the "
+                   "half-life the champion ranker's fusion chose on validation), and the 100 highest: the rerank's "
+                   "recent-popularity expert and candidates (popularity drifts; the models do not see time).",
        **SERVING_ASSET)
 def recent_popularity(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                       training: TrainingResource) -> MaterializeResult:
+    registry = serving.registry()
+    version = champion_version(registry, "ranker")
+    half_life = (ranker_fusion(registry.client(), version) if version is not None else Fusion()).recent_half_life_days
     events = _window_events(context, warehouse, training)
     end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))
-    rows = list(recent_counts(events, end_ms - RECENT_DAYS * 86_400_000, TOP_K))
-    return _write(context, serving, RECENT, build_version(context), rows, len(rows), {"items": len(rows) - 1})
+    rows = list(recent_counts(events, end_ms, half_life, TOP_K))
+    return _write(context, serving, RECENT, build_version(context, version), rows, len(rows),
+                  {"items": len(rows) - 1, "half_life_days": half_life, "ranker_version": version})
 
 
 @asset(deps=["promotion"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),

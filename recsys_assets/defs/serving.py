@@ -37,7 +37,7 @@ MODEL_FREE_KINDS = (POPULAR, SEQUENCE, ITEM)  # what a popularity release needs:
 SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
 
 
-@asset(deps=[*INDEX_ALIASES, *CANDIDATE_ASSETS.values()], code_version="1", kinds={"rayserve"},
+@asset(deps=[*INDEX_ALIASES, *CANDIDATE_ASSETS.values()], code_version="2", kinds={"rayserve"},
        description="Publishes the release serving moves to: champion versions + the collections behind the index "
                    "aliases + the day's candidate versions; the day's unpromoted ranker as canary challenger.",
        **SERVING_ASSET)
@@ -78,7 +78,7 @@ def _model_release(context: AssetExecutionContext, index, models: dict[str, str]
                   for kind, asset_name in CANDIDATE_ASSETS.items()}
     expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
                 collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"],
-                candidates[EASE]: models["ranker"]}
+                candidates[EASE]: models["ranker"], candidates[RECENT]: models["ranker"]}
     stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
     if stale:
         raise Failure(f"not built from the champion versions {models}: {stale}; re-materialize them first")

@@ -6,9 +6,12 @@ the user interacted with in training (a binary user x item matrix X):
 * EASE (Steck, 2019): item-item weights B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal; closed
   form, one items x items inversion (Cholesky, float32). Above `max_items` it keeps the most popular items
   only (the inversion is cubic in the catalogue);
-* item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept.
+* item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept;
+* recent popularity (trending): every interaction counted 0.5 ** (age / half-life) as of the period's start
+  (`data.recent_popularity`). Popularity drifts (releases, seasons, bursts): on a real rating set it beat
+  EASE by a third on the temporal holdout, where all-time popularity was below EASE.
 
-Hyper-parameters (l2, neighbours) are chosen on the validation period at the end of the training period:
+Hyper-parameters (l2, neighbours, half-life) are chosen on the validation period at the end of the training period:
 fit on what precedes it, scored on it, then refit on the whole training period with the chosen value. The
 holdout is never looked at for a choice.
 """
@@ -24,10 +27,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from recsys_assets.models.data import ITEM, USER, Vocabulary
+from recsys_assets.models.data import ITEM, USER, Vocabulary, recent_popularity
 from recsys_assets.models.metrics import ranking_report, top_k
 
-BASELINES = ("ease", "item_knn")
+BASELINES = ("ease", "item_knn", "recent_popularity")
 SELECTION_METRIC = "ndcg@10"
 
 
@@ -35,6 +38,7 @@ SELECTION_METRIC = "ndcg@10"
 class BaselineConfig:
     ease_l2: tuple[float, ...] = (10.0, 50.0, 200.0, 800.0, 3000.0)
     knn_neighbours: tuple[int, ...] = (10, 50, 200, 1000)
+    recent_half_life_days: tuple[float, ...] = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)
     max_items: int = 10_000
 
 
@@ -136,7 +140,13 @@ class Protocol:
         return [np.concatenate([[0], self.history[r].indices]) for r in range(self.history.shape[0])]
 
     def report(self, model: ItemItemModel, k: int = 50) -> dict:
-        return ranking_report(top_k(model.scores(self.history), self.exclude, k), self.relevant, self.n_items - 1)
+        return self.report_scores(model.scores(self.history), k)
+
+    def report_scores(self, scores: np.ndarray, k: int = 50) -> dict:
+        """Metrics of users x items scores, or of one row of item scores for every user (popularity)."""
+        if scores.ndim == 1:
+            scores = np.tile(scores, (self.history.shape[0], 1))
+        return ranking_report(top_k(scores, self.exclude, k), self.relevant, self.n_items - 1)
 
 
 def protocol(train: pd.DataFrame, later: pd.DataFrame, users: list, user_vocab: Vocabulary, items: Vocabulary
@@ -169,6 +179,12 @@ def evaluate_baselines(validation, validation_users: list, holdout, holdout_user
         tuned[name] = reports[best]
         details[name] = {param: best, f"validation_{SELECTION_METRIC}": {
             str(v): round(r[SELECTION_METRIC], 5) for v, r in reports.items()}}
+    trending = lambda cut, half_life: recent_popularity(cut.past, items, cut.boundary, half_life)  # noqa: E731
+    reports = {h: judged.report_scores(trending(validation, h)) for h in cfg.recent_half_life_days}
+    best_half_life = max(reports, key=lambda h: (reports[h][SELECTION_METRIC], -h))
+    tuned["recent_popularity"] = reports[best_half_life]
+    details["recent_popularity"] = {"half_life_days": best_half_life, f"validation_{SELECTION_METRIC}": {
+        str(h): round(r[SELECTION_METRIC], 5) for h, r in reports.items()}}
     details["selection_seconds"] = round(time.perf_counter() - started, 2)
 
     users = Vocabulary(holdout.past[USER])
@@ -183,4 +199,5 @@ def evaluate_baselines(validation, validation_users: list, holdout, holdout_user
         details[name].update(fit_seconds=round(gram_seconds + time.perf_counter() - t, 2),
                              items_modelled=len(model.columns))
         reported[name] = judged.report(model)
+    reported["recent_popularity"] = judged.report_scores(trending(holdout, best_half_life))
     return tuned, reported, details

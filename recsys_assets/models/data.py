@@ -97,6 +97,22 @@ def popularity(train: pd.DataFrame, items: Vocabulary) -> np.ndarray:
     return counts
 
 
+DAY_MS = 86_400_000
+
+
+def recent_popularity(events: pd.DataFrame, items: Vocabulary, now_ms: int, half_life_days: float) -> np.ndarray:
+    """Per item index, its interactions before `now_ms` each counted 0.5 ** (age in days / `half_life_days`):
+    what is popular lately (trending). Unlike a count over the last N days it has no cliff and no empty window
+    (data with gaps), and its order does not change with `now_ms` until new interactions come (every weight
+    decays alike), so a table computed at the day's end ranks as it would at request time."""
+    before = events[events[TIME] < now_ms]
+    age_days = (now_ms - before[TIME].to_numpy(dtype=np.float64)) / DAY_MS
+    counts = np.zeros(len(items), dtype=np.float64)
+    np.add.at(counts, items.index(before[ITEM].to_numpy()), np.exp2(-age_days / half_life_days))
+    counts[PAD] = 0.0
+    return counts
+
+
 def sample_negatives(users: np.ndarray, seen: dict[object, set[int]], weights: np.ndarray, seed: int,
                      rounds: int = 20) -> np.ndarray:
     """One item index per row, drawn by `weights`, never an item the row's user interacted with; PAD for a

@@ -10,8 +10,8 @@ weights that are served (refreshed on the validation period, as the baselines ar
 
 Users are evaluated as of the period's start: their features, last item and history are what was known
 then. Rerank = the two-tower's top `rerank_depth` candidates, EASE's top `fusion.EASE_DEPTH` and the most
-reviewed items of the last days, ordered by the ranker's, the two-tower's, EASE's and recent popularity's
-scores fused (`fusion.py`, weights chosen on validation), as served.
+recently popular items (`data.recent_popularity`), ordered by the ranker's, the two-tower's, EASE's and recent
+popularity's scores fused (`fusion.py`, weights chosen on validation), as served.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import pandas as pd
 import torch
 
 from recsys_assets.models.baselines import BaselineConfig, evaluate_baselines, fit_ease, interaction_matrix, protocol
-from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity
+from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity, recent_popularity
 from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, ranking_report, top_k
-from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DAYS, RECENT_DEPTH, Fusion, grid, standardise
+from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DEPTH, Fusion, grid, standardise
 from recsys_assets.models.ranker import score
 from recsys_assets.models.two_tower import encode
 
 K_MAX = 50
-DAY_MS = 86_400_000
 GATE_METRIC = "ndcg@10"  # what every choice maximises on validation
 
 
@@ -86,7 +85,8 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
                cfg: EvaluationConfig, fusions: list[Fusion], ease_l2: float | None) -> tuple[dict, dict]:
     """(metrics per model, rerank metrics per fusion) of `models` on one period; EASE (fitted on the events
-    before the period) joins the rerank when `ease_l2` is given."""
+    before the period) joins the rerank when `ease_l2` is given. The fusions share one recent popularity
+    half-life."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -134,7 +134,10 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
             candidates = retrieved[:, :cfg.rerank_depth]
             ease_all = ease.scores(ease_history) if ease is not None else None
             ease_top = top_k(ease_all, exclude, EASE_DEPTH) if ease is not None else None
-            recent = np.log1p(popularity(cut.past[cut.past[TIME] >= cut.boundary - RECENT_DAYS * DAY_MS], items))
+            half_lives = {f.recent_half_life_days for f in fusions}
+            if len(half_lives) != 1:
+                raise ValueError(f"the fusions scored together share one recent half-life, got {half_lives}")
+            recent = np.log1p(recent_popularity(cut.past, items, cut.boundary, half_lives.pop()))
             recent_top = top_k(np.tile(recent, (len(eval_users), 1)), exclude, RECENT_DEPTH)
             candidates = _union(candidates, ease_top, recent_top)
             valid = candidates >= 0
@@ -168,7 +171,8 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     `holdout=False`, validation only: how a champion is judged). `validation_models`: the weights before the
     refresh on the validation period, which validation judges (default: `models`, not refreshed). With
     `baselines`, EASE and item-kNN beside them, their hyper-parameters chosen on validation too
-    (`report["baselines"]`), and EASE with the chosen l2 joins the rerank's candidates and fusion."""
+    (`report["baselines"]`), and EASE with the chosen l2 joins the rerank's candidates and fusion, as recent
+    popularity with the chosen half-life does."""
     judged = validation_models if validation_models is not None else models
     users_vocab = models.users if models.users is not None else data.users
     validation, holdout_cut = data.cut("validation"), data.cut("holdout")
@@ -185,7 +189,10 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         fusions, ease_l2 = [models.fusion], (models.fusion.ease_l2 if models.fusion.uses_ease else None)
     else:
         ease_l2 = report["baselines"]["ease"]["l2"] if baselines is not None else None
-        fusions = grid(ease_l2 if ease_l2 is not None else Fusion().ease_l2, with_ease=ease_l2 is not None)
+        half_life = (report["baselines"]["recent_popularity"]["half_life_days"] if baselines is not None
+                     else Fusion().recent_half_life_days)
+        fusions = grid(ease_l2 if ease_l2 is not None else Fusion().ease_l2, with_ease=ease_l2 is not None,
+                       recent_half_life_days=half_life)
     on_validation, rerank_by_fusion = _score_cut(validation, catalogue, judged, users_vocab, validation_users, cfg,
                                                  fusions, ease_l2)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}

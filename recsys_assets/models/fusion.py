@@ -4,15 +4,16 @@ validation (`evaluation.evaluate`) and carried by the ranker version's tags to s
 * the ranker's log p(item | user) estimate (`ranker.ranking_scores`),
 * the two-tower's (cosine / temperature),
 * EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data,
-* recent popularity: log(1 + the item's reviews in the last `RECENT_DAYS` days). Popularity drifts (releases,
-  trends) and none of the models sees time: on data with drift this is what moves with it.
+* recent popularity: log(1 + the item's reviews, each counted 0.5 ** (age / half-life)) (`data.recent_popularity`,
+  the half-life the recent-popularity baseline chose on validation). Popularity drifts (releases, trends) and
+  none of the models sees time: on data with drift this is what moves with it.
 
 Each is standardised over the user's candidates (scores on different scales become comparable; a model that
 cannot score a candidate gives it its lowest score), then
     fused = (1 - ease_weight - recent_weight) * ((1 - retrieval_weight) * ranker + retrieval_weight * two_tower)
             + ease_weight * ease + recent_weight * recent.
-ease_weight 1 is EASE's order; 0 and 0 the two models' pipeline alone. Validation picks among them, so the
-pipeline is never chosen to be worse there than its best part.
+ease_weight 1 is EASE's order, recent_weight 1 recent popularity's; 0 and 0 the two models' pipeline alone.
+Validation picks among them, so the pipeline is never chosen to be worse there than its best part.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ import numpy as np
 
 TAG_PREFIX = "fusion_"
 EASE_DEPTH = 100  # EASE's own top candidates, added to the retriever's
-RECENT_DEPTH = 50  # the most reviewed items of the last RECENT_DAYS days, added too
-RECENT_DAYS = 7
+RECENT_DEPTH = 50  # the most recently popular items, added too
 RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 EASE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-RECENT_WEIGHTS = (0.0, 0.1, 0.25, 0.5)
+RECENT_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Fusion:
     ease_weight: float = 0.0
     ease_l2: float = 200.0  # EASE's regularisation, chosen on validation with the baselines
     recent_weight: float = 0.0
+    recent_half_life_days: float = 7.0  # recent popularity's, chosen on validation with the baselines
 
     @property
     def uses_ease(self) -> bool:
@@ -89,12 +90,14 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return (x - mean) / np.where(spread > 0, spread, 1.0)
 
 
-def grid(ease_l2: float, with_ease: bool) -> list[Fusion]:
+def grid(ease_l2: float, with_ease: bool, recent_half_life_days: float = Fusion.recent_half_life_days
+         ) -> list[Fusion]:
     """Every fusion validation scores (EASE weights only when EASE is there); weights of EASE and recent
     popularity sum to at most 1, and with all on them the models' mix does not matter (listed once)."""
     out = []
     for e in (EASE_WEIGHTS if with_ease else (0.0,)):
         for p in RECENT_WEIGHTS:
             if e + p <= 1:
-                out += [Fusion(r, e, ease_l2, p) for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
+                out += [Fusion(r, e, ease_l2, p, recent_half_life_days)
+                        for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
     return out

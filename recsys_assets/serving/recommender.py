@@ -271,7 +271,7 @@ class Recommender:
         logits = self.retriever.logits(p.vector, candidates)
         ease_scores = np.array([p.ease.get(c, -np.inf) for c in candidates]) if p.ease else None
         recent = None
-        if p.uses_recent:  # log(1 + the item's reviews in the last days)
+        if p.uses_recent:  # log(1 + the item's reviews, each decayed by age: `recent_popularity`'s table)
             recent = np.log1p(np.array([n or 0 for n in self._read(RECENT, candidates)], dtype=np.float64))
         fused = p.ranker.fusion.scores(p.ranking, logits, ease_scores, recent)
         order = np.argsort(-fused, kind="stable")[:p.query.count]

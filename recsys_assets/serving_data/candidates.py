@@ -13,6 +13,9 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from recsys_assets.models import data
+from recsys_assets.models.data import ITEM as ITEM_ID
+from recsys_assets.models.data import Vocabulary
 from recsys_assets.serving_data.kv import KeyValueStore
 
 POPULAR, I2I, U2I, SEQUENCE, ITEM, EASE, RECENT = "popular", "i2i", "u2i", "sequence", "item", "ease", "recent"
@@ -30,12 +33,16 @@ def popular_items(events: pd.DataFrame, k: int = 100) -> list[list]:
     return [[item, int(n)] for item, n in zip(top["parent_asin"], top["n"])]
 
 
-def recent_popularity(events: pd.DataFrame, since_ms: int, k: int = 100) -> Iterator[tuple[str, object]]:
-    """Each item's count of reviews at or after `since_ms` (items with at least one), and under
-    RECENT_TOP_KEY the k most reviewed with their counts, ties by id."""
-    recent = popular_items(events[events["timestamp"] >= since_ms], k=len(events))
-    yield RECENT_TOP_KEY, recent[:k]
-    yield from ((item, n) for item, n in recent)
+def recent_popularity(events: pd.DataFrame, now_ms: int, half_life_days: float, k: int = 100
+                      ) -> Iterator[tuple[str, object]]:
+    """Each item's reviews before `now_ms` counted 0.5 ** (age / half-life) (`data.recent_popularity`; items
+    with a review), and under RECENT_TOP_KEY the k highest with their values, ties by id."""
+    items = Vocabulary(events[ITEM_ID])
+    scores = data.recent_popularity(events, items, now_ms, half_life_days)[1:]
+    order = np.argsort(-scores, kind="stable")  # a vocabulary's indices follow its sorted ids: ties by id
+    ranked = [[items.ids[i], float(f"{scores[i]:.6g}")] for i in order if scores[i] > 0]
+    yield RECENT_TOP_KEY, ranked[:k]
+    yield from ((item, value) for item, value in ranked)
 
 
 def _top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
