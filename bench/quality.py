@@ -2,11 +2,15 @@
 platform itself (`recsys pipeline` in a fresh RECSYS_HOME per data set: Dagster, dbt, Feast, MLflow).
 
 Per data set: the validation period (where every choice is made and the gate compares) and the holdout
-(reported only) for popularity, EASE, item-kNN, item2vec, the two-tower and the served rerank; what was
+(reported only) for popularity, recent popularity, EASE, item-kNN, item2vec, the two-tower and the served rerank; what was
 chosen on validation (fusion weights, baselines' values); training time of each model. Prints the served
 pipeline against the best baseline and against popularity on the holdout; writes bench/results/quality.json.
 
     python bench/quality.py [--datasets default,dominated] [--keep]
+    python bench/quality.py --datasets ratings.csv [--items movies.csv]   # your data, as `recsys import` reads it
+
+A data set that is a file is imported with `recsys import interactions` (user_id,item_id,rating,timestamp) and
+run the same way: what a user would do to see whether the platform pays for itself on their data.
 """
 
 import argparse
@@ -24,6 +28,7 @@ from common import write_generated, write_result  # first: sets the partitions' 
 
 from dagster import AssetKey, DagsterInstance
 from recsys_assets.data.generator import GeneratorConfig
+from recsys_assets.models.promotion import BASELINE_MODELS
 from recsys_assets.settings import REPO_ROOT, record_dataset
 
 DATASETS = {
@@ -41,20 +46,28 @@ DATASETS = {
     "tiny": GeneratorConfig(users=800, items=40, days=20, reviews=8000, popularity_weight=3.0,
                             candidate_pool=(32, 8, 8), seed=11),
 }
-MODELS = ("popularity", "ease", "item_knn", "item2vec", "two_tower", "rerank")
+MODELS = ("popularity", "recent_popularity", "ease", "item_knn", "item2vec", "two_tower", "rerank")
 METRICS = ("ndcg@10", "recall@10", "recall@50", "coverage@10")
 TRAINED = ("item2vec", "two_tower", "ranker")
 
 
-def run_pipeline(home: Path, cfg: GeneratorConfig) -> float:
-    """Generated landing files, then the whole pipeline as a user runs it; seconds the pipeline took."""
-    reviews, first, last = write_generated(home / "landing", cfg)
-    record_dataset(home, first_day=first, last_day=last, source=f"bench quality seed={cfg.seed}")
+def _recsys(home: Path, *args: str) -> None:
     env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     env.pop("RECSYS_START_DATE", None)  # the dataset record says where days start
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "recsys_assets.cli", "pipeline"], env=env, cwd=REPO_ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "recsys_assets.cli", *args], env=env, cwd=REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def run_pipeline(home: Path, source: GeneratorConfig | Path, items: Path | None = None) -> float:
+    """Generated landing files (or a file imported), then the whole pipeline as a user runs it; seconds the
+    pipeline took."""
+    if isinstance(source, GeneratorConfig):
+        reviews, first, last = write_generated(home / "landing", source)
+        record_dataset(home, first_day=first, last_day=last, source=f"bench quality seed={source.seed}")
+    else:
+        _recsys(home, "import", "interactions", str(source), *(["--items", str(items)] if items else []))
+    started = time.perf_counter()
+    _recsys(home, "pipeline")
     return time.perf_counter() - started
 
 
@@ -72,14 +85,14 @@ def summarize(report: dict) -> dict:
     pick = lambda models: {m: {k: round(models[m][k], 4) for k in METRICS} for m in MODELS if m in models}  # noqa: E731
     holdout = report["models"]
     served = holdout["rerank"]["ndcg@10"]
-    best = max(("popularity", "ease", "item_knn"), key=lambda m: holdout[m]["ndcg@10"])
+    best = max(BASELINE_MODELS, key=lambda m: holdout[m]["ndcg@10"])
     return {
         "split": report["split"],
         "validation": pick(report["validation"]["models"]),
         "holdout": pick(holdout),
         "chosen_on_validation": {"fusion": report.get("choices", {}).get("fusion"),
                                  **{name: {k: v for k, v in report["baselines"][name].items() if not isinstance(v, dict)}
-                                    for name in ("ease", "item_knn")}},
+                                    for name in ("ease", "item_knn", "recent_popularity")}},
         "served_vs_ease": round(served / holdout["ease"]["ndcg@10"], 3),
         "served_vs_popularity": round(served / holdout["popularity"]["ndcg@10"], 3),
         "best_baseline": best,
@@ -88,19 +101,28 @@ def summarize(report: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated among {list(DATASETS)}")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help=f"comma-separated among {list(DATASETS)}, or paths of interactions files")
+    parser.add_argument("--items", help="an item file for the interactions files (item_id, title, genres)")
     parser.add_argument("--keep", action="store_true", help="keep the homes (printed) to look at in the UI")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     results = {}
     try:
         for name in args.datasets.split(","):
-            cfg = DATASETS[name]
+            if name in DATASETS:
+                source, described = DATASETS[name], {"generator": {
+                    k: v for k, v in asdict(DATASETS[name]).items() if k != "start"}}
+            elif Path(name).is_file():
+                source, described = Path(name).resolve(), {"file": str(Path(name).resolve())}
+                name = Path(name).name
+            else:
+                raise SystemExit(f"{name!r} is neither a data set ({list(DATASETS)}) nor a file")
             home = work / name
-            print(f"{name}: generating {cfg.reviews} reviews, running the pipeline in {home}", flush=True)
-            seconds = run_pipeline(home, cfg)
+            print(f"{name}: running the pipeline in {home}", flush=True)
+            seconds = run_pipeline(home, source, Path(args.items).resolve() if args.items else None)
             report = json.loads((home / "evaluation" / "latest.json").read_text())
-            results[name] = {"generator": {k: v for k, v in asdict(cfg).items() if k != "start"},
+            results[name] = {**described,
                              "pipeline_seconds": round(seconds, 1), "training_seconds": training_seconds(home),
                              "baseline_seconds": {n: report["baselines"][n]["fit_seconds"] for n in ("ease", "item_knn")},
                              **summarize(report)}

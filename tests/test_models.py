@@ -103,7 +103,7 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     assert [row.data["model"] for row in meta["metrics"].records] == list(report["models"])
     assert meta["plot"].startswith("![evaluation](data:image/png;base64,")
     comparison = meta["vs_best_baseline"]
-    assert comparison["best_baseline"] in {"popularity", "ease", "item_knn"}
+    assert comparison["best_baseline"] in {"popularity", "recent_popularity", "ease", "item_knn"}
     assert comparison["ratio"] == pytest.approx(report["models"]["rerank"]["ndcg@10"]
                                                 / comparison["best_baseline_ndcg@10"], abs=1e-3)
 
@@ -118,7 +118,7 @@ def test_recsys_evaluate_json_prints_the_latest(trained_home):
                            text=True, cwd=REPO_ROOT, timeout=120)
     assert table.returncode == 0, table.stderr[-2000:]
     rows = {line.split()[0] for line in table.stdout.splitlines() if line.startswith("  ")}
-    assert {"popularity", "ease", "item_knn", "rerank"} <= rows
+    assert {"popularity", "recent_popularity", "ease", "item_knn", "rerank"} <= rows
     assert "x the best baseline" in table.stdout
 
 

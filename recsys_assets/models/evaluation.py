@@ -1,5 +1,5 @@
-"""Offline evaluation, every model beside the baselines (popularity, EASE, item-kNN: `baselines.py`), one
-protocol (`metrics.py`), on two periods (`dataset.Cut`):
+"""Offline evaluation, every model beside the baselines (popularity, recent popularity, EASE, item-kNN:
+`baselines.py`), one protocol (`metrics.py`), on two periods (`dataset.Cut`):
 
 * validation (the end of the training period; the models learned from what precedes it): every choice is made
   here (the rerank's fusion, the baselines' hyper-parameters) and the gate compares here;

@@ -67,7 +67,7 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
     return Decision(verdict, reason, candidate, popularity, champion_metric, versions, previous, retire)
 
 
-BASELINE_MODELS = ("popularity", "ease", "item_knn")
+BASELINE_MODELS = ("popularity", "recent_popularity", "ease", "item_knn")
 
 
 def baseline_comparison(report: dict) -> dict | None:
