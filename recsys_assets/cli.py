@@ -11,6 +11,7 @@ from pathlib import Path
 
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import (
     GATE_METRIC,
     MODEL_NAMES,
@@ -157,7 +158,11 @@ def served_release_summary(settings) -> str:
     if release.pipeline == POPULARITY:
         return (f"WARNING: release {release.id} ({release.day}) serves POPULARITY: no model beats it on the "
                 "validation period (see `recsys evaluate`); the first model that does takes over")
-    return f"release {release.id} ({release.day}) serves models {release.models}"
+    from recsys_assets.defs.resources import mlflow_store
+    from recsys_assets.models.registry import ranker_fusion
+
+    fusion = ranker_fusion(mlflow_store(settings).client(), release.models["ranker"])
+    return f"release {release.id} ({release.day}) serves models {release.models}: rerank = {fusion.describe()}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -175,6 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("\n".join(format_table(metrics_table(report["validation"]))))
         if "choices" in report:
             print(f"chosen on validation: {report['choices']}")
+            print(f"the rerank's order: {Fusion(**report['choices']['fusion']).describe()}")
     print(f"holdout ({report.get('evaluated_users')} users; our models refreshed on the validation period, as "
           "served), reported only:")
     print("\n".join(format_table(metrics_table(report))))

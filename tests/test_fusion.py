@@ -45,6 +45,13 @@ def test_the_grid_covers_each_expert_alone_and_tags_carry_a_choice():
     assert Fusion.from_tags({}) == Fusion()  # a version evaluated before fusion existed: the even two-model mix
 
 
+def test_a_fusion_says_each_experts_share_of_the_order():
+    assert Fusion(0.5, 0.0, 200.0, 1.0, 3.0).describe() == "recent popularity (half-life 3 d) alone"
+    assert Fusion(0.5, 1.0, 800.0, 0.0).describe() == "EASE (l2 800) alone"
+    assert Fusion(0.25, 0.25, 800.0, 0.5, 7.0).describe() == (
+        "0.5 recent popularity (half-life 7 d) + 0.25 EASE (l2 800) + 0.19 ranker + 0.062 two-tower")
+
+
 def test_recent_popularity_counts_each_review_decayed_by_its_age():
     day = 86_400_000
     events = pd.DataFrame({"parent_asin": ["a", "b", "b", "b", "c", "d"],

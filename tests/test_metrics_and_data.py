@@ -128,3 +128,7 @@ def test_gate_promotes_only_a_better_model_than_the_champion_on_the_same_validat
     assert not retired.promote and retired.retire_champion and "popularity is served" in retired.reason
     assert not gate(_report(0.09, 0.1, champion=0.12), {"two_tower": "1"}).retire_champion  # the champion still wins
     assert not gate(_report(0.09, 0.1), {"two_tower": "1"}).retire_champion  # not judged here: no evidence
+    # A promotion says what the promoted rerank orders by.
+    chosen = {**_report(0.3, 0.1), "choices": {"fusion": {"retrieval_weight": 0.5, "ease_weight": 0.0, "ease_l2": 200.0,
+                                                          "recent_weight": 1.0, "recent_half_life_days": 3.0}}}
+    assert gate(chosen, {"two_tower": None}).reason.endswith("rerank = recent popularity (half-life 3 d) alone")

@@ -47,6 +47,18 @@ class Fusion:
     def uses_recent(self) -> bool:
         return self.recent_weight > 0
 
+    def describe(self) -> str:
+        """The order in words: each expert's share of the fused (standardised) score, e.g. `0.75 recent
+        popularity (half-life 3 d) + 0.12 ranker + 0.12 two-tower`; one expert alone: its order."""
+        models = 1 - self.ease_weight - self.recent_weight
+        shares = [(self.recent_weight, f"recent popularity (half-life {self.recent_half_life_days:g} d)"),
+                  (self.ease_weight, f"EASE (l2 {self.ease_l2:g})"),
+                  (models * (1 - self.retrieval_weight), "ranker"), (models * self.retrieval_weight, "two-tower")]
+        listed = [(weight, name) for weight, name in shares if weight > 0]
+        if len(listed) == 1:
+            return f"{listed[0][1]} alone"
+        return " + ".join(f"{weight:.2g} {name}" for weight, name in listed)
+
     def tags(self) -> dict[str, str]:
         return {TAG_PREFIX + key: str(value) for key, value in asdict(self).items()}
 

@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from recsys_assets.models.fusion import Fusion
+
 MODEL_NAMES = ("item2vec", "two_tower", "ranker")  # promoted together: the serving pipeline
 GATE_METRIC = "ndcg@10"
 GATE_TAG = "gate_ndcg_at_10"  # on promoted versions: the gate metric they won with (for the record)
@@ -59,6 +61,8 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
         reason = f"{candidate:.4f} beats popularity {popularity:.4f}" + (
             f" and the champion's {champion_metric:.4f} on the same validation period" if champion_metric is not None
             else " (the champion could not be judged on this split)" if has_champion else " (first champion)")
+        if "choices" in report:  # what the promoted pipeline serves, in words
+            reason += f"; {GATE_MODEL} = {Fusion(**report['choices']['fusion']).describe()}"
     retire = (not verdict and has_champion and judged.get("versions") == previous and champion_metric is not None
               and champion_metric <= popularity and candidate <= popularity)
     if retire:
