@@ -75,7 +75,8 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
                                     "validation_boundary_timestamp", "fit_events", "validation_events",
                                     "validation_users"}
     assert report["split"]["boundary_timestamp"] > 1_600_000_000_000  # milliseconds, like the raw data
-    assert set(report["models"]) == {"popularity", "item2vec", "two_tower", "rerank", "ease", "item_knn"}
+    assert set(report["models"]) == {"popularity", "recent_popularity", "item2vec", "two_tower", "rerank", "ease",
+                                     "item_knn"}
     # Every choice is made on the validation period, which ends where the holdout begins: the baselines'
     # values and the rerank's fusion weight (which serving reads from the ranker version's tag).
     assert report["split"]["validation_boundary_timestamp"] < report["split"]["boundary_timestamp"]
@@ -85,12 +86,19 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
         by_value = baselines[name]["validation_ndcg@10"]
         assert by_value[str(baselines[name][param])] == max(by_value.values())
         assert report["validation"]["models"][name]["ndcg@10"] == pytest.approx(max(by_value.values()), abs=1e-5)
+    # Recent popularity's half-life: the best over the rolling origins, the validation period's among them.
+    recent = baselines["recent_popularity"]
+    rolling = recent["rolling_origin_ndcg@10"]
+    assert rolling[str(recent["half_life_days"])] == max(rolling.values())
+    assert report["validation"]["models"]["recent_popularity"]["ndcg@10"] == pytest.approx(
+        recent["validation_ndcg@10"][str(recent["half_life_days"])], abs=1e-5)
     fusion = report["choices"]["fusion"]
     by_fusion = report["choices"]["validation_ndcg@10_by_fusion"]
     assert len(by_fusion) == len(grid(fusion["ease_l2"], with_ease=True))
     chosen = f"retrieval {fusion['retrieval_weight']} ease {fusion['ease_weight']} recent {fusion['recent_weight']}"
     assert by_fusion[chosen] == max(by_fusion.values())
     assert fusion["ease_l2"] == baselines["ease"]["l2"]
+    assert fusion["recent_half_life_days"] == recent["half_life_days"]
     assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
     client = mlflow_store(trained_home.settings).client()
     assert ranker_fusion(client, report["versions"]["ranker"]) == Fusion(**fusion)  # what serving reads
