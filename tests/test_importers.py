@@ -91,6 +91,21 @@ def test_interactions_csv_in_seconds_with_movielens_style_items(tmp_path):
     assert toy["title"] == "Toy Story" and toy["categories"] == ["Animation", "Comedy"]
 
 
+def test_recbole_atomic_files_as_recbole_ships_movielens(tmp_path):
+    (tmp_path / "ml.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                       "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    (tmp_path / "ml.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                      "242\tKolya\t1996\tComedy\n302\tL.A. Confidential\t1997\tCrime Film-Noir Mystery\n")
+    zone = LocalLandingZone(tmp_path / "landing")
+    report = import_interactions(tmp_path / "ml.inter", zone, tmp_path / "ml.item")
+    assert report.timestamp_unit == "s" and report.reviews == 2 and report.items == 2
+    days, items = _assert_valid_landing(zone)
+    assert days == [date(1997, 12, 4), date(1998, 4, 4)]
+    confidential = next(r for r in items.to_pylist() if r["parent_asin"] == "302")
+    assert confidential["title"] == "L.A. Confidential"
+    assert confidential["categories"] == ["Crime", "Film-Noir", "Mystery"]
+
+
 @pytest.mark.parametrize("suffix", ["parquet", "tsv"])
 def test_interactions_in_milliseconds_without_item_file(tmp_path, suffix):
     import pyarrow as pa

@@ -2,7 +2,8 @@
 
 * Amazon Reviews 2023 JSONL (reviews + meta), plain or gzipped;
 * a generic interactions file (CSV/TSV/parquet: user_id, item_id, rating, timestamp) with an optional
-  item file (item_id, title, categories or genres).
+  item file (item_id, title, categories or genres); RecBole's atomic files too (`.inter` and `.item`: TSV
+  whose headers say `name:type`, e.g. the MovieLens-100k that RecBole's wheel ships).
 
 DuckDB does the heavy lifting (streaming JSON/CSV readers, out-of-core sort), so files larger than memory
 import fine. Rows that cannot be valid reviews (missing keys, rating outside 1..5) and exact duplicates
@@ -55,15 +56,20 @@ def _reader(path: Path) -> str:
         return f"read_json({quoted}, format='newline_delimited', sample_size=-1, union_by_name=true)"
     if name.endswith((".parquet", ".pq")):
         return f"read_parquet({quoted})"
-    if name.endswith((".tsv", ".tsv.gz")):
+    if name.endswith((".tsv", ".tsv.gz", ".inter", ".item")):
         return f"read_csv({quoted}, delim='\\t', header=true)"
     if name.endswith((".csv", ".csv.gz", ".dat", ".txt")):
         return f"read_csv({quoted}, header=true)"
     raise ValueError(f"unsupported file type: {path.name} (use .jsonl[.gz], .csv[.gz], .tsv[.gz] or .parquet)")
 
 
+def _plain(column: str) -> str:
+    """A column's name to match: lower case, without an atomic file's `:type` (`user_id:token` -> user_id)."""
+    return column.lower().split(":")[0]
+
+
 def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[str, list[str]]) -> dict[str, str]:
-    present = {c.lower(): c for c in con.execute(f"select * from {source} limit 0").fetchdf().columns}
+    present = {_plain(c): c for c in con.execute(f"select * from {source} limit 0").fetchdf().columns}
     resolved, missing = {}, []
     for target, aliases in wanted.items():
         match = next((present[a] for a in aliases if a in present), None)
@@ -220,17 +226,21 @@ def import_interactions(path: Path, zone: LandingZone, items_path: Path | None =
 
 def _stage_item_file(con: duckdb.DuckDBPyConnection, items_path: Path) -> None:
     source = _reader(items_path)
-    cols = _resolve_columns(con, source, {"item_id": COLUMN_ALIASES["item_id"], "title": ["title", "name"]})
-    types = {name.lower(): (name, dtype) for name, dtype, *_ in con.execute(f"describe select * from {source}").fetchall()}
-    genre = next((types[c] for c in ("categories", "genres", "category", "genre") if c in types), None)
-    # Genres come as a list, or as one string separated by | or , (MovieLens writes "Action|Comedy").
+    cols = _resolve_columns(con, source, {"item_id": COLUMN_ALIASES["item_id"],
+                                          "title": ["title", "name", "movie_title"]})
+    described = con.execute(f"describe select * from {source}").fetchall()
+    types = {_plain(name): (name, dtype) for name, dtype, *_ in described}
+    genre = next((types[c] for c in ("categories", "genres", "category", "genre", "class") if c in types), None)
+    # Genres come as a list, or as one string separated by | or , (MovieLens writes "Action|Comedy"), or by
+    # spaces in an atomic file's token_seq ("Animation Children's Comedy").
+    separators = "[ ]" if genre is not None and genre[0].lower().endswith(":token_seq") else "[|,]"
     if genre is None:
         genres = "cast([] as varchar[])"
     elif genre[1].endswith("[]"):
         genres = f'cast("{genre[0]}" as varchar[])'
     else:
-        genres = (f"""list_filter(list_transform(regexp_split_to_array(cast("{genre[0]}" as varchar), '[|,]'), """
-                  "lambda g: trim(g)), lambda g: g <> '')")
+        genres = (f"""list_filter(list_transform(regexp_split_to_array(cast("{genre[0]}" as varchar), """
+                  f"""'{separators}'), lambda g: trim(g)), lambda g: g <> '')""")
     con.execute(
         f"""create table item_src as select cast("{cols['item_id']}" as varchar) as parent_asin,
             cast("{cols['title']}" as varchar) as title, {genres} as genre_list from {source}"""
