@@ -28,6 +28,7 @@ from common import write_generated, write_result  # first: sets the partitions' 
 
 from dagster import AssetKey, DagsterInstance
 from recsys_assets.data.generator import GeneratorConfig
+from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import BASELINE_MODELS
 from recsys_assets.settings import REPO_ROOT, record_dataset
 
@@ -96,6 +97,7 @@ def summarize(report: dict) -> dict:
         "served_vs_ease": round(served / holdout["ease"]["ndcg@10"], 3),
         "served_vs_popularity": round(served / holdout["popularity"]["ndcg@10"], 3),
         "best_baseline": best,
+        "served_vs_best_baseline": round(served / holdout[best]["ndcg@10"], 3),
     }
 
 
@@ -132,14 +134,16 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     write_result("quality", results)
-    print(f"\n{'data set':<11} {'model':<11} " + " ".join(f"{m:>11}" for m in METRICS) + "   (holdout)")
+    print(f"\n{'data set':<11} {'model':<17} " + " ".join(f"{m:>11}" for m in METRICS) + "   (holdout)")
     for name, result in results.items():
         for model, metrics in result["holdout"].items():
-            print(f"{name:<11} {model:<11} " + " ".join(f"{metrics[m]:>11.4f}" for m in METRICS))
+            print(f"{name:<11} {model:<17} " + " ".join(f"{metrics[m]:>11.4f}" for m in METRICS))
     for name, result in results.items():
+        fusion = result["chosen_on_validation"]["fusion"]
         print(f"{name}: served rerank = {result['served_vs_ease']}x EASE (target 1.1), "
-              f"{result['served_vs_popularity']}x popularity (floor 1.0); fusion chosen on validation "
-              f"{result['chosen_on_validation']['fusion']}")
+              f"{result['served_vs_popularity']}x popularity (floor 1.0), {result['served_vs_best_baseline']}x the "
+              f"best baseline ({result['best_baseline']}); chosen on validation: "
+              f"{Fusion(**fusion).describe() if fusion else 'no rerank'}")
 
 
 if __name__ == "__main__":
