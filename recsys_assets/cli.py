@@ -191,7 +191,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         grid = fitted.get(f"validation_{GATE_METRIC}") if isinstance(fitted, dict) else None
         if grid:  # a tuned baseline: what validation chose it from
             chosen = ", ".join(f"{k} {v}" for k, v in fitted.items() if not isinstance(v, dict))
-            print(f"{name}: {chosen}; validation {GATE_METRIC} by value {grid}")
+            judged_also = "".join(f"; {k.replace('_', ' ')} by value {v}" for k, v in fitted.items()
+                                  if isinstance(v, dict) and k != f"validation_{GATE_METRIC}")  # rolling origins
+            print(f"{name}: {chosen}; validation {GATE_METRIC} by value {grid}{judged_also}")
     if report.get("champion", {}).get("validation", {}).get("models"):  # what the gate compared with
         print(f"champion {report['champion']['versions']} on the same validation period:")
         print("\n".join(format_table(metrics_table(report["champion"]["validation"]))))
