@@ -13,6 +13,7 @@ import pandas as pd
 
 USER, ITEM, TIME = "user_id", "parent_asin", "timestamp"
 PAD = 0  # index 0 of every vocabulary: padding and unknown ids
+DAY_MS = 86_400_000
 
 
 def k_core(events: pd.DataFrame, min_user: int = 2, min_item: int = 3) -> pd.DataFrame:
@@ -95,9 +96,6 @@ def popularity(train: pd.DataFrame, items: Vocabulary) -> np.ndarray:
     np.add.at(counts, items.index(train[ITEM].to_numpy()), 1.0)
     counts[PAD] = 0.0
     return counts
-
-
-DAY_MS = 86_400_000
 
 
 def recent_popularity(events: pd.DataFrame, items: Vocabulary, now_ms: int, half_life_days: float) -> np.ndarray:
