@@ -320,6 +320,32 @@ def test_recsys_promote_rolls_back_to_a_version(trained_home):
     assert run("--version", "999").returncode != 0  # no such version: nothing moves
 
 
+def test_a_two_tower_without_the_user_id_knows_users_by_their_history_and_stats():
+    import torch
+
+    from recsys_assets.models.features import HISTORY
+    from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss, user_layout
+
+    rows = user_layout(2).pack(user=np.array([1, 7, 1]),
+                               history=np.array([[3] * HISTORY, [3] * HISTORY, [5] * HISTORY]),
+                               user_dense=np.array([[0.5, 1.0], [0.5, 1.0], [0.5, 1.0]], dtype=np.float32))
+    x = torch.from_numpy(rows)
+    torch.manual_seed(0)
+    with_id, without = (TwoTower(10, 20, 3, 2, 4, TwoTowerConfig(user_id=flag)).eval() for flag in (True, False))
+    with torch.no_grad():
+        assert not torch.allclose(with_id(x)[0], with_id(x)[1])  # two users, the same history: told apart
+        vectors = without(x)
+        torch.testing.assert_close(vectors[0], vectors[1])  # only the id differs: the same user vector
+        assert not torch.allclose(vectors[0], vectors[2])  # another history: another vector
+    assert any("user_id" in name for name, _ in with_id.named_parameters())
+    assert not any("user_id" in name for name, _ in without.named_parameters())  # no table to memorise with
+    items = torch.zeros((3, without.item_layout.width))
+    loss = in_batch_softmax_loss(without.train(), {"user_x": x, "item_x": items, "item_idx": torch.tensor([1, 2, 3]),
+                                                   "item_prob": torch.full((3,), 1 / 3)})
+    loss.backward()  # trains without the id's table
+    assert torch.isfinite(loss)
+
+
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
@@ -427,6 +453,7 @@ def test_two_tower_tuning_searches_on_validation_and_training_uses_its_best(trai
         assert result["day"] == day and len(result["trials"]) == 2
         assert result["recall@50"] == max(trial["recall@50"] for trial in result["trials"]) > 0
         assert meta["best"] == result["best"]
+        assert set(result["best"]) == {"temperature", "id_dim", "user_id", "epochs", "lr"}
         trained = _metadata(trained_home.materialize([two_tower], day), "two_tower")
         assert trained["tuned_on"] == day
         assert len(trained["epoch_losses"]) == result["best"]["epochs"]

@@ -178,7 +178,8 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
     tuned = load_best(training.tuning_dir_path)
     if tuned is not None:  # the last search's best values (`two_tower_tuning`)
         best = tuned["best"]
-        cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"])
+        # A search from before the user id was searched: the id was on.
+        cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"], user_id=best.get("user_id", True))
         epochs, lr = best["epochs"], best["lr"]
         context.log.info(f"two-tower values from the search of {tuned['day']}: {best}")
     store = feature_store.repository().store

@@ -20,8 +20,9 @@ from recsys_assets.models.tuning import OBJECTIVE, TuningConfig, save_best, sear
 
 
 @asset(partitions_def=daily_partitions, deps=["training_dataset", "tag_embeddings"], group_name="models",
-       kinds={"ray", "mlflow"}, code_version="1",
-       description="Ray Tune search over the two-tower's temperature, id width, epochs and learning rate: each "
+       kinds={"ray", "mlflow"}, code_version="2",
+       description="Ray Tune search over the two-tower's temperature, id width, user id (with or without the "
+                   "user's own embedding), epochs and learning rate: each "
                    "trial trains on the fit period and is judged on validation Recall@50, within a time budget. "
                    "The best values go to RECSYS_HOME/tuning/two_tower.json, which `two_tower` trains with.")
 def two_tower_tuning(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,

@@ -24,6 +24,7 @@ from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_so
 
 OBJECTIVE = "recall@50"
 BEST_FILE = "two_tower.json"
+VALUES = ("temperature", "id_dim", "user_id", "epochs", "lr")  # what the search chooses
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TuningConfig:
     epochs: tuple[int, ...] = (4, 6, 10)
     temperatures: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
     id_dims: tuple[int, ...] = (32, 64, 128)
+    user_ids: tuple[bool, ...] = (True, False)  # with or without the user's own embedding
     lr_range: tuple[float, float] = (1e-3, 1e-2)
     eval_max_users: int = 2000
     batch_size: int = 1024
@@ -43,12 +45,14 @@ def _space(cfg: TuningConfig) -> dict:
     from ray import tune
 
     return {"temperature": tune.choice(list(cfg.temperatures)), "id_dim": tune.choice(list(cfg.id_dims)),
-            "epochs": tune.choice(list(cfg.epochs)), "lr": tune.loguniform(*cfg.lr_range)}
+            "user_id": tune.choice(list(cfg.user_ids)), "epochs": tune.choice(list(cfg.epochs)),
+            "lr": tune.loguniform(*cfg.lr_range)}
 
 
 def train_and_score(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningConfig) -> dict:
     """One trial: a two-tower with `values`, trained on the fit period, scored on the validation period."""
-    model_cfg = replace(TwoTowerConfig(), temperature=values["temperature"], id_dim=values["id_dim"])
+    model_cfg = replace(TwoTowerConfig(), temperature=values["temperature"], id_dim=values["id_dim"],
+                        user_id=values["user_id"])
     sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
                  user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
     started = time.perf_counter()
@@ -94,13 +98,13 @@ def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage:
     finally:
         if started_here:
             ray.shutdown()
-    trials = [{**{k: r.config[k] for k in ("temperature", "id_dim", "epochs", "lr")},
+    trials = [{**{k: r.config[k] for k in VALUES},
                **{k: r.metrics[k] for k in (OBJECTIVE, "ndcg@10", "train_seconds")}}
               for r in results if r.metrics and OBJECTIVE in r.metrics]
     if not trials:
         raise RuntimeError(f"no trial finished within {cfg.time_budget_s} s: raise the time budget")
     best = max(trials, key=lambda t: t[OBJECTIVE])
-    return {"best": {k: best[k] for k in ("temperature", "id_dim", "epochs", "lr")}, OBJECTIVE: best[OBJECTIVE],
+    return {"best": {k: best[k] for k in VALUES}, OBJECTIVE: best[OBJECTIVE],
             "trials": trials, "config": asdict(cfg)}
 
 
