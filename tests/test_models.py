@@ -41,6 +41,18 @@ def test_every_model_asset_materializes(trained_home):
         assert len(meta["epoch_losses"]) == 2
 
 
+def test_before_any_search_the_two_tower_judges_the_user_id_on_validation(trained_home):
+    """With no search yet, the two-tower trains with and without the user's own embedding, judged on validation
+    Recall@50, keeps the better and writes the choice where a search writes its best values (the next days
+    train with it)."""
+    meta = _metadata(trained_home.trained, "two_tower")
+    choice = json.loads((trained_home.path / "tuning" / "two_tower.json").read_text())
+    assert [t["user_id"] for t in choice["trials"]] == [True, False]
+    best = max(choice["trials"], key=lambda t: t["recall@50"])
+    assert choice["best"]["user_id"] == best["user_id"] and meta["values"] == choice["best"]
+    assert meta["tuned_on"] == choice["day"]
+
+
 def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
     store = mlflow_store(trained_home.settings)
     client = store.client()

@@ -45,7 +45,7 @@ from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
-from recsys_assets.models.tuning import load_best
+from recsys_assets.models.tuning import TuningConfig, choose_user_id, load_best, save_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
 MODEL_ASSET = dict(partitions_def=daily_partitions, group_name="models", kinds={"pytorch", "mlflow"},
@@ -166,9 +166,11 @@ def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, parti
     return encode(model.item_vectors, pack_items(np.arange(1, len(catalogue.items)), stats, catalogue))
 
 
-@asset(deps=["training_dataset", "tag_embeddings"], code_version="3",
+@asset(deps=["training_dataset", "tag_embeddings"], code_version="4",
        description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; the item tower's "
-                   "vectors (stats as of the day's end) are exported with the model for the index.", **MODEL_ASSET)
+                   "vectors (stats as of the day's end) are exported with the model for the index. Values: the last "
+                   "search's (`two_tower_tuning`); before any, the first day judges the user id alone on validation.",
+       **MODEL_ASSET)
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
               feature_store: FeatureStoreResource, mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
@@ -176,19 +178,24 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
     cfg, sizes = TwoTowerConfig(), _sizes(data, catalogue)
     epochs, lr = training.two_tower_epochs, 0.003
     tuned = load_best(training.tuning_dir_path)
-    if tuned is not None:  # the last search's best values (`two_tower_tuning`)
-        best = tuned["best"]
-        # A search from before the user id was searched: the id was on.
-        cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"], user_id=best.get("user_id", True))
-        epochs, lr = best["epochs"], best["lr"]
-        context.log.info(f"two-tower values from the search of {tuned['day']}: {best}")
+    if tuned is None:  # no search yet: judge the user id alone, once; the days after keep the choice
+        choice = choose_user_id(data, catalogue, epochs, lr, TuningConfig(
+            batch_size=training.batch_size, eval_max_users=training.eval_max_users, seed=training.seed))
+        save_best(training.tuning_dir_path, context.partition_key, choice)
+        tuned = load_best(training.tuning_dir_path)
+        context.log.info(f"no search yet: the user id judged on validation {choice['trials']}")
+    best = tuned["best"]  # the last search's best values (`two_tower_tuning`)
+    # A search from before the user id was searched: the id was on.
+    cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"], user_id=best.get("user_id", True))
+    epochs, lr = best["epochs"], best["lr"]
+    context.log.info(f"two-tower values from the search of {tuned['day']}: {best}")
     store = feature_store.repository().store
     return _train_and_register(
         context, training, "two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), inputs,
         in_batch_softmax_loss, epochs, lr, inputs["user_x"][:5], data, catalogue,
         refresh_inputs=two_tower_inputs(data, catalogue, refresh=True),
         exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)},
-        extra={"tuned_on": tuned["day"] if tuned else "no search yet: defaults"})
+        extra={"tuned_on": tuned["day"], "values": MetadataValue.json(best)})
 
 
 @asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="3",

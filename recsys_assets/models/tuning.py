@@ -64,6 +64,23 @@ def train_and_score(values: dict, data: TrainingData, catalogue: Catalogue, cfg:
     return {**metrics, "train_seconds": time.perf_counter() - started}
 
 
+def choose_user_id(data: TrainingData, catalogue: Catalogue, epochs: int, lr: float, cfg: TuningConfig) -> dict:
+    """Before any search: the default values with and without the user's own embedding, each trained on the
+    fit period and judged on validation (`train_and_score`), as a two-trial search in `search`'s format. The
+    id is what differs most between data sets (on MovieLens-100k it memorises; on the generated sets it
+    helps); the rest keeps its defaults until a search runs."""
+    defaults = TwoTowerConfig()
+    trials = []
+    for user_id in (True, False):
+        values = {"temperature": defaults.temperature, "id_dim": defaults.id_dim, "user_id": user_id,
+                  "epochs": epochs, "lr": lr}
+        metrics = train_and_score(values, data, catalogue, cfg)
+        trials.append({**values, **{k: metrics[k] for k in (OBJECTIVE, "ndcg@10", "train_seconds")}})
+    best = max(trials, key=lambda t: (t[OBJECTIVE], t["user_id"]))  # a tie keeps the id
+    return {"best": {k: best[k] for k in VALUES}, OBJECTIVE: best[OBJECTIVE], "trials": trials,
+            "config": {"searched": "user_id only, the default values otherwise", **asdict(cfg)}}
+
+
 def _trial(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningConfig) -> None:
     from ray import tune
 
