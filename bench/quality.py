@@ -2,9 +2,10 @@
 platform itself (`recsys pipeline` in a fresh RECSYS_HOME per data set: Dagster, dbt, Feast, MLflow).
 
 Per data set: the validation period (where every choice is made and the gate compares) and the holdout
-(reported only) for popularity, recent popularity, EASE, item-kNN, item2vec, the two-tower and the served rerank; what was
-chosen on validation (fusion weights, baselines' values); training time of each model. Prints the served
-pipeline against the best baseline and against popularity on the holdout; writes bench/results/quality.json.
+(reported only) for popularity, recent popularity, EASE, item-kNN, item2vec, the two-tower and the served
+rerank; what was chosen on validation (fusion weights, baselines' values); training time of each model.
+Prints the served pipeline against the best baseline and against popularity on the holdout; writes
+bench/results/quality.json.
 
     python bench/quality.py [--datasets default,dominated] [--keep]
     python bench/quality.py --datasets ratings.csv [--items movies.csv]   # your data, as `recsys import` reads it

@@ -45,8 +45,8 @@ from recsys_assets.models.registry import (
 @asset(deps=["item2vec", "two_tower", "ranker"], code_version="4",
        description="Temporal holdout, full ranking over the catalogue: Recall@10/50, NDCG@10, coverage@10 for "
                    "item2vec last-item i2i, two-tower and two-tower + ranker beside the baselines (popularity, recent "
-                   "popularity, EASE, item-kNN), on the validation period (where the fusion weight and the baselines' values are "
-                   "chosen, and the gate compares) and on the holdout (reported only); ranker ROC/PR-AUC.",
+                   "popularity, EASE, item-kNN), on the validation period (where the fusion weight and the "
+                   "baselines' values are chosen, and the gate compares) and on the holdout (reported only); ranker ROC/PR-AUC.",
        **MODEL_ASSET)
 def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
                      serving: ServingResource, mlflow_tracking: Tracking):

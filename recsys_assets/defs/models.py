@@ -182,7 +182,7 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
         choice = choose_user_id(data, catalogue, epochs, lr, TuningConfig(
             batch_size=training.batch_size, eval_max_users=training.eval_max_users, seed=training.seed))
         save_best(training.tuning_dir_path, context.partition_key, choice)
-        tuned = load_best(training.tuning_dir_path)
+        tuned = {"day": context.partition_key, **choice}  # as saved
         context.log.info(f"no search yet: the user id judged on validation {choice['trials']}")
     best = tuned["best"]  # the last search's best values (`two_tower_tuning`)
     # A search from before the user id was searched: the id was on.

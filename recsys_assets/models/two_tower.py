@@ -1,8 +1,8 @@
 """Two-tower retriever (the design card): torchrec sparse features, in-batch sampled softmax with logQ.
 
-User tower: user id (optional, `TwoTowerConfig.user_id`), the bag of recent items, user stats. Item tower: item id, category, price, rating stats,
-tag embedding. Both end in unit vectors; the item tower's vectors go into the ANN index, and the served
-model (`forward(x)` on a user-layout matrix) returns the query vector.
+User tower: user id (optional, `TwoTowerConfig.user_id`), the bag of recent items, user stats. Item tower:
+item id, category, price, rating stats, tag embedding. Both end in unit vectors; the item tower's vectors go
+into the ANN index, and the served model (`forward(x)` on a user-layout matrix) returns the query vector.
 """
 
 from __future__ import annotations
