@@ -78,8 +78,11 @@ def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:
 
 # Data assets run for every landed day (one run per contiguous range); models for the newest day only.
 PARTITIONED_SELECTION = "raw_reviews,stg_reviews,user_rating_stats,parent_asin_rating_stats,online_features"
-# Models and everything serving reads, for the newest day (the candidate assets that need no model too).
-MODEL_SELECTION = "item_tags*,training_dataset*,popular_items,recent_popularity,user_sequences,item_catalog"
+# Models and everything serving reads, for the newest day (the candidate assets that need no model too). Not
+# the on-demand Ray Tune search (`two_tower_tuning`): the daemon leaves it to the user too, and its values only
+# serve the next day's training (up to RECSYS_TUNING_BUDGET_S of trials).
+MODEL_SELECTION = ("((key:item_tags or key:training_dataset)+ or key:popular_items or key:recent_popularity"
+                   " or key:user_sequences or key:item_catalog) and not key:two_tower_tuning")
 UNPARTITIONED_SELECTION = "item_metadata,feast_definitions"
 
 

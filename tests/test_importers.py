@@ -100,7 +100,9 @@ def test_recbole_atomic_files_as_recbole_ships_movielens(tmp_path):
     report = import_interactions(tmp_path / "ml.inter", zone, tmp_path / "ml.item")
     assert report.timestamp_unit == "s" and report.reviews == 2 and report.items == 2
     days, items = _assert_valid_landing(zone)
-    assert days == [date(1997, 12, 4), date(1998, 4, 4)]
+    # Every day between the two gets a file, without rows: one range of days for the pipeline to load.
+    assert (days[0], days[-1], len(days), report.days_without_reviews) == (date(1997, 12, 4), date(1998, 4, 4), 122, 120)
+    assert [zone.read_parquet(review_file_name(d)).num_rows for d in (days[0], days[1], days[-1])] == [1, 0, 1]
     confidential = next(r for r in items.to_pylist() if r["parent_asin"] == "302")
     assert confidential["title"] == "L.A. Confidential"
     assert confidential["categories"] == ["Crime", "Film-Noir", "Mystery"]

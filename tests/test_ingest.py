@@ -65,7 +65,7 @@ BAD = {
     "null_key": "non_null_keys",
     "duplicates": "no_duplicates",
     "timestamp_outside_day": "timestamps_in_partition",
-    "empty": "non_empty",
+    "empty": "not_emptied",
 }
 
 
@@ -99,6 +99,18 @@ def test_bad_file_fails_its_check_and_keeps_previous_data(loaded, kind):
     assert failed[BAD[kind]] and "not evaluated" not in failed[BAD[kind]]
     assert not result.get_asset_materialization_events()  # nothing recorded as materialized
     assert _counts(home) == before  # the previous good rows of that day are intact
+
+
+def test_a_day_without_reviews_loads_empty_in_its_range(home):
+    """Imported history has days without reviews (an empty file): they load, so the range runs as one."""
+    home.write_generated()
+    good = home.landing.read_parquet(review_file_name(DAY))
+    home.landing.write_parquet(review_file_name(DAY), good.slice(0, 0))
+    result = home.materialize([raw_reviews], "2024-01-01", "2024-01-03")
+    assert result.success
+    counts = _counts(home)
+    assert DAY not in counts and len(counts) == 2
+    # Once the day holds reviews, an empty file for it is rejected (covered by the bad-file cases above).
 
 
 def test_unreadable_file_is_a_schema_failure(loaded):

@@ -84,10 +84,11 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
     # Fingerprints taken before reading: a file replaced mid-run is not recorded as loaded.
     fingerprints = zone.list_files()
     days = [date.fromisoformat(key) for key in context.partition_keys]
+    loaded = warehouse.warehouse().row_counts("raw_reviews")
     tables, outcomes = {}, {}
     for day in days:
         table, error = _read(read_review_day, zone, day)
-        outcomes[day] = validate_review_day(day, table, error)
+        outcomes[day] = validate_review_day(day, table, error, loaded.get(day, 0))
         if table is not None and all(o.passed for o in outcomes[day]):
             tables[day] = conform(table, REVIEW_SCHEMA)
     merged = merge_outcomes(outcomes)

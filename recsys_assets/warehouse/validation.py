@@ -24,7 +24,7 @@ class CheckOutcome:
 
 REVIEW_CHECKS = {
     "schema": "expected columns with expected types",
-    "non_empty": "the day has at least one review",
+    "not_emptied": "an empty file never replaces a day already loaded with reviews",
     "non_null_keys": "user_id, parent_asin and timestamp are never null",
     "rating_in_range": "rating is between 1 and 5",
     "no_duplicates": "no two rows share (user_id, parent_asin, timestamp)",
@@ -85,8 +85,14 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     return con.execute(sql, params or []).fetchone()[0]
 
 
-def validate_review_day(day: date, table: pa.Table | None, read_error: str | None = None) -> list[CheckOutcome]:
-    """Every review check for one day's landing file. `table` is None when the file could not be read."""
+def validate_review_day(day: date, table: pa.Table | None, read_error: str | None = None,
+                        loaded_rows: int = 0) -> list[CheckOutcome]:
+    """Every review check for one day's landing file. `table` is None when the file could not be read;
+    `loaded_rows`: the day's rows loaded now.
+
+    A file without rows is a day without reviews (imported history has such days: a shop's early years), so it
+    loads as an empty day; but it never replaces a day that holds reviews: a truncated re-export would lose
+    them."""
     if table is None:
         reason = f"landing file for {day} unreadable: {read_error}"
         return [CheckOutcome(name, False, reason if name == "schema" else f"not evaluated: {reason}")
@@ -109,7 +115,10 @@ def validate_review_day(day: date, table: pa.Table | None, read_error: str | Non
     con.close()
     return [
         schema,
-        CheckOutcome("non_empty", n > 0, f"{n} rows" if n else f"landing file for {day} has no rows", {"rows": n}),
+        CheckOutcome("not_emptied", n > 0 or loaded_rows == 0,
+                     f"{n} rows" if n else (f"landing file for {day} has no rows; the {loaded_rows} loaded are kept"
+                                            if loaded_rows else f"{day} has no reviews (a day without reviews)"),
+                     {"rows": n, "loaded_rows": loaded_rows}),
         CheckOutcome("non_null_keys", null_keys == 0, f"{null_keys} rows with a null or empty key", {"rows": null_keys}),
         CheckOutcome("rating_in_range", bad_rating == 0, f"{bad_rating} ratings null or outside 1..5", {"rows": bad_rating}),
         CheckOutcome("no_duplicates", duplicates == 0, f"{duplicates} duplicate (user_id, parent_asin, timestamp) rows",
