@@ -12,6 +12,7 @@ from recsys_assets.models.baselines import (
     fit_ease,
     interaction_matrix,
     protocol,
+    search_grid,
 )
 from recsys_assets.models.data import DAY_MS, ITEM, TIME, USER, Vocabulary, popularity
 from recsys_assets.models.dataset import Cut
@@ -127,3 +128,15 @@ def test_recent_popularity_follows_the_bursts_all_time_popularity_misses():
     judged = protocol(train, holdout.later, users(holdout), Vocabulary(train[USER]), items)
     all_time = judged.report_scores(popularity(train, items))
     assert results["recent_popularity"]["ndcg@10"] > all_time["ndcg@10"] + 0.1
+
+
+def test_grid_search_goes_past_the_end_its_best_lies_at():
+    cfg = BaselineConfig(edge_steps=3, edge_growth=4.0)
+    peaked_at = lambda peak: lambda v: {"ndcg@10": -abs(np.log(v / peak))}  # noqa: E731
+    assert sorted(search_grid((10.0, 50.0, 200.0), peaked_at(3000.0), cfg)) == [10.0, 50.0, 200.0, 800.0, 3200.0,
+                                                                                  12800.0]
+    assert sorted(search_grid((10.0, 50.0, 200.0), peaked_at(1.0), cfg)) == [0.15625, 0.625, 2.5, 10.0, 50.0, 200.0]
+    assert sorted(search_grid((10.0, 50.0, 200.0), peaked_at(60.0), cfg)) == [10.0, 50.0, 200.0]  # inside: no more
+    assert sorted(search_grid((50.0,), peaked_at(3000.0), cfg)) == [50.0]  # one value: a fixed choice
+    neighbours = search_grid((10, 50), peaked_at(10_000), cfg, usable=lambda k: 1 <= k <= 300)
+    assert sorted(neighbours) == [10, 50, 200] and all(isinstance(k, int) for k in neighbours)
