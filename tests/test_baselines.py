@@ -138,5 +138,46 @@ def test_grid_search_goes_past_the_end_its_best_lies_at():
     assert sorted(search_grid((10.0, 50.0, 200.0), peaked_at(1.0), cfg)) == [0.15625, 0.625, 2.5, 10.0, 50.0, 200.0]
     assert sorted(search_grid((10.0, 50.0, 200.0), peaked_at(60.0), cfg)) == [10.0, 50.0, 200.0]  # inside: no more
     assert sorted(search_grid((50.0,), peaked_at(3000.0), cfg)) == [50.0]  # one value: a fixed choice
+    assert sorted(search_grid((10.0, 50.0), lambda v: {"ndcg@10": 0.5}, cfg)) == [10.0, 50.0]  # a tie: no reason
     neighbours = search_grid((10, 50), peaked_at(10_000), cfg, usable=lambda k: 1 <= k <= 300)
     assert sorted(neighbours) == [10, 50, 200] and all(isinstance(k, int) for k in neighbours)
+
+
+def test_interaction_matrix_weights_the_latest_interaction_by_its_age():
+    events = pd.DataFrame({USER: ["u", "u", "u", "v"], ITEM: ["a", "a", "b", "a"], "rating": 4.0,
+                           TIME: np.array([0, 20, 10, 30], dtype=np.int64) * DAY_MS})
+    users, items = Vocabulary(events[USER]), Vocabulary(events[ITEM])
+    binary = interaction_matrix(events, users, items).toarray()
+    decayed = interaction_matrix(events, users, items, now_ms=30 * DAY_MS, half_life_days=10.0).toarray()
+    u, v = users.index(["u", "v"])
+    a, b = items.index(["a", "b"])
+    assert (binary[u, a], binary[u, b], binary[v, a]) == (1.0, 1.0, 1.0)
+    assert decayed[u, a] == pytest.approx(0.5) and decayed[u, b] == pytest.approx(0.25)  # a: its latest, 10 days ago
+    assert decayed[v, a] == pytest.approx(1.0)
+
+
+def _partners_switch(seed: int) -> pd.DataFrame:
+    """Each user takes a_k, then within days its partner: b_k until day 100, c_k after (what goes together
+    changes). Over 200 days, the earlier pairs outnumber the later ones before the holdout."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in range(6000):
+        start, k = rng.uniform(0, 200) * DAY_MS, int(rng.integers(0, 10))
+        rows.append((f"u{n}", f"a{k}", int(start)))
+        rows.append((f"u{n}", f"{'b' if start < 100 * DAY_MS else 'c'}{k}", int(start + rng.uniform(0.1, 3) * DAY_MS)))
+    frame = pd.DataFrame(rows, columns=[USER, ITEM, TIME]).assign(rating=4.0)
+    return frame.sort_values(TIME, ignore_index=True)
+
+
+def test_time_aware_ease_follows_what_goes_together_now():
+    events = _partners_switch(0)
+    train, later = events[events[TIME] < 160 * DAY_MS], events[events[TIME] >= 160 * DAY_MS]
+    validation = _cut("validation", train[train[TIME] < 120 * DAY_MS], train[train[TIME] >= 120 * DAY_MS])
+    holdout = _cut("holdout", train, later)
+    users = lambda cut: sorted(set(cut.later[USER]) & set(cut.past[USER]))  # noqa: E731
+    cfg = BaselineConfig(ease_l2=(1.0, 10.0), knn_neighbours=(5,), recent_half_life_days=(30.0,))
+    tuned, results, details = evaluate_baselines(validation, users(validation), holdout, users(holdout), cfg)
+    chosen = details["time_aware_ease"]
+    assert 0 < chosen["gram_half_life_days"] <= 30  # co-occurrences of the last weeks, chosen on validation
+    assert results["time_aware_ease"]["ndcg@10"] > results["ease"]["ndcg@10"] + 0.2
+    assert tuned["time_aware_ease"]["ndcg@10"] == pytest.approx(max(chosen["validation_ndcg@10"].values()), abs=1e-5)

@@ -48,6 +48,8 @@ def test_the_grid_covers_each_expert_alone_and_tags_carry_a_choice():
 def test_a_fusion_says_each_experts_share_of_the_order():
     assert Fusion(0.5, 0.0, 200.0, 1.0, 3.0).describe() == "recent popularity (half-life 3 d) alone"
     assert Fusion(0.5, 1.0, 800.0, 0.0).describe() == "EASE (l2 800) alone"
+    assert Fusion(0.5, 1.0, 800.0, 0.0, ease_gram_half_life_days=30.0).describe() == (
+        "time-aware EASE (l2 800, half-lives 30 d / 0 d) alone")
     assert Fusion(0.25, 0.25, 800.0, 0.5, 7.0).describe() == (
         "0.5 recent popularity (half-life 7 d) + 0.25 EASE (l2 800) + 0.19 ranker + 0.062 two-tower")
 

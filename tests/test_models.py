@@ -88,7 +88,7 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
                                     "validation_users"}
     assert report["split"]["boundary_timestamp"] > 1_600_000_000_000  # milliseconds, like the raw data
     assert set(report["models"]) == {"popularity", "recent_popularity", "item2vec", "two_tower", "rerank", "ease",
-                                     "item_knn"}
+                                     "item_knn", "time_aware_ease"}
     # Every choice is made on the validation period, which ends where the holdout begins: the baselines'
     # values and the rerank's fusion weight (which serving reads from the ranker version's tag).
     assert report["split"]["validation_boundary_timestamp"] < report["split"]["boundary_timestamp"]
@@ -109,7 +109,12 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     assert len(by_fusion) == len(grid(fusion["ease_l2"], with_ease=True))
     chosen = f"retrieval {fusion['retrieval_weight']} ease {fusion['ease_weight']} recent {fusion['recent_weight']}"
     assert by_fusion[chosen] == max(by_fusion.values())
-    assert fusion["ease_l2"] == baselines["ease"]["l2"]
+    # The rerank's EASE is the time-aware one chosen with the baselines: its l2 and half-lives.
+    time_aware = baselines["time_aware_ease"]
+    assert (fusion["ease_l2"], fusion["ease_gram_half_life_days"], fusion["ease_history_half_life_days"]) == (
+        time_aware["l2"], time_aware["gram_half_life_days"], time_aware["history_half_life_days"])
+    assert report["validation"]["models"]["time_aware_ease"]["ndcg@10"] == pytest.approx(
+        max(time_aware["validation_ndcg@10"].values()), abs=1e-5)
     assert fusion["recent_half_life_days"] == recent["half_life_days"]
     assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
     client = mlflow_store(trained_home.settings).client()

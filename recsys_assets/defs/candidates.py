@@ -7,6 +7,7 @@ records the version in its metadata; `serving_release` publishes the versions to
 
 
 import json
+from dataclasses import asdict
 from datetime import date, timedelta
 
 import numpy as np
@@ -18,7 +19,7 @@ from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_vers
 from recsys_assets.defs.partitions import days_up_to
 from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.models.baselines import BaselineConfig, fit_ease, interaction_matrix
+from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
 from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
 from recsys_assets.models.fusion import Fusion
@@ -140,9 +141,10 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
                   {"model_version": version, "active_users": len(active)})
 
 
-@asset(deps=["promotion", *LANDED_WINDOW], code_version="1", kinds={"sqlite", "redis"},
+@asset(deps=["promotion", *LANDED_WINDOW], code_version="2", kinds={"sqlite", "redis"},
        check_specs=_spec("ease_candidates"),
-       description="EASE (item-item, closed form; l2 as the champion ranker's fusion chose it on validation) refitted "
+       description="Time-aware EASE (item-item, closed form; recent interactions count more; l2 and half-lives as "
+                   "the champion ranker's fusion chose them on validation) refitted "
                    "on the window's reviews: the top 100 unseen items and their scores for each user active in the "
                    "window's last 30 days. The rerank adds them to its candidates and fuses their scores.",
        **SERVING_ASSET)
@@ -157,13 +159,15 @@ def ease_candidates(context: AssetExecutionContext, serving: ServingResource, wa
     end_ms = day_start_ms(date.fromisoformat(context.partition_key) + timedelta(days=1))
     active = sorted(events.loc[events[TIME] >= end_ms - ACTIVE_USER_DAYS * 86_400_000, USER].unique())
     users, items = Vocabulary(events[USER]), Vocabulary(events[ITEM])
-    history = interaction_matrix(events, users, items)
-    model = fit_ease(history, fusion.ease_l2, BaselineConfig().max_items)
+    ease = TimeAwareEase.of(fusion)  # interactions weighted by their age at the day's end, as validation chose
+    history = ease.history(events, users, items, end_ms)
+    model = ease.fit(events, users, items, end_ms, BaselineConfig().max_items)
     rows_of = users.index(np.asarray(active, dtype=object))
     seen = events[events[USER].isin(set(active))].groupby(USER)[ITEM].apply(set).to_dict()
     rows = user_top_scored(active, items.ids, lambda a, b: model.scores(history[rows_of[a:b]])[:, 1:], seen, TOP_K)
     return _write(context, serving, EASE, build_version(context, version), rows, len(active),
-                  {"ranker_version": version, "ease_l2": fusion.ease_l2, "ease_weight": fusion.ease_weight,
+                  {"ranker_version": version, **{f"ease_{k}": v for k, v in asdict(ease).items()},
+                   "ease_weight": fusion.ease_weight,
                    "active_users": len(active), "items_modelled": len(model.columns)})
 
 

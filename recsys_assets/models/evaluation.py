@@ -9,8 +9,8 @@ Validation judges the weights learned from the fit period (`validation_models`);
 weights that are served (refreshed on the validation period, as the baselines are refitted on it).
 
 Users are evaluated as of the period's start: their features, last item and history are what was known
-then. Rerank = the two-tower's top `rerank_depth` candidates, EASE's top `fusion.EASE_DEPTH` and the most
-recently popular items (`data.recent_popularity`), ordered by the ranker's, the two-tower's, EASE's and recent
+then. Rerank = the two-tower's top `rerank_depth` candidates, the time-aware EASE's top `fusion.EASE_DEPTH`
+(`baselines.TimeAwareEase`) and the most recently popular items (`data.recent_popularity`), ordered by the ranker's, the two-tower's, EASE's and recent
 popularity's scores fused (`fusion.py`, weights chosen on validation), as served.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_assets.models.baselines import BaselineConfig, evaluate_baselines, fit_ease, interaction_matrix, protocol
+from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase, evaluate_baselines
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity, recent_popularity
 from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
@@ -83,10 +83,10 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 
 
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
-               cfg: EvaluationConfig, fusions: list[Fusion], ease_l2: float | None) -> tuple[dict, dict]:
-    """(metrics per model, rerank metrics per fusion) of `models` on one period; EASE (fitted on the events
-    before the period) joins the rerank when `ease_l2` is given. The fusions share one recent popularity
-    half-life."""
+               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool) -> tuple[dict, dict]:
+    """(metrics per model, rerank metrics per fusion) of `models` on one period; the time-aware EASE (fitted on
+    the events before the period) joins the rerank when `with_ease`. The fusions share one recent popularity
+    half-life and one EASE."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -101,10 +101,14 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
     relevant = [relevant_by_user.get(u, set()) for u in eval_users]
     report = lambda ranked: ranking_report(ranked, relevant, n_items - 1)  # noqa: E731
     ease = ease_history = None
-    if ease_l2 is not None and models.ranker is not None:
-        past_users = Vocabulary(cut.past[USER])
-        ease = fit_ease(interaction_matrix(cut.past, past_users, items), ease_l2, BaselineConfig().max_items)
-        ease_history = protocol(cut.past, cut.later.iloc[:0], eval_users, past_users, items).history
+    if with_ease and fusions and models.ranker is not None:
+        specs = {TimeAwareEase.of(f) for f in fusions}
+        if len(specs) != 1:
+            raise ValueError(f"the fusions scored together share one EASE, got {specs}")
+        spec, past_users = specs.pop(), Vocabulary(cut.past[USER])
+        ease = spec.fit(cut.past, past_users, items, cut.boundary, BaselineConfig().max_items)
+        ease_history = spec.history(cut.past, past_users, items, cut.boundary)[
+            past_users.index(np.asarray(eval_users, dtype=object))]
 
     results: dict[str, dict] = {}
     pop = popularity(cut.past, items)
@@ -171,8 +175,8 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     `holdout=False`, validation only: how a champion is judged). `validation_models`: the weights before the
     refresh on the validation period, which validation judges (default: `models`, not refreshed). With
     `baselines`, EASE and item-kNN beside them, their hyper-parameters chosen on validation too
-    (`report["baselines"]`), and EASE with the chosen l2 joins the rerank's candidates and fusion, as recent
-    popularity with the chosen half-life does."""
+    (`report["baselines"]`), and the time-aware EASE with its chosen l2 and half-lives joins the rerank's
+    candidates and fusion, as recent popularity with its chosen half-life does."""
     judged = validation_models if validation_models is not None else models
     users_vocab = models.users if models.users is not None else data.users
     validation, holdout_cut = data.cut("validation"), data.cut("holdout")
@@ -186,15 +190,17 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         tuned, reported, report["baselines"] = evaluate_baselines(validation, validation_users, holdout_cut,
                                                                   holdout_users, baselines)
     if models.fusion is not None:
-        fusions, ease_l2 = [models.fusion], (models.fusion.ease_l2 if models.fusion.uses_ease else None)
+        fusions, with_ease = [models.fusion], models.fusion.uses_ease
+    elif baselines is not None:
+        fitted = report["baselines"]
+        ease = TimeAwareEase(**{k: fitted["time_aware_ease"][k] for k in asdict(TimeAwareEase(0.0))})
+        fusions, with_ease = grid(ease.l2, with_ease=True,
+                                  recent_half_life_days=fitted["recent_popularity"]["half_life_days"],
+                                  ease_half_lives_days=(ease.gram_half_life_days, ease.history_half_life_days)), True
     else:
-        ease_l2 = report["baselines"]["ease"]["l2"] if baselines is not None else None
-        half_life = (report["baselines"]["recent_popularity"]["half_life_days"] if baselines is not None
-                     else Fusion().recent_half_life_days)
-        fusions = grid(ease_l2 if ease_l2 is not None else Fusion().ease_l2, with_ease=ease_l2 is not None,
-                       recent_half_life_days=half_life)
+        fusions, with_ease = grid(Fusion().ease_l2, with_ease=False), False
     on_validation, rerank_by_fusion = _score_cut(validation, catalogue, judged, users_vocab, validation_users, cfg,
-                                                 fusions, ease_l2)
+                                                 fusions, with_ease)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
     chosen = None
     if rerank_by_fusion:  # ties: the least EASE and recent popularity, then the even mix of the two models
@@ -209,8 +215,7 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         return report
 
     results, by_fusion = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
-                                    [chosen] if chosen is not None else [],
-                                    chosen.ease_l2 if chosen is not None and chosen.uses_ease else None)
+                                    [chosen] if chosen is not None else [], chosen is not None and chosen.uses_ease)
     if by_fusion:
         results["rerank"] = by_fusion[chosen]
     results.update(reported or {})

@@ -3,7 +3,8 @@ validation (`evaluation.evaluate`) and carried by the ranker version's tags to s
 
 * the ranker's log p(item | user) estimate (`ranker.ranking_scores`),
 * the two-tower's (cosine / temperature),
-* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data,
+* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data; time-aware
+  (`baselines.TimeAwareEase`: recent interactions count more, half-lives chosen on validation),
 * recent popularity: log(1 + the item's reviews, each counted 0.5 ** (age / half-life)) (`data.recent_popularity`,
   the half-life the recent-popularity baseline chose on validation). Popularity drifts (releases, trends) and
   none of the models sees time: on data with drift this is what moves with it.
@@ -38,6 +39,10 @@ class Fusion:
     ease_l2: float = 200.0  # EASE's regularisation, chosen on validation with the baselines
     recent_weight: float = 0.0
     recent_half_life_days: float = 7.0  # recent popularity's, chosen on validation with the baselines
+    # The EASE expert is time-aware (`baselines.TimeAwareEase`): its half-lives, chosen with the baselines; 0: none
+    # (plain EASE: what a version tagged before them serves).
+    ease_gram_half_life_days: float = 0.0
+    ease_history_half_life_days: float = 0.0
 
     @property
     def uses_ease(self) -> bool:
@@ -52,12 +57,18 @@ class Fusion:
         popularity (half-life 3 d) + 0.12 ranker + 0.12 two-tower`; one expert alone: its order."""
         models = 1 - self.ease_weight - self.recent_weight
         shares = [(self.recent_weight, f"recent popularity (half-life {self.recent_half_life_days:g} d)"),
-                  (self.ease_weight, f"EASE (l2 {self.ease_l2:g})"),
+                  (self.ease_weight, self._ease_words()),
                   (models * (1 - self.retrieval_weight), "ranker"), (models * self.retrieval_weight, "two-tower")]
         listed = [(weight, name) for weight, name in shares if weight > 0]
         if len(listed) == 1:
             return f"{listed[0][1]} alone"
         return " + ".join(f"{weight:.2g} {name}" for weight, name in listed)
+
+    def _ease_words(self) -> str:
+        if not (self.ease_gram_half_life_days or self.ease_history_half_life_days):
+            return f"EASE (l2 {self.ease_l2:g})"
+        return (f"time-aware EASE (l2 {self.ease_l2:g}, half-lives {self.ease_gram_half_life_days:g} d / "
+                f"{self.ease_history_half_life_days:g} d)")
 
     def tags(self) -> dict[str, str]:
         return {TAG_PREFIX + key: str(value) for key, value in asdict(self).items()}
@@ -102,14 +113,15 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return (x - mean) / np.where(spread > 0, spread, 1.0)
 
 
-def grid(ease_l2: float, with_ease: bool, recent_half_life_days: float = Fusion.recent_half_life_days
-         ) -> list[Fusion]:
+def grid(ease_l2: float, with_ease: bool, recent_half_life_days: float = Fusion.recent_half_life_days,
+         ease_half_lives_days: tuple[float, float] = (0.0, 0.0)) -> list[Fusion]:
     """Every fusion validation scores (EASE weights only when EASE is there); weights of EASE and recent
-    popularity sum to at most 1, and with all on them the models' mix does not matter (listed once)."""
+    popularity sum to at most 1, and with all on them the models' mix does not matter (listed once).
+    `ease_half_lives_days`: the time-aware EASE's (co-occurrence, profile)."""
     out = []
     for e in (EASE_WEIGHTS if with_ease else (0.0,)):
         for p in RECENT_WEIGHTS:
             if e + p <= 1:
-                out += [Fusion(r, e, ease_l2, p, recent_half_life_days)
+                out += [Fusion(r, e, ease_l2, p, recent_half_life_days, *ease_half_lives_days)
                         for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
     return out
