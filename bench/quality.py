@@ -48,7 +48,7 @@ DATASETS = {
     "tiny": GeneratorConfig(users=800, items=40, days=20, reviews=8000, popularity_weight=3.0,
                             candidate_pool=(32, 8, 8), seed=11),
 }
-MODELS = ("popularity", "recent_popularity", "ease", "item_knn", "item2vec", "two_tower", "rerank")
+MODELS = ("popularity", "recent_popularity", "ease", "item_knn", "time_aware_ease", "item2vec", "two_tower", "rerank")
 METRICS = ("ndcg@10", "recall@10", "recall@50", "coverage@10")
 TRAINED = ("item2vec", "two_tower", "ranker")
 
@@ -94,7 +94,7 @@ def summarize(report: dict) -> dict:
         "holdout": pick(holdout),
         "chosen_on_validation": {"fusion": report.get("choices", {}).get("fusion"),
                                  **{name: {k: v for k, v in report["baselines"][name].items() if not isinstance(v, dict)}
-                                    for name in ("ease", "item_knn", "recent_popularity")}},
+                                    for name in ("ease", "item_knn", "recent_popularity", "time_aware_ease")}},
         "served_vs_ease": round(served / holdout["ease"]["ndcg@10"], 3),
         "served_vs_popularity": round(served / holdout["popularity"]["ndcg@10"], 3),
         "best_baseline": best,
