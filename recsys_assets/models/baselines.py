@@ -7,6 +7,8 @@ the user interacted with in training (a binary user x item matrix X):
   form, one items x items inversion (Cholesky, float32). Above `max_items` it keeps the most popular items
   only (the inversion is cubic in the catalogue);
 * item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept;
+* time-aware EASE (`TimeAwareEase`, ours: the rerank's EASE expert, reported beside the references): EASE
+  where each interaction counts 0.5 ** (age / half-life), in X'X and in the user's profile;
 * recent popularity (trending): every interaction counted 0.5 ** (age / half-life) as of the period's start
   (`data.recent_popularity`). Popularity drifts (releases, seasons, bursts): on a real ~100k-rating set it
   scored NDCG@10 0.226 on the temporal holdout, EASE 0.182 and all-time popularity 0.151.
@@ -14,8 +16,7 @@ the user interacted with in training (a binary user x item matrix X):
 Hyper-parameters (l2, neighbours, half-life) are chosen on the validation period at the end of the training
 period: fit on what precedes it, scored on it, then refit on the whole training period with the chosen value
 (the half-life is judged on earlier periods too: `_earlier_origin_scores`). A best value at an end of its grid
-extends the search past that end (`search_grid`). The holdout is never looked at for
-a choice.
+extends the search past that end (`search_grid`). The holdout is never looked at for a choice.
 """
 
 from __future__ import annotations

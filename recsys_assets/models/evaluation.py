@@ -10,8 +10,9 @@ weights that are served (refreshed on the validation period, as the baselines ar
 
 Users are evaluated as of the period's start: their features, last item and history are what was known
 then. Rerank = the two-tower's top `rerank_depth` candidates, the time-aware EASE's top `fusion.EASE_DEPTH`
-(`baselines.TimeAwareEase`) and the most recently popular items (`data.recent_popularity`), ordered by the ranker's, the two-tower's, EASE's and recent
-popularity's scores fused (`fusion.py`, weights chosen on validation), as served.
+(`baselines.TimeAwareEase`) and the most recently popular items (`data.recent_popularity`), ordered by the
+ranker's, the two-tower's, EASE's and recent popularity's scores fused (`fusion.py`, weights chosen on
+validation), as served.
 """
 
 from __future__ import annotations
