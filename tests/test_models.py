@@ -119,6 +119,11 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
     client = mlflow_store(trained_home.settings).client()
     assert ranker_fusion(client, report["versions"]["ranker"]) == Fusion(**fusion)  # what serving reads
+    # MLflow holds the choices too: the fusion's apart from the baselines' (each EASE has its own l2).
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    logged = client.search_runs(experiments, "tags.mlflow.runName LIKE 'evaluation-%'")[0].data.params
+    assert float(logged["fusion_ease_l2"]) == fusion["ease_l2"] and float(logged["ease_l2"]) == baselines["ease"]["l2"]
+    assert float(logged["time_aware_ease_gram_half_life_days"]) == time_aware["gram_half_life_days"]
     for metrics in report["models"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
         assert all(0 <= v <= 1 for v in metrics.values())

@@ -94,7 +94,7 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         mlflow.log_params({key: value for key, value in fitted if not key.endswith("seconds")})
         mlflow.log_metrics({key: value for key, value in fitted if key.endswith("seconds")})
         if "choices" in report:
-            mlflow.log_params(report["choices"]["fusion"])
+            mlflow.log_params(Fusion(**report["choices"]["fusion"]).tags())  # fusion_*: apart from the baselines
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_artifact(str(png_path))
     table = metrics_table(report)
