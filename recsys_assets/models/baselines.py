@@ -267,7 +267,7 @@ def _decay_order(half_life_days: float) -> float:
     return half_life_days if half_life_days > 0 else np.inf
 
 
-def choose_time_aware_ease(cut, users: list, items: Vocabulary, plain: ItemGram, l2: float,
+def choose_time_aware_ease(cut, judged: Protocol, users: list, items: Vocabulary, plain: ItemGram, l2: float,
                            cfg: BaselineConfig) -> tuple[TimeAwareEase, dict, dict[str, float]]:
     """A time-aware EASE's half-lives and l2, chosen on the period `cut` (`dataset.Cut`) for `users`, by
     coordinate ascent from plain EASE (`plain`: the Gram of `cut.past`, `l2`: plain EASE's chosen value): the
@@ -278,8 +278,7 @@ def choose_time_aware_ease(cut, users: list, items: Vocabulary, plain: ItemGram,
     MovieLens-1M's holdout this scored 0.296, those 0.278 and 0.286 (a prototype on the same split; plain EASE
     0.286); on MovieLens-100k 0.192, those 0.216 and 0.176 (plain 0.182): the only one never below plain EASE
     there."""
-    vocab = Vocabulary(cut.past[USER])
-    judged = protocol(cut.past, cut.later, users, vocab, items)
+    vocab = Vocabulary(cut.past[USER])  # `judged`: `users` of `cut` by this vocabulary (`protocol`)
     rows = vocab.index(np.asarray(users, dtype=object))
     half_lives = (0.0, *cfg.ease_half_life_days)
     profiles = {h: interaction_matrix(cut.past, vocab, items, cut.boundary, h)[rows] for h in half_lives}
@@ -347,7 +346,7 @@ def evaluate_baselines(validation, validation_users: list, holdout, holdout_user
         str(h): round(r[SELECTION_METRIC], 5) for h, r in reports.items()}, f"rolling_origin_{SELECTION_METRIC}": {
         str(h): round(v, 5) for h, v in rolling.items()}}
     time_aware, tuned["time_aware_ease"], judged_settings = choose_time_aware_ease(
-        validation, validation_users, items, fitted, details["ease"]["l2"], cfg)
+        validation, judged, validation_users, items, fitted, details["ease"]["l2"], cfg)
     details["time_aware_ease"] = {**asdict(time_aware), f"validation_{SELECTION_METRIC}": judged_settings}
     details["selection_seconds"] = round(time.perf_counter() - started, 2)
 
