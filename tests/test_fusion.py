@@ -32,14 +32,21 @@ def test_fusion_weights_move_the_order_between_experts():
 
 
 def test_the_grid_covers_each_expert_alone_and_tags_carry_a_choice():
-    fusions = grid(200.0, with_ease=True)
+    fusions = grid([(200.0, 0.0, 0.0)])
     assert len(set(fusions)) == len(fusions)
     assert all(f.ease_weight + f.recent_weight <= 1 for f in fusions)
     assert Fusion(0.5, 1.0, 200.0, 0.0) in fusions and Fusion(0.0, 0.0, 200.0, 0.0) in fusions
     assert Fusion(1.0, 0.0, 200.0, 0.0) in fusions
     assert Fusion(0.5, 0.0, 200.0, 1.0) in fusions  # recent popularity's order alone
-    assert {f.recent_half_life_days for f in grid(200.0, with_ease=True, recent_half_life_days=3.0)} == {3.0}
-    assert not any(f.uses_ease for f in grid(200.0, with_ease=False))
+    assert {f.recent_half_life_days for f in grid([(200.0, 0.0, 0.0)], recent_half_life_days=3.0)} == {3.0}
+    assert not any(f.uses_ease for f in grid())
+    # Two EASEs (plain, time-aware): each weight of each, the fusions without EASE once.
+    both = grid([(200.0, 0.0, 0.0), (50.0, 7.0, 30.0)])
+    with_ease = [f for f in both if f.uses_ease]
+    assert len(set(both)) == len(both) and len(both) - len(fusions) == len(with_ease) // 2
+    assert {f.time_aware_ease for f in with_ease} == {False, True}
+    assert Fusion(0.5, 1.0, 50.0, 0.0, 7.0, 7.0, 30.0) in both
+    assert not any(f.time_aware_ease for f in both if not f.uses_ease)
     chosen = Fusion(0.25, 0.5, 800.0, 0.1, 3.0)
     assert Fusion.from_tags({**chosen.tags(), "other": "x"}) == chosen
     assert Fusion.from_tags({}) == Fusion()  # a version evaluated before fusion existed: the even two-model mix

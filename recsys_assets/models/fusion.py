@@ -3,8 +3,9 @@ validation (`evaluation.evaluate`) and carried by the ranker version's tags to s
 
 * the ranker's log p(item | user) estimate (`ranker.ranking_scores`),
 * the two-tower's (cosine / temperature),
-* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data; time-aware
-  (`baselines.TimeAwareEase`: recent interactions count more, half-lives chosen on validation),
+* EASE's item-item score of the user's history (`baselines.py`), refitted on every release's data: plain EASE
+  or the time-aware one (`baselines.TimeAwareEase`: recent interactions count more), each with the values it
+  chose alone on validation; which of the two, validation decides with the weights,
 * recent popularity: log(1 + the item's reviews, each counted 0.5 ** (age / half-life)) (`data.recent_popularity`,
   the half-life the recent-popularity baseline chose on validation). Popularity drifts (releases, trends) and
   none of the models sees time: on data with drift this is what moves with it.
@@ -20,6 +21,7 @@ Validation picks among them, so the pipeline is never chosen to be worse there t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -39,14 +41,18 @@ class Fusion:
     ease_l2: float = 200.0  # EASE's regularisation, chosen on validation with the baselines
     recent_weight: float = 0.0
     recent_half_life_days: float = 7.0  # recent popularity's, chosen on validation with the baselines
-    # The EASE expert is time-aware (`baselines.TimeAwareEase`): its half-lives, chosen with the baselines; 0: none
-    # (plain EASE: what a version tagged before them serves).
+    # The EASE expert's half-lives (`baselines.TimeAwareEase`, chosen with the baselines); 0 and 0: plain EASE
+    # (also what a version tagged before them serves).
     ease_gram_half_life_days: float = 0.0
     ease_history_half_life_days: float = 0.0
 
     @property
     def uses_ease(self) -> bool:
         return self.ease_weight > 0
+
+    @property
+    def time_aware_ease(self) -> bool:
+        return bool(self.ease_gram_half_life_days or self.ease_history_half_life_days)
 
     @property
     def uses_recent(self) -> bool:
@@ -65,7 +71,7 @@ class Fusion:
         return " + ".join(f"{weight:.2g} {name}" for weight, name in listed)
 
     def _ease_words(self) -> str:
-        if not (self.ease_gram_half_life_days or self.ease_history_half_life_days):
+        if not self.time_aware_ease:
             return f"EASE (l2 {self.ease_l2:g})"
         return (f"time-aware EASE (l2 {self.ease_l2:g}, half-lives {self.ease_gram_half_life_days:g} d / "
                 f"{self.ease_history_half_life_days:g} d)")
@@ -113,15 +119,19 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return (x - mean) / np.where(spread > 0, spread, 1.0)
 
 
-def grid(ease_l2: float, with_ease: bool, recent_half_life_days: float = Fusion.recent_half_life_days,
-         ease_half_lives_days: tuple[float, float] = (0.0, 0.0)) -> list[Fusion]:
-    """Every fusion validation scores (EASE weights only when EASE is there); weights of EASE and recent
-    popularity sum to at most 1, and with all on them the models' mix does not matter (listed once).
-    `ease_half_lives_days`: the time-aware EASE's (co-occurrence, profile)."""
+def grid(eases: Sequence[tuple[float, float, float]] = (),
+         recent_half_life_days: float = Fusion.recent_half_life_days) -> list[Fusion]:
+    """Every fusion validation scores. `eases`: the EASE experts to choose among, each (l2, co-occurrence
+    half-life, profile half-life) (`baselines.TimeAwareEase`; none: no EASE weight). Weights of EASE and recent
+    popularity sum to at most 1, and with all on them the models' mix does not matter (listed once); a fusion
+    without EASE is listed once too (with the first EASE's settings)."""
     out = []
-    for e in (EASE_WEIGHTS if with_ease else (0.0,)):
-        for p in RECENT_WEIGHTS:
-            if e + p <= 1:
-                out += [Fusion(r, e, ease_l2, p, recent_half_life_days, *ease_half_lives_days)
-                        for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
+    for n, ease in enumerate(eases or [(Fusion.ease_l2, 0.0, 0.0)]):
+        for e in (EASE_WEIGHTS if eases else (0.0,)):
+            if e == 0 and n > 0:
+                continue
+            for p in RECENT_WEIGHTS:
+                if e + p <= 1:
+                    out += [Fusion(r, e, ease[0], p, recent_half_life_days, ease[1], ease[2])
+                            for r in (RETRIEVAL_WEIGHTS if e + p < 1 else (0.5,))]
     return out
