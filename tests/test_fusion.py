@@ -76,3 +76,19 @@ def test_recent_popularity_counts_each_review_decayed_by_its_age():
     later = dict(recent_popularity(events[events["parent_asin"] != "c"], now_ms=12 * day, half_life_days=1.0, k=3))
     assert [i for i, _ in later[RECENT_TOP_KEY]] == ["a", "d", "b"]
     assert later["a"] == pytest.approx(rows["a"] / 4)
+
+
+def test_the_time_aware_ease_is_chosen_only_where_it_wins_by_more_than_noise():
+    from recsys_assets.models.evaluation import choose_fusion
+
+    rng = np.random.default_rng(0)
+    base = rng.random(2000)
+    plain, time_aware = Fusion(0.5, 0.5, 200.0), Fusion(0.5, 0.5, 50.0, 0.0, 7.0, 30.0, 30.0)
+    alone = Fusion(0.5, 0.0, 200.0)
+    noise = rng.normal(0.0, 0.2, 2000)
+    # Better by much less than its standard error: plain EASE's fusion.
+    assert choose_fusion({plain: base, time_aware: base + noise - noise.mean() + 0.0005, alone: base - 0.1}) == plain
+    # Better by far more: the time-aware one.
+    assert choose_fusion({plain: base, time_aware: base + 0.05 + noise * 0.01, alone: base - 0.1}) == time_aware
+    # A best without the time-aware EASE is chosen as it is.
+    assert choose_fusion({plain: base, time_aware: base - 0.01, alone: base + 0.02}) == alone

@@ -113,11 +113,16 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
              (time_aware["l2"], time_aware["gram_half_life_days"], time_aware["history_half_life_days"])]
     assert (fusion["ease_l2"], fusion["ease_gram_half_life_days"], fusion["ease_history_half_life_days"]) in eases
     assert len(by_fusion) == len(grid(list(dict.fromkeys(eases))))
-    assert by_fusion[label(Fusion(**fusion))] == max(by_fusion.values())
+    # The best on validation; or, where the best is with the time-aware EASE by less than noise, the best with
+    # plain EASE (or none).
+    chosen = Fusion(**fusion)
+    plain = [score for text, score in by_fusion.items() if "time-aware" not in text]
+    assert by_fusion[label(chosen)] == max(by_fusion.values()) or (
+        not chosen.time_aware_ease and by_fusion[label(chosen)] == max(plain))
     assert report["validation"]["models"]["time_aware_ease"]["ndcg@10"] == pytest.approx(
         max(time_aware["validation_ndcg@10"].values()), abs=1e-5)
     assert fusion["recent_half_life_days"] == recent["half_life_days"]
-    assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(max(by_fusion.values()), abs=1e-5)
+    assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(by_fusion[label(chosen)], abs=1e-5)
     client = mlflow_store(trained_home.settings).client()
     assert ranker_fusion(client, report["versions"]["ranker"]) == Fusion(**fusion)  # what serving reads
     # MLflow holds the choices too: the fusion's apart from the baselines' (each EASE has its own l2).

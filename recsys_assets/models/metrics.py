@@ -25,7 +25,8 @@ def top_k(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
     return np.where(np.isneginf(np.take_along_axis(scores, ranked, axis=1)), -1, ranked)
 
 
-def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[float, float]:
+def per_user_recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Recall@k and NDCG@k of each user with at least one relevant item (in order; the others are left out)."""
     recalls, ndcgs = [], []
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     for row, rel in zip(ranked, relevant):
@@ -35,7 +36,12 @@ def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[f
         recalls.append(hits.sum() / len(rel))
         ideal = discounts[: min(k, len(rel))].sum()
         ndcgs.append((discounts[: len(hits)] * hits).sum() / ideal)
-    if not recalls:
+    return np.asarray(recalls, dtype=np.float64), np.asarray(ndcgs, dtype=np.float64)
+
+
+def recall_ndcg(ranked: np.ndarray, relevant: list[set[int]], k: int) -> tuple[float, float]:
+    recalls, ndcgs = per_user_recall_ndcg(ranked, relevant, k)
+    if not len(recalls):
         return 0.0, 0.0
     return float(np.mean(recalls)), float(np.mean(ndcgs))
 
