@@ -7,7 +7,7 @@ the user interacted with in training (a binary user x item matrix X):
   form, one items x items inversion (Cholesky, float32). Above `max_items` it keeps the most popular items
   only (the inversion is cubic in the catalogue);
 * item-kNN: cosine similarity of item columns, each item's `neighbours` most similar items kept;
-* time-aware EASE (`TimeAwareEase`, ours: the rerank's EASE expert, reported beside the references): EASE
+* time-aware EASE (`TimeAwareEase`, ours: one of the rerank's two EASE experts, reported beside the references): EASE
   where each interaction counts 0.5 ** (age / half-life), in X'X and in the user's profile;
 * recent popularity (trending): every interaction counted 0.5 ** (age / half-life) as of the period's start
   (`data.recent_popularity`). Popularity drifts (releases, seasons, bursts): on a real ~100k-rating set it
@@ -33,7 +33,7 @@ import torch
 from recsys_assets.models.data import DAY_MS, ITEM, TIME, USER, Vocabulary, recent_popularity
 from recsys_assets.models.metrics import ranking_report, top_k
 
-# What `evaluate_baselines` reports: the classical references, and the time-aware EASE the rerank uses as
+# What `evaluate_baselines` reports: the classical references, and the time-aware EASE the rerank may use as
 # its EASE expert (reported beside them, so a user sees what it adds; not a reference: `promotion.BASELINE_MODELS`).
 BASELINES = ("ease", "item_knn", "recent_popularity", "time_aware_ease")
 SELECTION_METRIC = "ndcg@10"
@@ -151,7 +151,8 @@ class TimeAwareEase:
     items go together lately) and in the user's profile (what the user took lately); 0: no decay, plain EASE.
     Tastes and catalogues drift: on the temporal holdouts of MovieLens-100k and -1M a prototype with half-lives
     chosen on validation scored NDCG@10 0.216 and 0.295 where plain EASE scored 0.182 and 0.288; where nothing
-    drifts validation keeps little or no decay. The rerank's EASE expert."""
+    drifts validation keeps little or no decay. The rerank's EASE expert where its fusion beats plain EASE's by
+    more than noise (`evaluation.choose_fusion`)."""
     l2: float
     gram_half_life_days: float = 0.0
     history_half_life_days: float = 0.0
