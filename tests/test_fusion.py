@@ -92,3 +92,6 @@ def test_the_time_aware_ease_is_chosen_only_where_it_wins_by_more_than_noise():
     assert choose_fusion({plain: base, time_aware: base + 0.05 + noise * 0.01, alone: base - 0.1}) == time_aware
     # A best without the time-aware EASE is chosen as it is.
     assert choose_fusion({plain: base, time_aware: base - 0.01, alone: base + 0.02}) == alone
+    # The rule weighs one EASE against the other: a fusion without EASE within noise of the best does not count.
+    strong = base + 0.05 + noise * 0.01
+    assert choose_fusion({plain: base, time_aware: strong, alone: strong - 0.001 + noise - noise.mean()}) == time_aware
