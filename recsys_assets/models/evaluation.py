@@ -86,9 +86,9 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
                cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool) -> tuple[dict, dict, dict]:
     """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion) of `models` on one
-    period; when `with_ease`, each EASE the
-    fusions name (fitted on the events before the period) adds its top candidates to every user's, and each
-    fusion orders the union with its own. The fusions share one recent popularity half-life."""
+    period; when `with_ease`, each EASE the fusions name (fitted on the events before the period) adds its top
+    candidates to every user's, and each fusion orders the union with its own. The fusions share one recent
+    popularity half-life."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -240,7 +240,7 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         return report
 
     results, by_fusion, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
-                                    [chosen] if chosen is not None else [], chosen is not None and chosen.uses_ease)
+                                       [chosen] if chosen is not None else [], chosen is not None and chosen.uses_ease)
     if by_fusion:
         results["rerank"] = by_fusion[chosen]
     results.update(reported or {})
