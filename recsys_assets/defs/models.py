@@ -41,7 +41,7 @@ from recsys_assets.models.data import ITEM, TIME, USER, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, two_tower_inputs
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
-from recsys_assets.models.ranker import Ranker, RankerConfig, bce_loss
+from recsys_assets.models.ranker import Ranker, RankerConfig, listwise_batches, ranker_loss
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
@@ -128,12 +128,13 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                         build, inputs: dict, loss_fn, epochs: int, lr: float, example: np.ndarray,
                         data: TrainingData, catalogue: Catalogue, refresh_inputs: dict,
                         before_refresh: Callable[[torch.nn.Module], None] | None = None, exports=None,
-                        extra: dict | None = None) -> MaterializeResult:
+                        extra: dict | None = None, batch_size: int | None = None,
+                        shuffle: str = "rows") -> MaterializeResult:
     """Train on the fit period through the shared loop in a nested MLflow run, keep those weights, refresh
     them on the validation period (`refresh_inputs`, after `before_refresh(model)`), register the refreshed
     model (with what `exports(model)` adds to its artifacts), describe both in metadata."""
-    train_cfg = training.train_config(epochs, lr=lr)
-    refresh_cfg = training.train_config(training.refresh_epochs, lr=lr)
+    train_cfg = training.train_config(epochs, lr=lr, batch_size=batch_size, shuffle=shuffle)
+    refresh_cfg = training.train_config(training.refresh_epochs, lr=lr, batch_size=batch_size, shuffle=shuffle)
     with mlflow.start_run(run_name=f"{name}-{context.partition_key}", nested=True) as run:
         mlflow.log_params({"model": name, "day": context.partition_key, **asdict(cfg), **sizes,
                            **asdict(train_cfg), "executor": training.executor,
@@ -198,13 +199,16 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
         extra={"tuned_on": tuned["day"], "values": MetadataValue.json(best)})
 
 
-@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="3",
+@asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="4",
        description="tt7 ranker: user id, candidate, GRU over the last 10 items with time-delta buckets, item "
-                   "feature encoder -> MLP -> sigmoid; item embeddings from item2vec.", **MODEL_ASSET)
+                   "feature encoder -> MLP; item embeddings from item2vec. Trained pointwise (BCE against a "
+                   "popularity negative) and listwise (softmax over the positives' items of time-local batches).",
+       **MODEL_ASSET)
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
            mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
-    inputs, refresh_inputs = (_ranker_inputs(frame, data, catalogue) for frame in (data.ranker_train, data.ranker_refresh))
+    inputs, refresh_inputs = (_ranker_inputs(frame, data, catalogue, training.seed)
+                              for frame in (data.ranker_train, data.ranker_refresh))
     item_init, refreshed_vectors = _item2vec_embeddings(context)
     counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
     cfg, sizes = RankerConfig(), _sizes(data, catalogue)
@@ -219,13 +223,18 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
     return _train_and_register(
         context, training, "ranker", cfg, sizes,
         lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
-        inputs, bce_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
-        before_refresh=before_refresh)
+        inputs, ranker_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
+        before_refresh=before_refresh, batch_size=training.ranker_batch_size, shuffle="batches")
 
 
-def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue) -> dict:
-    return {"x": pack_ranker(frame, data.users, catalogue, frame[TIME].to_numpy()),
-            "label": frame["label"].to_numpy(np.float32)}
+def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue, seed: int) -> dict:
+    """The rows packed, in time-local batches (`ranker.listwise_batches`)."""
+    item = catalogue.items.index(frame[ITEM].to_numpy())
+    label = frame["label"].to_numpy(np.float32)
+    order, proposal = listwise_batches(frame[TIME].to_numpy(), item, label, seed=seed)
+    rows = frame.iloc[order]
+    return {"x": pack_ranker(rows, data.users, catalogue, rows[TIME].to_numpy()), "label": label[order],
+            "item_idx": item[order], "proposal": proposal}
 
 
 def _item2vec_embeddings(context: AssetExecutionContext) -> tuple[np.ndarray, np.ndarray]:

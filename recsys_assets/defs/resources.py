@@ -106,6 +106,8 @@ class TrainingResource(ConfigurableResource):
     ranker_epochs: int = 3
     refresh_epochs: int = 1  # on the validation period, after the fit period (0: serve the fit-only weights)
     batch_size: int = 1024
+    # The ranker's listwise loss scores every pair of a batch's positives: its cost grows with the batch.
+    ranker_batch_size: int = 256
     eval_max_users: int = 3000  # per period; NDCG@10 ~0.15 then has a standard error of ~0.005
     seed: int = 0
     tuning_dir: str = ""  # where the last two-tower search's best values are (`models/tuning.py`)
@@ -126,8 +128,9 @@ class TrainingResource(ConfigurableResource):
     def tuning_dir_path(self) -> Path:
         return Path(self.tuning_dir)
 
-    def train_config(self, epochs: int, lr: float) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=lr, seed=self.seed)
+    def train_config(self, epochs: int, lr: float, batch_size: int | None = None, shuffle: str = "rows") -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=batch_size or self.batch_size, lr=lr, seed=self.seed,
+                           shuffle=shuffle)
 
 
 @resource(

@@ -29,6 +29,9 @@ class TrainConfig:
     lr: float = 0.003
     weight_decay: float = 0.0
     seed: int = 0
+    # "rows": every epoch shuffles the rows. "batches": the rows come arranged in batches (each `batch_size`
+    # consecutive rows one, e.g. time-local: `ranker.listwise_batches`); every epoch shuffles their order only.
+    shuffle: str = "rows"
 
 
 @dataclass
@@ -51,6 +54,8 @@ def _batch(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Ten
 def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
                on_epoch: Callable[[int, dict], None] | None = None) -> TrainHistory:
     """Shuffled mini-batches for `cfg.epochs`, Adam; the same code in-process and in each Ray worker."""
+    if cfg.shuffle not in ("rows", "batches"):
+        raise ValueError(f"shuffle must be 'rows' or 'batches', got {cfg.shuffle!r}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     n = len(next(iter(data.values())))
@@ -59,18 +64,22 @@ def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, c
     for epoch in range(cfg.epochs):
         model.train()
         started = time.perf_counter()
-        order = rng.permutation(n)
-        total, batches = 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
+        if cfg.shuffle == "rows":
+            order = rng.permutation(n)
+            batches = (order[start:start + cfg.batch_size] for start in range(0, n, cfg.batch_size))
+        else:
+            batches = (np.arange(start, min(start + cfg.batch_size, n))
+                       for start in rng.permutation(np.arange(0, n, cfg.batch_size)))
+        total, batches_done = 0.0, 0
+        for rows in batches:
             if len(rows) < 2:
                 continue
             loss = loss_fn(model, _batch(data, rows))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-        history.epoch_losses.append(total / max(batches, 1))
+            total, batches_done = total + loss.item(), batches_done + 1
+        history.epoch_losses.append(total / max(batches_done, 1))
         history.epoch_seconds.append(time.perf_counter() - started)
         if on_epoch:
             on_epoch(epoch, {"loss": history.epoch_losses[-1], "epoch_seconds": history.epoch_seconds[-1]})
@@ -85,6 +94,7 @@ def _ray_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     model = ray.train.torch.prepare_model(config["build"]())  # DDP (gloo on CPU)
+    # Every world-th row: arranged batches stay batches of neighbouring rows (time-local ones stay local).
     shard = {k: v[rank::world] for k, v in config["data"].items()}
     cfg = TrainConfig(**{**config["cfg"], "seed": config["cfg"]["seed"] + rank})
     history = train_loop(model, shard, config["loss_fn"], cfg,
