@@ -15,7 +15,6 @@ from pathlib import Path
 
 from common import run_range, write_generated, write_result  # first: sets the partitions' start date
 
-import numpy as np
 import pandas as pd
 import torch
 from recsys_assets.data.generator import GeneratorConfig
@@ -27,10 +26,10 @@ from recsys_assets.models.dataset import two_tower_inputs
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
-from recsys_assets.models.dataset import build_training_data, pack_ranker
+from recsys_assets.models.dataset import build_training_data, ranker_inputs
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, train_item2vec
-from recsys_assets.models.ranker import Ranker, listwise_batches, ranker_loss
+from recsys_assets.models.ranker import Ranker, ranker_loss
 from recsys_assets.models.training import TrainConfig, fit
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss
 from recsys_assets.warehouse.stores import DuckDBWarehouse
@@ -79,14 +78,10 @@ def main() -> None:
         samples_per_s[f"two_tower_{backend}"] = history.samples_per_second
 
     frame = data.ranker_train
-    item, label = items.index(frame[ITEM].to_numpy()), frame["label"].to_numpy(np.float32)
-    order, proposal = listwise_batches(frame[TIME].to_numpy(), item, label)
-    rows = frame.iloc[order]
-    x = pack_ranker(rows, data.users, catalogue, rows[TIME].to_numpy())
     _, history = fit(lambda: Ranker(len(data.users), len(items), len(catalogue.categories), USER_DENSE_WIDTH,
                                     catalogue.item_dense_width, item_init=item2vec.embeddings,
                                     negative_sampling_counts=popularity(data.fit, items)),
-                     {"x": x, "label": label[order], "item_idx": item[order], "proposal": proposal}, ranker_loss,
+                     ranker_inputs(frame, data.users, catalogue), ranker_loss,
                      replace(train_cfg, batch_size=256, shuffle="batches"))
     epochs["ranker"] = history.epoch_seconds
     samples_per_s["ranker"] = history.samples_per_second

@@ -38,10 +38,10 @@ from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource,
 from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
-from recsys_assets.models.dataset import TrainingData, pack_items, pack_ranker, two_tower_inputs
+from recsys_assets.models.dataset import TrainingData, pack_items, ranker_inputs, two_tower_inputs
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
-from recsys_assets.models.ranker import Ranker, RankerConfig, listwise_batches, ranker_loss
+from recsys_assets.models.ranker import Ranker, RankerConfig, ranker_loss
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
@@ -207,7 +207,7 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
            mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
-    inputs, refresh_inputs = (_ranker_inputs(frame, data, catalogue, training.seed)
+    inputs, refresh_inputs = (ranker_inputs(frame, data.users, catalogue, training.seed)
                               for frame in (data.ranker_train, data.ranker_refresh))
     item_init, refreshed_vectors = _item2vec_embeddings(context)
     counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
@@ -225,16 +225,6 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
         lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
         inputs, ranker_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
         before_refresh=before_refresh, batch_size=training.ranker_batch_size, shuffle="batches")
-
-
-def _ranker_inputs(frame: pd.DataFrame, data: TrainingData, catalogue: Catalogue, seed: int) -> dict:
-    """The rows packed, in time-local batches (`ranker.listwise_batches`)."""
-    item = catalogue.items.index(frame[ITEM].to_numpy())
-    label = frame["label"].to_numpy(np.float32)
-    order, proposal = listwise_batches(frame[TIME].to_numpy(), item, label, seed=seed)
-    rows = frame.iloc[order]
-    return {"x": pack_ranker(rows, data.users, catalogue, rows[TIME].to_numpy()), "label": label[order],
-            "item_idx": item[order], "proposal": proposal}
 
 
 def _item2vec_embeddings(context: AssetExecutionContext) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from recsys_assets.models.data import (
     temporal_split,
 )
 from recsys_assets.models.features import Catalogue, Layout, history_indices, user_dense
-from recsys_assets.models.ranker import ranker_layout
+from recsys_assets.models.ranker import listwise_batches, ranker_layout
 from recsys_assets.models.two_tower import item_layout, user_layout
 
 PointInTime = Callable[[pd.DataFrame], pd.DataFrame]  # entity rows (keys + timestamp ms) -> with features
@@ -217,6 +217,17 @@ def pack_ranker(frame: pd.DataFrame, users: Vocabulary, catalogue: Catalogue, no
     return layout.pack(user=users.index(frame[USER].to_numpy()), item=item_index, history=history, buckets=buckets,
                        category=catalogue.category_index[item_index], user_dense=dense,
                        item_dense=catalogue.item_dense(item_index, frame))
+
+
+def ranker_inputs(frame: pd.DataFrame, users: Vocabulary, catalogue: Catalogue, seed: int = 0) -> dict:
+    """The ranker's training rows (positives and their negatives) packed in time-local batches
+    (`ranker.listwise_batches`), with what `ranker.ranker_loss` reads beside them."""
+    item = catalogue.items.index(frame[ITEM].to_numpy())
+    label = frame["label"].to_numpy(np.float32)
+    order, proposal = listwise_batches(frame[TIME].to_numpy(), item, label, seed=seed)
+    rows = frame.iloc[order]
+    return {"x": pack_ranker(rows, users, catalogue, rows[TIME].to_numpy()), "label": label[order],
+            "item_idx": item[order], "proposal": proposal}
 
 
 def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd.DataFrame | dict, users: Vocabulary,
