@@ -5,7 +5,8 @@ Per data set: the validation period (where every choice is made and the gate com
 (reported only) for popularity, recent popularity, EASE, item-kNN, item2vec, the two-tower and the served
 rerank; what was chosen on validation (fusion weights, baselines' values); training time of each model.
 Prints the served pipeline against the best baseline and against popularity on the holdout; writes
-bench/results/quality.json.
+bench/results/quality.json, by data set: a run of some data sets replaces their entries and keeps the others
+(each entry says the commit and day that measured it).
 
     python bench/quality.py [--datasets default,dominated] [--keep]
     python bench/quality.py --datasets ratings.csv [--items movies.csv]   # your data, as `recsys import` reads it
@@ -25,7 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import write_generated, write_result  # first: sets the partitions' start date
+from common import RESULTS_DIR, write_generated, write_result  # first: sets the partitions' start date
 
 from dagster import AssetKey, DagsterInstance
 from recsys_assets.data.generator import GeneratorConfig
@@ -102,6 +103,22 @@ def summarize(report: dict) -> dict:
     }
 
 
+def measured_by() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return {"commit": (commit.stdout.strip() or "unknown") + ("+changes" if dirty else ""),
+            "measured_on": time.strftime("%Y-%m-%d")}
+
+
+def merged_with_previous(results: dict) -> dict:
+    """The previous results file with this run's data sets replaced: one run per data set is ~10-35 min on
+    2 cores, so the file is the table of the latest run of each."""
+    path = RESULTS_DIR / "quality.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    return {**previous, **{name: {**result, **measured_by()} for name, result in results.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default=",".join(DATASETS),
@@ -134,7 +151,7 @@ def main() -> None:
             print(f"homes kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    write_result("quality", results)
+    write_result("quality", merged_with_previous(results))
     print(f"\n{'data set':<11} {'model':<17} " + " ".join(f"{m:>11}" for m in METRICS) + "   (holdout)")
     for name, result in results.items():
         for model, metrics in result["holdout"].items():
