@@ -79,6 +79,7 @@ dev: setup
 bench: setup
 	python bench/freshness.py
 	python bench/quality.py
+	python bench/ceiling.py
 	python bench/ingest.py
 	python bench/feature_store.py
 	python bench/training.py

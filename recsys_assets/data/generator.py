@@ -292,3 +292,24 @@ def generate(cfg: GeneratorConfig) -> tuple[pa.Table, Iterator[tuple[date, pa.Ta
 
     return items, stream()
 
+
+def true_choice_scores(cfg: GeneratorConfig, user_ids: list[str], item_ids: list[str], day: int,
+                       history_taste: np.ndarray | None = None) -> np.ndarray:
+    """The generator's own score of `item_ids` for `user_ids` on `day` (index from the start): taste and
+    popularity as `_choose` weighs them, without the candidate pool, the previous item and the noise. With the
+    users' hidden tastes, which no data reveals, this is the best any model could rank (a ceiling for
+    benchmarks). With `history_taste` (users x items 0/1 or weights: what each user took), the taste is
+    instead the mean of the TRUE latent vectors of those items: what a perfect item embedding would give a
+    model that learns the user from their history."""
+    world = _World(cfg)
+    users = _index_of(_user_ids(cfg), user_ids)
+    items = _index_of(_item_ids(cfg), item_ids)
+    vecs = world.item_vec[items]
+    taste = world.user_taste(users, day) if history_taste is None else _unit(history_taste @ vecs + 1e-9)
+    return cfg.taste_weight * taste @ vecs.T + cfg.popularity_weight * world.log_popularity(day)[items][None, :]
+
+
+def _index_of(ids: list[str], wanted: list[str]) -> np.ndarray:
+    position = {value: i for i, value in enumerate(ids)}
+    return np.fromiter((position[w] for w in wanted), dtype=np.int64, count=len(wanted))
+
