@@ -116,4 +116,3 @@ def test_true_choice_scores_rank_what_users_take():
         scores = true_choice_scores(CFG, users, ids, CFG.days - 1, taste)
         percentile = np.mean([(scores[r] < scores[r, c]).mean() for r, c in picked])
         assert percentile > 0.85, percentile
-

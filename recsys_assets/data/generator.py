@@ -312,4 +312,3 @@ def true_choice_scores(cfg: GeneratorConfig, user_ids: list[str], item_ids: list
 def _index_of(ids: list[str], wanted: list[str]) -> np.ndarray:
     position = {value: i for i, value in enumerate(ids)}
     return np.fromiter((position[w] for w in wanted), dtype=np.int64, count=len(wanted))
-
