@@ -42,16 +42,20 @@ def test_every_model_asset_materializes(trained_home):
         assert len(meta["epoch_losses"]) == 2
 
 
-def test_before_any_search_the_two_tower_judges_the_user_id_on_validation(trained_home):
-    """With no search yet, the two-tower trains with and without the user's own embedding, judged on validation
-    Recall@50, keeps the better and writes the choice where a search writes its best values (the next days
-    train with it)."""
+def test_before_any_search_the_two_tower_judges_the_user_id_and_the_logq_weight_on_validation(trained_home):
+    """With no search yet, the two-tower trains with and without the user's own embedding, then with the better
+    at logQ weights 1 and 3 beside the default 2, each judged on validation Recall@50; it keeps the best and
+    writes the choice where a search writes its best values (the next days train with it)."""
     meta = _metadata(trained_home.trained, "two_tower")
     choice = json.loads((trained_home.path / "tuning" / "two_tower.json").read_text())
-    assert [t["user_id"] for t in choice["trials"]] == [True, False]
-    best = max(choice["trials"], key=lambda t: t["recall@50"])
-    assert choice["best"]["user_id"] == best["user_id"] and meta["values"] == choice["best"]
-    assert meta["tuned_on"] == choice["day"]
+    trials = choice["trials"]
+    assert [t["user_id"] for t in trials[:2]] == [True, False]
+    first = max(trials[:2], key=lambda t: (t["recall@50"], t["user_id"]))
+    assert [(t["user_id"], t["logq_weight"]) for t in trials] == [
+        (True, 2.0), (False, 2.0), (first["user_id"], 1.0), (first["user_id"], 3.0)]
+    best = max(trials, key=lambda t: t["recall@50"])
+    assert choice["best"] == {k: best[k] for k in ("temperature", "id_dim", "user_id", "logq_weight", "epochs", "lr")}
+    assert meta["values"] == choice["best"] and meta["tuned_on"] == choice["day"]
 
 
 def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
@@ -374,6 +378,64 @@ def test_a_two_tower_without_the_user_id_knows_users_by_their_history_and_stats(
     assert torch.isfinite(loss)
 
 
+def test_a_larger_logq_weight_makes_the_towers_favour_popular_items():
+    """Users whose histories say nothing, items taken in proportion to a long tail q: at logQ weight 1 the towers
+    estimate log p(item | user), here log q itself (the correction undoes the in-batch sampling); at 3 they add
+    2 log q more, a popularity prior."""
+    import torch
+
+    from recsys_assets.models.features import HISTORY
+    from recsys_assets.models.training import TrainConfig, fit
+    from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss, item_layout, user_layout
+
+    rng = np.random.default_rng(0)
+    n, n_items = 4096, 21
+    share = 1.0 / np.arange(1, n_items)
+    share /= share.sum()
+    item = rng.choice(np.arange(1, n_items), size=n, p=share)
+    users = user_layout(1).pack(user=np.ones(n), history=np.zeros((n, HISTORY)), user_dense=np.zeros((n, 1)))
+    items = item_layout(1)
+    data = {"user_x": users, "item_x": items.pack(item=item, category=np.zeros(n), item_dense=np.zeros((n, 1))),
+            "item_idx": item, "item_prob": share[item - 1].astype(np.float32)}
+    every_item = torch.from_numpy(items.pack(item=np.arange(1, n_items), category=np.zeros(n_items - 1),
+                                             item_dense=np.zeros((n_items - 1, 1))))
+    tilt = {}
+    for weight in (1.0, 3.0):
+        cfg = TwoTowerConfig(user_id=False, logq_weight=weight, backend="torch")
+        model, _ = fit(lambda: TwoTower(2, n_items, 1, 1, 1, cfg), data, in_batch_softmax_loss,  # noqa: B023
+                       TrainConfig(epochs=15, batch_size=256, lr=0.01))
+        with torch.no_grad():
+            scores = (model.user_vectors(torch.from_numpy(users[:1])) @ model.item_vectors(every_item).T)[0]
+        tilt[weight] = np.polyfit(np.log(share), scores.numpy() / cfg.temperature, 1)[0]  # logit per log q
+    assert tilt[1.0] == pytest.approx(1.0, abs=0.3) and tilt[3.0] == pytest.approx(3.0, abs=0.5), tilt
+
+
+def test_two_tower_examples_come_in_time_local_batches_with_their_chunks_item_shares(trained_home):
+    """The fit period's positives, each once, in batches of neighbouring moments (chunks of at least 8 batches,
+    a quarter of the rows when that is more), each row's logQ probability its item's share of its chunk."""
+    from recsys_assets.models.dataset import two_tower_inputs
+    from recsys_assets.models.features import Catalogue
+
+    data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
+    catalogue = Catalogue.build(data.items, pd.read_parquet(trained_home.landing.path / "recsys_items.parquet"), None)
+    positives = data.ranker_train[data.ranker_train["label"] == 1]
+    batch = 16
+    inputs = two_tower_inputs(data, catalogue, batch_size=batch)
+    item = inputs["item_idx"]
+    assert sorted(item) == sorted(catalogue.items.index(positives["parent_asin"].to_numpy()))
+    chunk_rows = batch * max(8, -(-len(positives) // (4 * batch)))
+    chunk = np.arange(len(item)) // chunk_rows
+    assert chunk.max() >= 1  # several chunks: the test data has more than 8 batches' rows
+    by_time = catalogue.items.index(positives.sort_values("timestamp", kind="stable")["parent_asin"].to_numpy())
+    for c in np.unique(chunk):
+        rows = chunk == c
+        # chunk c: the c-th run of chunk_rows positives in time order, shuffled inside
+        assert sorted(item[rows]) == sorted(by_time[c * chunk_rows:(c + 1) * chunk_rows])
+        shares = {i: n / rows.sum() for i, n in zip(*np.unique(item[rows], return_counts=True))}
+        np.testing.assert_allclose(inputs["item_prob"][rows], [shares[i] for i in item[rows]], rtol=1e-6)
+    assert not np.allclose(inputs["item_prob"], inputs["item_prob"][0])
+
+
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
@@ -386,10 +448,10 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
     metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
     catalogue = Catalogue.build(data.items, metadata, None)
-    inputs = two_tower_inputs(data, catalogue)
+    inputs = two_tower_inputs(data, catalogue, batch_size=256)
     build = lambda: TwoTower(len(data.users), len(catalogue.items), len(catalogue.categories), 2,  # noqa: E731
                              catalogue.item_dense_width)
-    cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003)
+    cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003, shuffle="batches")
     local, local_history = fit(build, inputs, in_batch_softmax_loss, cfg)
     distributed, ray_history = fit(build, inputs, in_batch_softmax_loss, cfg, executor="ray", workers=2,
                                    storage=tmp_path)
@@ -481,7 +543,7 @@ def test_two_tower_tuning_searches_on_validation_and_training_uses_its_best(trai
         assert result["day"] == day and len(result["trials"]) == 2
         assert result["recall@50"] == max(trial["recall@50"] for trial in result["trials"]) > 0
         assert meta["best"] == result["best"]
-        assert set(result["best"]) == {"temperature", "id_dim", "user_id", "epochs", "lr"}
+        assert set(result["best"]) == {"temperature", "id_dim", "user_id", "logq_weight", "epochs", "lr"}
         trained = _metadata(trained_home.materialize([two_tower], day), "two_tower")
         assert trained["tuned_on"] == day
         assert len(trained["epoch_losses"]) == result["best"]["epochs"]

@@ -45,7 +45,7 @@ from recsys_assets.models.ranker import Ranker, RankerConfig, ranker_loss
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.models.training import TrainHistory, fit
-from recsys_assets.models.tuning import TuningConfig, choose_user_id, load_best, save_best
+from recsys_assets.models.tuning import TuningConfig, choose_first_values, load_best, save_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
 MODEL_ASSET = dict(partitions_def=daily_partitions, group_name="models", kinds={"pytorch", "mlflow"},
@@ -175,28 +175,30 @@ def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, parti
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
               feature_store: FeatureStoreResource, mlflow_tracking: Tracking):
     data, catalogue = load_inputs(context, training, warehouse)
-    inputs = two_tower_inputs(data, catalogue)
+    batches = dict(batch_size=training.batch_size, seed=training.seed)
+    inputs = two_tower_inputs(data, catalogue, **batches)
     cfg, sizes = TwoTowerConfig(), _sizes(data, catalogue)
     epochs, lr = training.two_tower_epochs, 0.003
     tuned = load_best(training.tuning_dir_path)
-    if tuned is None:  # no search yet: judge the user id alone, once; the days after keep the choice
-        choice = choose_user_id(data, catalogue, epochs, lr, TuningConfig(
+    if tuned is None:  # no search yet: judge the user id and the logQ weight, once; the days after keep them
+        choice = choose_first_values(data, catalogue, epochs, lr, TuningConfig(
             batch_size=training.batch_size, eval_max_users=training.eval_max_users, seed=training.seed))
         save_best(training.tuning_dir_path, context.partition_key, choice)
         tuned = {"day": context.partition_key, **choice}  # as saved
-        context.log.info(f"no search yet: the user id judged on validation {choice['trials']}")
+        context.log.info(f"no search yet: the user id and the logQ weight judged on validation {choice['trials']}")
     best = tuned["best"]  # the last search's best values (`two_tower_tuning`)
-    # A search from before the user id was searched: the id was on.
-    cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"], user_id=best.get("user_id", True))
+    # A search from before the user id or the logQ weight was searched: the id was on, the weight 1.
+    cfg = replace(cfg, temperature=best["temperature"], id_dim=best["id_dim"], user_id=best.get("user_id", True),
+                  logq_weight=best.get("logq_weight", 1.0))
     epochs, lr = best["epochs"], best["lr"]
     context.log.info(f"two-tower values from the search of {tuned['day']}: {best}")
     store = feature_store.repository().store
     return _train_and_register(
         context, training, "two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), inputs,
         in_batch_softmax_loss, epochs, lr, inputs["user_x"][:5], data, catalogue,
-        refresh_inputs=two_tower_inputs(data, catalogue, refresh=True),
+        refresh_inputs=two_tower_inputs(data, catalogue, refresh=True, **batches),
         exports=lambda model: {ITEM_VECTORS: _item_vectors_at_day_end(store, model, catalogue, context.partition_key)},
-        extra={"tuned_on": tuned["day"], "values": MetadataValue.json(best)})
+        extra={"tuned_on": tuned["day"], "values": MetadataValue.json(best)}, shuffle="batches")
 
 
 @asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="4",

@@ -245,18 +245,34 @@ def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd
                        item_dense=catalogue.item_dense(item_index, item_stats))
 
 
-def two_tower_inputs(data: TrainingData, catalogue: Catalogue, refresh: bool = False) -> dict:
+# The two-tower's time-local batches: chunks of a quarter of its rows, at least this many batches each.
+TWO_TOWER_CHUNKS = 4
+MIN_BATCHES_PER_CHUNK = 8
+
+
+def two_tower_inputs(data: TrainingData, catalogue: Catalogue, refresh: bool = False, batch_size: int = 1024,
+                     seed: int = 0) -> dict:
     """The two-tower's training examples: the fit period's positives (`refresh`: the validation period's) as
-    (user row, item row) pairs and each item's share of the interactions up to then (the logQ correction's
-    sampling probability)."""
-    frame, events = (data.ranker_refresh, data.train) if refresh else (data.ranker_train, data.fit)
+    (user row, item row) pairs, arranged in time-local batches of `batch_size` (train with shuffle="batches"),
+    and each row's item's share of the positives of its chunk (the logQ correction's sampling probability).
+
+    In-batch negatives drawn across the whole period show each item with its features of another moment (a
+    hit of last month at its peak) and correct by its share of the whole period; drawn from the same quarter
+    of it, the towers learn what sets items apart at one moment, trends included. Default data, validation
+    (means over seeds): NDCG@10 0.115 -> 0.128, Recall@50 0.399 -> 0.438; MovieLens-100k Recall@50 0.152 -> 0.175.
+    Smaller chunks estimate the shares from too few rows (4 batches a chunk: 0.113); one chunk is the global
+    shuffle (0.110)."""
+    frame = data.ranker_refresh if refresh else data.ranker_train
     positives = frame[frame["label"] == 1]
     items = catalogue.items
     item_index = items.index(positives[ITEM].to_numpy())
-    counts = popularity(events, items)
+    batches_per_chunk = max(MIN_BATCHES_PER_CHUNK, -(-len(positives) // (TWO_TOWER_CHUNKS * batch_size)))
+    order, proposal = listwise_batches(positives[TIME].to_numpy(), item_index, np.ones(len(positives)),
+                                       chunk_rows=batches_per_chunk * batch_size, seed=seed)
+    rows, item_index = positives.iloc[order], item_index[order]
     return {
-        "user_x": pack_users(positives, data.users, items, positives[TIME].to_numpy()),
-        "item_x": pack_items(item_index, positives, catalogue),
+        "user_x": pack_users(rows, data.users, items, rows[TIME].to_numpy()),
+        "item_x": pack_items(item_index, rows, catalogue),
         "item_idx": item_index,
-        "item_prob": (counts / counts.sum())[item_index].astype(np.float32),
+        "item_prob": proposal,
     }
