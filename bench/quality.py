@@ -32,6 +32,7 @@ from dagster import AssetKey, DagsterInstance
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import BASELINE_MODELS
+from recsys_assets.models.tuning import load_best
 from recsys_assets.settings import REPO_ROOT, record_dataset
 
 DATASETS = {
@@ -146,6 +147,8 @@ def main() -> None:
                              "pipeline_seconds": round(seconds, 1), "training_seconds": training_seconds(home),
                              "baseline_seconds": {n: report["baselines"][n]["fit_seconds"] for n in ("ease", "item_knn")},
                              **summarize(report)}
+            tuned = load_best(home / "tuning")  # the two-tower's values: the first day's choice or a search's
+            results[name]["chosen_on_validation"]["two_tower"] = tuned["best"] if tuned else None
     finally:
         if args.keep:
             print(f"homes kept in {work}")
