@@ -167,7 +167,7 @@ def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, parti
     return encode(model.item_vectors, pack_items(np.arange(1, len(catalogue.items)), stats, catalogue))
 
 
-@asset(deps=["training_dataset", "tag_embeddings"], code_version="4",
+@asset(deps=["training_dataset", "tag_embeddings"], code_version="5",
        description="torchrec two-tower retriever: in-batch sampled softmax with logQ correction; the item tower's "
                    "vectors (stats as of the day's end) are exported with the model for the index. Values: the last "
                    "search's (`two_tower_tuning`); before any, the first day judges the user id alone on validation.",

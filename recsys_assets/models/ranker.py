@@ -22,8 +22,9 @@ The logit is a density ratio: a tail item is rarely a negative and looks better 
 adds log q(i) back (`ranking_scores`), the same logQ correction the two-tower applies in training.
 
 The served rerank order fuses that log p(i|user) estimate with the retriever's own one (two-tower cosine /
-temperature, trained with logQ correction so it too estimates log p(i|user)), EASE's score and recent
-popularity, with weights chosen on the validation period (`fusion.py`).
+temperature, trained with logQ correction so it too estimates log p(i|user), plus a popularity prior where its
+logQ weight is above 1), EASE's score and recent popularity, with weights chosen on the validation period
+(`fusion.py`).
 """
 
 from __future__ import annotations
