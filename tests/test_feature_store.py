@@ -1,10 +1,12 @@
 """Feast feature store: apply/materialize/read round trip, fresh views, point-in-time retrieval, consistency."""
 
+import dataclasses
 from datetime import date, datetime, timezone
 
 import duckdb
 import pandas as pd
 import pytest
+from feast import FeatureStore
 
 from recsys_assets.defs.feature_store import APPLY_WHEN_NEW_OR_CHANGED, feast_definitions, online_features
 from recsys_assets.defs.resources import FeatureStoreResource
@@ -163,6 +165,26 @@ def test_point_in_time_training_rows_never_see_the_event_or_later(featured_home)
                 assert actual is None or actual != actual, (i, name)
             else:
                 assert actual == pytest.approx(value), (i, name)
+
+
+def test_asof_join_returns_what_feasts_own_join_returns(featured_home):
+    """The local offline store answers point-in-time requests with DuckDB's ASOF JOIN: the same rows as
+    Feast's DuckDB join, at the exact feature stamps too (a row stamped t is seen by an entity row at t,
+    not at t - 1 ms), for users and items with no state yet, and for a view with a ttl (Feast's join)."""
+    store = featured_home.feature_repository().store
+    assert type(store._get_provider().offline_store).__name__ == "AsofDuckDBOfflineStore"
+    stamps = _warehouse_rows(featured_home, "select user_id, epoch_ms(timestamp) as timestamp from "
+                                            "main.user_rating_stats using sample reservoir(40 rows) repeatable (5)")
+    events = _warehouse_rows(featured_home, "select user_id, parent_asin, timestamp from raw.raw_reviews")
+    at_stamp = stamps.assign(parent_asin=events.parent_asin.iloc[:40].to_numpy(),
+                             timestamp=stamps.timestamp.astype("int64"))
+    entities = pd.concat([events.sample(n=200, random_state=4), at_stamp,
+                          at_stamp.assign(timestamp=at_stamp.timestamp - 1), pd.DataFrame({"user_id": ["nobody"], "parent_asin": ["nothing"], "timestamp": [0]})], ignore_index=True)
+    feasts_own = FeatureStore(config=dataclasses.replace(
+        FeatureStoreConfig.local(featured_home.settings.feast_dir), offline_store={"type": "duckdb"}).repo_config())
+    asof = point_in_time_features(store, entities)
+    pd.testing.assert_frame_equal(asof, point_in_time_features(feasts_own, entities))
+    assert asof.user_rating_cnt_90d.iloc[-1] == 0 and (asof.user_rating_cnt_90d.iloc[200:240] > 0).all()
 
 
 def test_consistency_check_catches_a_tampered_online_store_and_a_rerun_repairs_it(featured_home):

@@ -25,6 +25,7 @@ from recsys_assets.feature_store.definitions import (
     build_repository,
     fresh_view,
 )
+from recsys_assets.feature_store.asof_offline_store import STORE_TYPE as ASOF_DUCKDB_STORE
 from recsys_assets.feature_store.offline import BigQuerySources, ParquetSources
 
 ONLINE_STORES = ("sqlite", "redis")
@@ -43,13 +44,14 @@ class FeatureStoreConfig:
 
     @classmethod
     def local(cls, feast_dir: Path, online: str = "sqlite", redis_url: str | None = None) -> FeatureStoreConfig:
-        """DuckDB offline store over parquet exported from the warehouse; SQLite (or Redis) online store."""
+        """DuckDB offline store (point-in-time joins as ASOF joins) over parquet exported from the warehouse; SQLite
+        (or Redis) online store."""
         feast_dir = Path(feast_dir).resolve()
         return cls(
             repo_dir=feast_dir,
             registry=str(feast_dir / "registry.db"),
             online_store=_online_store(online, sqlite_path=feast_dir / "online.db", redis_url=redis_url),
-            offline_store={"type": "duckdb"},
+            offline_store={"type": ASOF_DUCKDB_STORE},
             sources=ParquetSources(feast_dir / "offline"),
         )
 
