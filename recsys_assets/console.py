@@ -11,7 +11,9 @@ from pathlib import Path
 
 # A Dagster CLI log line: "<date> <time> <tz> - dagster - LEVEL - <job> - <run id> - <pid> - <step> - <message>"
 _STEP_EVENT = re.compile(r" - (\w+) - (STEP_START|STEP_SUCCESS|STEP_FAILURE) - ")
-_STEP_SECONDS = re.compile(r'Finished execution of step "[^"]+" in ([\d.]+)(ms|s|m)')
+_STEP_DURATION = re.compile(r'Finished execution of step "[^"]+" in ([\dhms.]+)\.')  # 533ms, 5.6s, 4m52s, 1h4m
+_DURATION_PART = re.compile(r"([\d.]+)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _EPOCH = re.compile(r" - (\w+) - epoch (\d+)/(\d+)")
 _ROWS = re.compile(r".* - (\w+) - (.*\brows?\b.*)$")  # greedy: the last " - <step> - " before the message
 
@@ -67,11 +69,11 @@ class StageReporter:
         if event.group(2) == "STEP_FAILURE":
             self.say(f"      x {step} failed")
             return
-        seconds = _STEP_SECONDS.search(line)
+        duration = _STEP_DURATION.search(line)
         took = ""
-        if seconds is not None:
-            value = float(seconds.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[seconds.group(2)]
-            took = elapsed(value)
+        if duration is not None:
+            took = elapsed(sum(float(value) * _UNIT_SECONDS[unit]
+                               for value, unit in _DURATION_PART.findall(duration.group(1))))
         note = f"  ({notes[step]})" if step in notes else ""
         self.say(f"      {step:<44} {took:>6}{note}")
 

@@ -70,6 +70,22 @@ def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
         assert f"release {release.id} (2023-11-16) serves POPULARITY" in out.stdout
 
 
+def test_each_finished_step_shows_how_long_it_took(tmp_path):
+    """Dagster writes a step's duration as 533ms, 12.5s, 1m45s or 1h4m: the line shows all of it."""
+    import io
+
+    from recsys_assets.console import StageReporter
+
+    line = "print('2026-01-01 00:00:00 +0000 - dagster - DEBUG - job - r - 1 - {0} - STEP_SUCCESS - Finished " \
+           "execution of step \"{0}\" in {1}.')"
+    steps = {"quick": "533ms", "short": "12.5s", "long": "1m45s", "longer": "1h4m"}
+    out = io.StringIO()
+    StageReporter(1, tmp_path / "p.log", out=out).run(
+        "steps", [sys.executable, "-c", "\n".join(line.format(step, took) for step, took in steps.items())])
+    shown = {row.split()[0]: row.split()[1] for row in out.getvalue().splitlines()[1:-1]}
+    assert shown == {"quick": "1s", "short": "12s", "long": "1m45s", "longer": "64m00s"}
+
+
 def test_a_failed_stage_shows_its_failure_in_full(tmp_path):
     """A stage that fails prints everything from its failed step on (the log file keeps the rest)."""
     import io
