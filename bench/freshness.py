@@ -1,8 +1,9 @@
 """Freshness benchmark: from a new day's landing file to the service answering with that day's release,
-with only the Dagster daemon and `recsys serve` running (no `recsys pipeline`, no click).
+with only `make dev` (`dagster dev`: UI, daemon, one code server) and `recsys serve` running (no
+`recsys pipeline`, no click).
 
 On a home that `make pipeline` built on the default data (default: builds one in a temp folder first),
-it starts the daemon and the service, keeps a client requesting reranks, lands the next
+it starts `dagster dev` and the service, keeps a client requesting reranks, lands the next
 day's file and measures until the service answers with the new release. Prints the breakdown (sensor
 pick-up, queue and automation tick waits, each run and its slowest steps, the serving switch) and the
 evaluation of the new day beside the previous one; writes bench/results/freshness.json.

@@ -1,5 +1,5 @@
-"""With only the Dagster daemon running (what `make dev` starts beside the UI), a new day's landing file
-goes all the way to a published release for that day: no click, no `recsys pipeline`."""
+"""With only `make dev` running (`dagster dev`: the UI, the daemon and one code server), a new day's landing
+file goes all the way to a published release for that day: no click, no `recsys pipeline`."""
 
 import os
 import subprocess
@@ -26,7 +26,7 @@ def _failed_runs(instance: DagsterInstance) -> list[str]:
 
 
 @pytest.mark.timeout(DEADLINE_S + 300)
-def test_a_new_day_reaches_serving_with_only_the_daemon_running(tmp_path):
+def test_a_new_day_reaches_serving_with_only_make_dev_running(tmp_path):
     home = Home(tmp_path / "home")
     days = home.write_generated()
     newest = days[-1]
@@ -39,7 +39,7 @@ def test_a_new_day_reaches_serving_with_only_the_daemon_running(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
 
     with daemon_process(home.path) as daemon:
-        time.sleep(20)  # the daemon takes stock of what is there (nothing to do)
+        time.sleep(20)  # the sensors take stock of what is there (nothing to do)
         home.landing.write_parquet(review_file_name(newest), held_back)
         instance = DagsterInstance.from_config(str(home.path / "dagster"))
         releases = ReleaseStore(SQLiteKV(home.settings.serving_db_path))
