@@ -3,8 +3,8 @@ automation, and one code server both use) as a child process over one RECSYS_HOM
 
 Not the daemon alone (`dagster-daemon run -w workspace.yaml`): that one starts its own code server and
 replaces it every minute (Dagster reloads a daemon's workspace every 60 s), importing the whole code location
-again each time, ~20 s of CPU a minute that a 2-core machine takes from the runs (a new day's ranker trained
-in 307 s beside it, 157 s in `recsys pipeline`). `dagster dev` keeps one code server for both."""
+again each time, ~20 s of CPU a minute that a 2-core machine takes from the runs. `dagster dev` keeps one code
+server for both."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 Feast's own join pairs every entity row with every earlier feature row of its key and keeps the newest (a
 window over that product). Feature rows are stamped per review, so on a long-tailed catalogue a popular item's
-thousands of rows are paired with every training example that names it: the default data's 520k training
-rows took ~130 s, most of a new day's `training_dataset`. An ASOF JOIN finds the newest row at or before each
-entity row directly, the same row, in time linear in the rows (~10x faster there; `bench/feature_store.py`).
+thousands of rows are paired with every training example that names it: the default data's ~550k training
+rows took 148 s, most of a new day's `training_dataset`. An ASOF JOIN finds the newest row at or before each
+entity row directly, the same row, in time linear in the rows (7 s there; 37x on 100k rows in
+`bench/feature_store.py`).
 
 The store is configured like any Feast offline store (`type: <this module>.AsofDuckDBOfflineStore`); what it
 cannot answer the same way goes to Feast's own join: views with a ttl, on-demand views, the created-timestamp

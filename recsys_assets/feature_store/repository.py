@@ -16,6 +16,7 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
+from recsys_assets.feature_store.asof_offline_store import STORE_TYPE as ASOF_DUCKDB_STORE
 from recsys_assets.feature_store.definitions import (
     BATCH_VIEWS,
     DEFINITIONS_VERSION,
@@ -25,7 +26,6 @@ from recsys_assets.feature_store.definitions import (
     build_repository,
     fresh_view,
 )
-from recsys_assets.feature_store.asof_offline_store import STORE_TYPE as ASOF_DUCKDB_STORE
 from recsys_assets.feature_store.offline import BigQuerySources, ParquetSources
 
 ONLINE_STORES = ("sqlite", "redis")
