@@ -10,8 +10,9 @@ from feast import FeatureStore
 
 from recsys_assets.defs.feature_store import APPLY_WHEN_NEW_OR_CHANGED, feast_definitions, online_features
 from recsys_assets.defs.resources import FeatureStoreResource
+from recsys_assets.feature_store.asof_offline_store import asof_applies
 from recsys_assets.feature_store.consistency import compare_online_with_offline
-from recsys_assets.feature_store.definitions import DEFINITIONS_VERSION, ITEM_VIEW, USER_VIEW
+from recsys_assets.feature_store.definitions import DEFINITIONS_VERSION, ITEM_VIEW, USER_VIEW, fresh_view
 from recsys_assets.feature_store.online import BATCH, FRESH, MISSING, OnlineFeatures
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
@@ -170,7 +171,7 @@ def test_point_in_time_training_rows_never_see_the_event_or_later(featured_home)
 def test_asof_join_returns_what_feasts_own_join_returns(featured_home):
     """The local offline store answers point-in-time requests with DuckDB's ASOF JOIN: the same rows as
     Feast's DuckDB join, at the exact feature stamps too (a row stamped t is seen by an entity row at t,
-    not at t - 1 ms), for users and items with no state yet, and for a view with a ttl (Feast's join)."""
+    not at t - 1 ms), and for users and items with no state yet."""
     store = featured_home.feature_repository().store
     assert type(store._get_provider().offline_store).__name__ == "AsofDuckDBOfflineStore"
     stamps = _warehouse_rows(featured_home, "select user_id, epoch_ms(timestamp) as timestamp from "
@@ -178,13 +179,21 @@ def test_asof_join_returns_what_feasts_own_join_returns(featured_home):
     events = _warehouse_rows(featured_home, "select user_id, parent_asin, timestamp from raw.raw_reviews")
     at_stamp = stamps.assign(parent_asin=events.parent_asin.iloc[:40].to_numpy(),
                              timestamp=stamps.timestamp.astype("int64"))
+    unknown = pd.DataFrame({"user_id": ["nobody"], "parent_asin": ["nothing"], "timestamp": [0]})
     entities = pd.concat([events.sample(n=200, random_state=4), at_stamp,
-                          at_stamp.assign(timestamp=at_stamp.timestamp - 1), pd.DataFrame({"user_id": ["nobody"], "parent_asin": ["nothing"], "timestamp": [0]})], ignore_index=True)
+                          at_stamp.assign(timestamp=at_stamp.timestamp - 1), unknown], ignore_index=True)
     feasts_own = FeatureStore(config=dataclasses.replace(
         FeatureStoreConfig.local(featured_home.settings.feast_dir), offline_store={"type": "duckdb"}).repo_config())
     asof = point_in_time_features(store, entities)
     pd.testing.assert_frame_equal(asof, point_in_time_features(feasts_own, entities))
     assert asof.user_rating_cnt_90d.iloc[-1] == 0 and (asof.user_rating_cnt_90d.iloc[200:240] > 0).all()
+    # What it cannot answer the same way goes to Feast's join: the fresh views (push-fed, a ttl), an SQL entity
+    # query, the created-timestamp cutoff.
+    views = {view.name: view for view in store.list_feature_views()}
+    assert asof_applies([views[USER_VIEW], views[ITEM_VIEW]], entities, [], False)
+    assert not asof_applies([views[USER_VIEW], views[fresh_view(USER_VIEW)]], entities, [], False)
+    assert not asof_applies([views[USER_VIEW]], "select 1", [], False)
+    assert not asof_applies([views[USER_VIEW]], entities, [], True)
 
 
 def test_consistency_check_catches_a_tampered_online_store_and_a_rerun_repairs_it(featured_home):
