@@ -67,10 +67,9 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         keep = list(table.columns)
         for view in feature_views:
             features, joined = _view_table(view, feature_refs, full_feature_names, str(config.repo_path))
-            keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
             table = table.asof_join(joined, on=table[event_column] >= joined[_column(view, "ts")],
                                     predicates=[table[entity] == joined[_column(view, key)]
-                                                for key, entity in keys.items()])
+                                                for key, entity in _join_keys(view).items()])
             keep += features
         return IbisRetrievalJob(
             table.select(*keep), [], full_feature_names,
@@ -79,6 +78,11 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             data_source_writer=_write_data_source, staging_location=config.offline_store.staging_location,
             staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
             repo_path=str(config.repo_path))
+
+
+def _join_keys(view: FeatureView) -> dict[str, str]:
+    """The view's join keys: {feature-table column: entity column}."""
+    return view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
 
 
 def _column(view: FeatureView, name: str) -> str:
@@ -95,7 +99,6 @@ def _view_table(view: FeatureView, feature_refs: list[str], full_feature_names: 
     requested = [ref.split(":")[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
     base = view.projection.name_alias or view.name
     named = {(f"{base}__{f}" if full_feature_names else f): rows[f] for f in requested}
-    keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
     return list(named), rows.select(
         **{_column(view, "ts"): rows[source.timestamp_field].cast(dt.Timestamp(timezone="UTC"))},
-        **{_column(view, key): rows[key] for key in keys}, **named)
+        **{_column(view, key): rows[key] for key in _join_keys(view)}, **named)
