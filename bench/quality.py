@@ -31,7 +31,7 @@ from common import RESULTS_DIR, write_generated, write_result  # first: sets the
 from dagster import AssetKey, DagsterInstance
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.promotion import BASELINE_MODELS
+from recsys_assets.models.promotion import BASELINE_MODELS, GATE_EVIDENCE
 from recsys_assets.models.tuning import load_best
 from recsys_assets.settings import REPO_ROOT, record_dataset
 
@@ -85,14 +85,24 @@ def training_seconds(home: Path) -> dict:
     return out
 
 
-def summarize(report: dict) -> dict:
+def served_model(home: Path) -> str:
+    """What the release serves after the run: the rerank when the gate promoted it, else popularity (the run
+    starts from an empty registry: no older champion to keep)."""
+    instance = DagsterInstance.from_config(str(home / "dagster"))
+    event = instance.get_latest_materialization_event(AssetKey("promotion"))
+    return "rerank" if event.asset_materialization.metadata["promoted"].value else "popularity"
+
+
+def summarize(report: dict, served_by: str) -> dict:
     pick = lambda models: {m: {k: round(models[m][k], 4) for k in METRICS} for m in MODELS if m in models}  # noqa: E731
     holdout = report["models"]
-    served = holdout["rerank"]["ndcg@10"]
+    served = holdout[served_by]["ndcg@10"]
     best = max(BASELINE_MODELS, key=lambda m: holdout[m]["ndcg@10"])
     return {
         "split": report["split"],
         "validation": pick(report["validation"]["models"]),
+        "gate_evidence": report["validation"].get(GATE_EVIDENCE),
+        "served": served_by,
         "holdout": pick(holdout),
         "chosen_on_validation": {"fusion": report.get("choices", {}).get("fusion"),
                                  **{name: {k: v for k, v in report["baselines"][name].items() if not isinstance(v, dict)}
@@ -146,7 +156,7 @@ def main() -> None:
             results[name] = {**described,
                              "pipeline_seconds": round(seconds, 1), "training_seconds": training_seconds(home),
                              "baseline_seconds": {n: report["baselines"][n]["fit_seconds"] for n in ("ease", "item_knn")},
-                             **summarize(report)}
+                             **summarize(report, served_model(home))}
             tuned = load_best(home / "tuning")  # the two-tower's values: the first day's choice or a search's
             results[name]["chosen_on_validation"]["two_tower"] = tuned["best"] if tuned else None
     finally:
@@ -161,7 +171,7 @@ def main() -> None:
             print(f"{name:<11} {model:<17} " + " ".join(f"{metrics[m]:>11.4f}" for m in METRICS))
     for name, result in results.items():
         fusion = result["chosen_on_validation"]["fusion"]
-        print(f"{name}: served rerank = {result['served_vs_ease']}x EASE (target 1.1), "
+        print(f"{name}: served {result['served']} = {result['served_vs_ease']}x EASE (target 1.1), "
               f"{result['served_vs_popularity']}x popularity (floor 1.0), {result['served_vs_best_baseline']}x the "
               f"best baseline ({result['best_baseline']}); chosen on validation: "
               f"{Fusion(**fusion).describe() if fusion else 'no rerank'}")

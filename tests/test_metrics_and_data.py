@@ -9,7 +9,7 @@ import pytest
 from recsys_assets.models.data import Vocabulary, k_core, sample_negatives, temporal_split
 from recsys_assets.models.features import Layout, delta_buckets
 from recsys_assets.models.metrics import classification_report, coverage, ranking_report, recall_ndcg, top_k
-from recsys_assets.models.promotion import gate
+from recsys_assets.models.promotion import GATE_EVIDENCE, gate
 
 
 def test_recall_and_ndcg_on_a_hand_made_case():
@@ -101,11 +101,14 @@ def test_time_delta_buckets():
     assert delta_buckets(now, stamps, np.zeros_like(stamps, dtype=bool)).max() == 0
 
 
-def _report(candidate, popularity, champion=None, versions=None, champion_versions=None):
-    """Validation numbers as given; the holdout's say the opposite, and must not matter."""
+def _report(candidate, popularity, champion=None, versions=None, champion_versions=None, noise=None):
+    """Validation numbers as given (`noise`: the standard error of the rerank's per-user gain over popularity);
+    the holdout's say the opposite, and must not matter."""
     report = {"validation": {"models": {"popularity": {"ndcg@10": popularity}, "rerank": {"ndcg@10": candidate}}},
               "models": {"popularity": {"ndcg@10": candidate}, "rerank": {"ndcg@10": popularity}},
               "versions": versions or {"two_tower": "2"}}
+    if noise is not None:
+        report["validation"][GATE_EVIDENCE] = {"gain": candidate - popularity, "standard_error": noise, "users": 74}
     if champion is not None:
         report["champion"] = {"versions": champion_versions or {"two_tower": "1"},
                               "validation": {"models": {"rerank": {"ndcg@10": champion}}}}
@@ -128,6 +131,13 @@ def test_gate_promotes_only_a_better_model_than_the_champion_on_the_same_validat
     assert not retired.promote and retired.retire_champion and "popularity is served" in retired.reason
     assert not gate(_report(0.09, 0.1, champion=0.12), {"two_tower": "1"}).retire_champion  # the champion still wins
     assert not gate(_report(0.09, 0.1), {"two_tower": "1"}).retire_champion  # not judged here: no evidence
+    # Popularity stays until a model beats it by more than noise; a champion is kept while it beats popularity.
+    within_noise = gate(_report(0.030, 0.024, noise=0.012), {"two_tower": None})
+    assert not within_noise.promote and "by more than noise" in within_noise.reason and "0.0120" in within_noise.reason
+    assert gate(_report(0.30, 0.10, noise=0.012), {"two_tower": None}).promote
+    kept = gate(_report(0.030, 0.024, champion=0.026, noise=0.012), {"two_tower": "1"})
+    assert not kept.promote and not kept.retire_champion
+    assert gate(_report(0.030, 0.024, champion=0.020, noise=0.012), {"two_tower": "1"}).retire_champion
     # A promotion says what the promoted rerank orders by.
     chosen = {**_report(0.3, 0.1), "choices": {"fusion": {"retrieval_weight": 0.5, "ease_weight": 0.0, "ease_l2": 200.0,
                                                           "recent_weight": 1.0, "recent_half_life_days": 3.0}}}

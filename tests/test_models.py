@@ -127,6 +127,11 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
         max(time_aware["validation_ndcg@10"].values()), abs=1e-5)
     assert fusion["recent_half_life_days"] == recent["half_life_days"]
     assert report["validation"]["models"]["rerank"]["ndcg@10"] == pytest.approx(by_fusion[label(chosen)], abs=1e-5)
+    # The gate's evidence: the rerank's gain over popularity on the same users, and how noisy it is.
+    evidence = report["validation"]["rerank_vs_popularity"]
+    assert evidence["gain"] == pytest.approx(report["validation"]["models"]["rerank"]["ndcg@10"]
+                                             - report["validation"]["models"]["popularity"]["ndcg@10"], abs=1e-5)
+    assert evidence["users"] == report["validation"]["evaluated_users"] and 0 < evidence["standard_error"] < 0.1
     client = mlflow_store(trained_home.settings).client()
     assert ranker_fusion(client, report["versions"]["ranker"]) == Fusion(**fusion)  # what serving reads
     # MLflow holds the choices too: the fusion's apart from the baselines' (each EASE has its own l2).

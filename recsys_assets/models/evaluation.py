@@ -29,11 +29,11 @@ from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ran
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, per_user_recall_ndcg, ranking_report, top_k
 from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DEPTH, Fusion, grid, standardise
+from recsys_assets.models.promotion import GATE_EVIDENCE, GATE_METRIC  # what every choice maximises
 from recsys_assets.models.ranker import score
 from recsys_assets.models.two_tower import encode
 
 K_MAX = 50
-GATE_METRIC = "ndcg@10"  # what every choice maximises on validation
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,10 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 
 
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
-               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool) -> tuple[dict, dict, dict]:
-    """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion) of `models` on one
+               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool
+               ) -> tuple[dict, dict, dict, np.ndarray]:
+    """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion, popularity's NDCG@10 per
+    user) of `models` on one
     period; when `with_ease`, each EASE the fusions name (fitted on the events before the period) adds its top
     candidates to every user's, and each fusion orders the union with its own. The fusions share one recent
     popularity half-life."""
@@ -112,7 +114,9 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
 
     results: dict[str, dict] = {}
     pop = popularity(cut.past, items)
-    results["popularity"] = report(top_k(np.tile(pop, (len(eval_users), 1)), exclude, K_MAX))
+    pop_ranked = top_k(np.tile(pop, (len(eval_users), 1)), exclude, K_MAX)
+    results["popularity"] = report(pop_ranked)
+    popularity_ndcg = per_user_recall_ndcg(pop_ranked, relevant, 10)[1]
 
     if models.item2vec is not None:
         last = past.sort_values([TIME, "item"]).groupby(USER)["item"].last()
@@ -165,7 +169,16 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
                 ranked = np.take_along_axis(candidates, np.argsort(-fused, axis=1, kind="stable"), axis=1)
                 by_weight[fusion] = report(ranked)
                 ndcg_by_user[fusion] = per_user_recall_ndcg(ranked, relevant, 10)[1]
-    return results, by_weight, ndcg_by_user
+    return results, by_weight, ndcg_by_user, popularity_ndcg
+
+
+def paired_difference(ndcg: np.ndarray, baseline_ndcg: np.ndarray) -> dict:
+    """The mean per-user NDCG@10 gain over a baseline scored on the same users, and its standard error: how far
+    the gain stands above what a different sample of users could have given."""
+    gain = ndcg - baseline_ndcg
+    return {"gain": float(gain.mean()),
+            "standard_error": float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0,
+            "users": len(gain)}
 
 
 def choose_fusion(ndcg_by_user: dict[Fusion, np.ndarray]) -> Fusion:
@@ -186,8 +199,8 @@ def choose_fusion(ndcg_by_user: dict[Fusion, np.ndarray]) -> Fusion:
     if not (chosen.uses_ease and chosen.time_aware_ease) or not plain:
         return chosen
     simpler = best(plain)
-    gain = ndcg_by_user[chosen] - ndcg_by_user[simpler]
-    return chosen if gain.mean() > gain.std() / np.sqrt(len(gain)) else simpler
+    paired = paired_difference(ndcg_by_user[chosen], ndcg_by_user[simpler])
+    return chosen if paired["gain"] > paired["standard_error"] else simpler
 
 
 def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
@@ -226,20 +239,21 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         with_ease = True
     else:
         fusions, with_ease = grid(), False
-    on_validation, rerank_by_fusion, ndcg_by_user = _score_cut(validation, catalogue, judged, users_vocab,
-                                                               validation_users, cfg, fusions, with_ease)
+    on_validation, rerank_by_fusion, ndcg_by_user, popularity_ndcg = _score_cut(
+        validation, catalogue, judged, users_vocab, validation_users, cfg, fusions, with_ease)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
     chosen = None
     if rerank_by_fusion:
         chosen = choose_fusion(ndcg_by_user)
         on_validation["rerank"] = rerank_by_fusion[chosen]
+        report["validation"][GATE_EVIDENCE] = paired_difference(ndcg_by_user[chosen], popularity_ndcg)
         report["choices"] = {"fusion": asdict(chosen), f"validation_{GATE_METRIC}_by_fusion": {
             label(f): round(r[GATE_METRIC], 5) for f, r in rerank_by_fusion.items()}}
     on_validation.update(tuned or {})
     if not holdout:
         return report
 
-    results, by_fusion, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
+    results, by_fusion, _, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
                                        [chosen] if chosen is not None else [], chosen is not None and chosen.uses_ease)
     if by_fusion:
         results["rerank"] = by_fusion[chosen]
