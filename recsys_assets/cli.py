@@ -13,10 +13,12 @@ from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import (
+    GATE_EVIDENCE,
     GATE_METRIC,
     MODEL_NAMES,
     baseline_comparison,
     describe_comparison,
+    describe_evidence,
     metrics_table,
     read_latest,
 )
@@ -184,6 +186,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "choices" in report:
             print(f"chosen on validation: {report['choices']}")
             print(f"the rerank's order: {Fusion(**report['choices']['fusion']).describe()}")
+        if GATE_EVIDENCE in report["validation"]:
+            print(describe_evidence(report["validation"][GATE_EVIDENCE]))
     print(f"holdout ({report.get('evaluated_users')} users; our models refreshed on the validation period, as "
           "served), reported only:")
     print("\n".join(format_table(metrics_table(report))))

@@ -147,6 +147,7 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     meta = _metadata(trained_home.trained, "model_evaluation")
     assert [row.data["model"] for row in meta["metrics"].records] == list(report["models"])
     assert meta["plot"].startswith("![evaluation](data:image/png;base64,")
+    assert meta["gate_evidence"] == report["validation"]["rerank_vs_popularity"]  # in the UI too
     comparison = meta["vs_best_baseline"]
     assert comparison["best_baseline"] in {"popularity", "recent_popularity", "ease", "item_knn"}
     assert comparison["ratio"] == pytest.approx(report["models"]["rerank"]["ndcg@10"]
@@ -165,6 +166,7 @@ def test_recsys_evaluate_json_prints_the_latest(trained_home):
     rows = {line.split()[0] for line in table.stdout.splitlines() if line.startswith("  ")}
     assert {"popularity", "recent_popularity", "ease", "item_knn", "rerank"} <= rows
     assert "x the best baseline" in table.stdout
+    assert "rerank vs popularity on validation: ndcg@10 +" in table.stdout  # the gate's evidence, in words
 
 
 def test_training_examples_hold_no_future_data(trained_home):

@@ -21,6 +21,7 @@ from recsys_assets.models.baselines import BASELINES, BaselineConfig
 from recsys_assets.models.bundles import load_pipeline
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
 from recsys_assets.models.promotion import (
+    GATE_EVIDENCE,
     GATE_METRIC,
     GATE_TAG,
     baseline_comparison,
@@ -107,6 +108,7 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         "metrics": MetadataValue.table([TableRecord(row) for row in table]),
         "validation_metrics": MetadataValue.table([TableRecord(row) for row in metrics_table(report["validation"])]),
         "choices": MetadataValue.json(report.get("choices", {})),
+        "gate_evidence": MetadataValue.json(report["validation"].get(GATE_EVIDENCE, {})),  # the gain and its noise
         "plot": MetadataValue.md(png_markdown(png)),
         "ranker": MetadataValue.json(report.get("ranker", {})),
         "split": MetadataValue.json(report["split"]),
