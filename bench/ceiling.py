@@ -10,7 +10,7 @@ split and protocol: `temporal_split`, full ranking, seen items excluded) three w
 
 Prints each against EASE (the quality target is 1.1x EASE); writes bench/results/ceiling.json.
 
-    python bench/ceiling.py [--datasets static,default]
+    python bench/ceiling.py [--datasets static,default,extreme]
 """
 
 import argparse
@@ -60,7 +60,7 @@ def ceiling(name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", default="static,default", help=f"comma-separated among {list(DATASETS)}")
+    parser.add_argument("--datasets", default="static,default,extreme", help=f"comma-separated among {list(DATASETS)}")
     names = parser.parse_args().datasets.split(",")
     results = {name: ceiling(name) for name in names}
     write_result("ceiling", results)
