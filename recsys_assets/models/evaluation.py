@@ -87,10 +87,9 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
                cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool
                ) -> tuple[dict, dict, dict, np.ndarray]:
     """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion, popularity's NDCG@10 per
-    user) of `models` on one
-    period; when `with_ease`, each EASE the fusions name (fitted on the events before the period) adds its top
-    candidates to every user's, and each fusion orders the union with its own. The fusions share one recent
-    popularity half-life."""
+    user) of `models` on one period; when `with_ease`, each EASE the fusions name (fitted on the events before
+    the period) adds its top candidates to every user's, and each fusion orders the union with its own. The
+    fusions share one recent popularity half-life."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -253,8 +252,9 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
     if not holdout:
         return report
 
-    results, by_fusion, _, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg,
-                                       [chosen] if chosen is not None else [], chosen is not None and chosen.uses_ease)
+    served = [chosen] if chosen is not None else []
+    results, by_fusion, _, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg, served,
+                                          chosen is not None and chosen.uses_ease)
     if by_fusion:
         results["rerank"] = by_fusion[chosen]
     results.update(reported or {})

@@ -87,11 +87,11 @@ def gate(report: dict, previous: dict[str, str | None]) -> Decision:
 
 def describe_evidence(evidence: dict) -> str:
     """The gate's evidence in words: the rerank's gain over popularity on validation and its noise."""
-    margin = evidence["gain"] / evidence["standard_error"] if evidence["standard_error"] else float("inf")
-    verdict = ("more than noise" if evidence["gain"] > evidence["standard_error"]
-               else "within noise: the gate does not promote it")
-    return (f"{GATE_MODEL} vs popularity on validation: {GATE_METRIC} {evidence['gain']:+.4f} on average over "
-            f"{evidence['users']} users, {margin:.1f} standard errors ({evidence['standard_error']:.4f}): {verdict}")
+    gain, noise = evidence["gain"], evidence["standard_error"]
+    margin = gain / noise if noise else float("inf") if gain > 0 else 0.0
+    verdict = "more than noise" if gain > noise else "within noise: the gate does not promote it"
+    return (f"{GATE_MODEL} vs popularity on validation: {GATE_METRIC} {gain:+.4f} on average over "
+            f"{evidence['users']} users, {margin:.1f} standard errors ({noise:.4f}): {verdict}")
 
 
 BASELINE_MODELS = ("popularity", "recent_popularity", "ease", "item_knn")
