@@ -60,7 +60,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.format == "amazon2023":
         report = import_amazon2023(Path(args.reviews), Path(args.meta), zone)
     else:
-        report = import_interactions(Path(args.file), zone, Path(args.items) if args.items else None)
+        columns = {name: given for name in ("user_id", "item_id", "rating", "timestamp")
+                   if (given := getattr(args, name.split("_")[0] + "_column")) is not None}
+        report = import_interactions(Path(args.file), zone, Path(args.items) if args.items else None, columns,
+                                     args.implicit, tuple(args.rating_scale) if args.rating_scale else None)
     if report.days:
         record_dataset(settings.home, first_day=report.days[0], last_day=report.days[-1], source=args.format)
     print(f"imported {report.summary()} into {zone.path}")
@@ -281,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     inter = fmt.add_parser("interactions", help="user_id,item_id,rating,timestamp as CSV/TSV/parquet")
     inter.add_argument("file")
     inter.add_argument("--items", help="item file: item_id,title,categories|genres")
+    for name in ("user", "item", "rating", "timestamp"):
+        inter.add_argument(f"--{name}-column", help=f"the file's {name} column, where its name is not a usual one")
+    inter.add_argument("--implicit", action="store_true",
+                       help="the file has no ratings (plays, clicks, purchases): each interaction is a positive")
+    inter.add_argument("--rating-scale", nargs=2, type=float, metavar=("LOWEST", "HIGHEST"),
+                       help="the file's rating scale, mapped linearly onto 1..5 (e.g. 0.5 5 for half stars)")
     imp.set_defaults(func=cmd_import)
 
     pipe = sub.add_parser("pipeline", help="materialize every asset for every landed day (generates data if none); "

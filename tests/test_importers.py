@@ -132,3 +132,76 @@ def test_interactions_missing_column_is_a_clear_error(tmp_path):
     (tmp_path / "bad.csv").write_text("user,rating,timestamp\n1,4,964982703\n")
     with pytest.raises(ValueError, match="missing columns \\['item_id'\\]"):
         import_interactions(tmp_path / "bad.csv", LocalLandingZone(tmp_path / "landing"))
+
+
+def test_transactions_with_dates_and_no_ratings_import_as_implicit_feedback(tmp_path):
+    """H&M-style purchases: a date per row, no rating. Without `implicit` the missing rating is a clear error
+    that says what to do; with it each purchase is a positive."""
+    path = tmp_path / "transactions.csv"
+    path.write_text("t_dat,customer_id,article_id,price\n2018-09-20,c1,a1,0.05\n2018-09-20,c2,a1,0.03\n"
+                    "2018-09-21,c1,a2,0.02\n")
+    zone = LocalLandingZone(tmp_path / "landing")
+    with pytest.raises(ValueError, match="missing columns \\['rating'\\].*--implicit"):
+        import_interactions(path, zone)
+    report = import_interactions(path, zone, implicit=True)
+    assert (report.reviews, report.dropped_invalid, report.timestamp_unit) == (3, 0, "datetime")
+    days, _ = _assert_valid_landing(zone)
+    assert days == [date(2018, 9, 20), date(2018, 9, 21)]
+    rows = zone.read_parquet(review_file_name(days[1])).to_pylist()
+    assert [(r["user_id"], r["parent_asin"], r["rating"], r["timestamp"]) for r in rows] == [
+        ("c1", "a2", 5.0, 1537488000000)]  # 2018-09-21T00:00:00Z
+
+
+@pytest.mark.parametrize("values, unit", [
+    ([1700000000000000, 1700000060000000], "us"),
+    ([1700000000000000000, 1700000060000000000], "ns"),
+    (["2023-11-14 22:13:20", "2023-11-14T22:14:20"], "datetime"),
+])
+def test_timestamps_in_any_epoch_unit_or_as_date_times(tmp_path, values, unit):
+    import pyarrow as pa
+
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "y"], "rating": [4.0, 5.0],
+                             "timestamp": values}), path)
+    zone = LocalLandingZone(tmp_path / "landing")
+    report = import_interactions(path, zone)
+    assert report.timestamp_unit == unit and report.reviews == 2
+    days, _ = _assert_valid_landing(zone)
+    rows = zone.read_parquet(review_file_name(days[0])).to_pylist()
+    assert days == [date(2023, 11, 14)] and [r["timestamp"] for r in rows] == [1700000000000, 1700000060000]
+
+
+def test_named_columns_and_a_ten_point_rating_scale(tmp_path):
+    path = tmp_path / "scores.csv"
+    path.write_text("who,what,points,when\nu1,i1,10,964982703\nu1,i2,1,964982704\nu2,i1,5.5,964982705\n"
+                    "u2,i3,11,964982706\n")
+    zone = LocalLandingZone(tmp_path / "landing")
+    with pytest.raises(ValueError, match="no column 'stars'"):
+        import_interactions(path, zone, columns={"rating": "stars"})
+    report = import_interactions(path, zone, columns={"user_id": "who", "item_id": "what", "rating": "points",
+                                                      "timestamp": "when"}, rating_scale=(1, 10))
+    # 11 is off the 1..10 scale: dropped as invalid and counted, never folded onto 5.
+    assert (report.reviews, report.dropped_invalid, report.timestamp_unit) == (3, 1, "s")
+    days, _ = _assert_valid_landing(zone)
+    rows = zone.read_parquet(review_file_name(days[0])).to_pylist()
+    assert sorted((r["user_id"], r["parent_asin"], r["rating"]) for r in rows) == [
+        ("u1", "i1", 5.0), ("u1", "i2", 1.0), ("u2", "i1", 3.0)]
+
+
+def test_cli_import_takes_column_names_and_the_rating_scale(tmp_path):
+    """What a user types: `recsys import interactions FILE --user-column ... --rating-scale 0.5 5`."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "ratings.csv"
+    path.write_text("member,film,stars,watched_on\nm1,f1,0.5,2024-01-02\nm2,f1,5,2024-01-03\n")
+    env = {**os.environ, "RECSYS_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "import", "interactions", str(path),
+                          "--user-column", "member", "--item-column", "film", "--rating-column", "stars",
+                          "--timestamp-column", "watched_on", "--rating-scale", "0.5", "5"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "imported 2 reviews over 2 days (2024-01-02..2024-01-03" in out.stdout and "datetime" in out.stdout
+    zone = LocalLandingZone(tmp_path / "home" / "landing")
+    assert zone.read_parquet(review_file_name(date(2024, 1, 2))).column("rating").to_pylist() == [1.0]

@@ -3,7 +3,11 @@
 * Amazon Reviews 2023 JSONL (reviews + meta), plain or gzipped;
 * a generic interactions file (CSV/TSV/parquet: user_id, item_id, rating, timestamp) with an optional
   item file (item_id, title, categories or genres); RecBole's atomic files too (`.inter` and `.item`: TSV
-  whose headers say `name:type`, e.g. the MovieLens-100k that RecBole's wheel ships).
+  whose headers say `name:type`, e.g. the MovieLens-100k that RecBole's wheel ships). Columns are found by
+  their usual names (`COLUMN_ALIASES`) or named by the caller; timestamps may be epoch numbers (seconds to
+  nanoseconds, told apart by size) or dates and date-times; ratings on another scale are mapped onto 1..5
+  (`rating_scale`), and a file without ratings (implicit feedback: plays, clicks, purchases) imports with
+  `implicit=True`.
 
 DuckDB does the heavy lifting (streaming JSON/CSV readers, out-of-core sort), so files larger than memory
 import fine. Rows that cannot be valid reviews (missing keys, rating outside 1..5) and exact duplicates
@@ -21,14 +25,20 @@ import duckdb
 from recsys_assets.data.landing import LandingZone
 from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
 
-# A timestamp column whose values are all below this is in seconds (1e11 s is the year 5138; 1e11 ms is 1973).
-SECONDS_THRESHOLD = 100_000_000_000
+# An epoch column's unit, from its largest value: below 1e11 it is seconds (1e11 s is the year 5138; 1e11 ms is
+# 1973), below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds. The unit's milliseconds per tick.
+EPOCH_UNITS = ((1e11, "s", 1000.0), (1e14, "ms", 1.0), (1e17, "us", 1e-3), (float("inf"), "ns", 1e-6))
+DATETIME = "datetime"  # the unit reported for dates and date-times (parsed as UTC)
 COLUMN_ALIASES = {
-    "user_id": ["user_id", "userid", "user", "reviewerid"],
-    "item_id": ["item_id", "itemid", "item", "movieid", "parent_asin", "asin", "product_id"],
-    "rating": ["rating", "score", "overall", "stars"],
-    "timestamp": ["timestamp", "ts", "time", "unixreviewtime", "event_time"],
+    "user_id": ["user_id", "userid", "user", "reviewerid", "reviewer_id", "customer_id", "customerid",
+                "visitorid", "uid"],
+    "item_id": ["item_id", "itemid", "item", "movieid", "parent_asin", "asin", "product_id", "productid",
+                "article_id", "book_id", "business_id", "track_id", "song_id", "iid", "sku"],
+    "rating": ["rating", "score", "overall", "stars", "review_score"],
+    "timestamp": ["timestamp", "ts", "time", "unixreviewtime", "event_time", "date", "datetime", "created_at",
+                  "t_dat"],
 }
+IMPLICIT_RATING = 5.0  # what an interaction of a file without ratings is recorded with: a positive
 
 
 @dataclass
@@ -70,11 +80,19 @@ def _plain(column: str) -> str:
     return column.lower().split(":")[0]
 
 
-def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[str, list[str]]) -> dict[str, str]:
+def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[str, list[str]],
+                     named: dict[str, str] | None = None) -> dict[str, str]:
+    """Each wanted column's name in the file: the one `named` gives, else the first alias present."""
     present = {_plain(c): c for c in con.execute(f"select * from {source} limit 0").fetchdf().columns}
     resolved, missing = {}, []
     for target, aliases in wanted.items():
-        match = next((present[a] for a in aliases if a in present), None)
+        given = (named or {}).get(target)
+        if given is not None:
+            match = present.get(_plain(given))
+            if match is None:
+                raise ValueError(f"no column {given!r} (given for {target}); found {sorted(present.values())}")
+        else:
+            match = next((present[a] for a in aliases if a in present), None)
         if match is None:
             missing.append(target)
         else:
@@ -84,9 +102,35 @@ def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[s
     return resolved
 
 
-def _timestamp_unit(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    (top,) = con.execute(f"select max(ts_raw) from {table}").fetchone()
-    return "s" if top is not None and top < SECONDS_THRESHOLD else "ms"
+def _epoch_milliseconds(con: duckdb.DuckDBPyConnection, source: str, column: str) -> tuple[str, str]:
+    """(SQL giving the column as epoch milliseconds, the unit read). Numbers (or text that is all numbers) are
+    epoch seconds, milliseconds, microseconds or nanoseconds by their size; dates, date-times and text that
+    parses as one are read as UTC. A value that is neither becomes NULL: an invalid row, dropped and counted."""
+    quoted = f'"{column}"'
+    (dtype,) = con.execute(f"select typeof({quoted}) from {source} limit 1").fetchone() or ("VARCHAR",)
+    if dtype.startswith(("DATE", "TIMESTAMP")):
+        return f"epoch_ms(cast({quoted} as timestamp))", DATETIME
+    number = f"try_cast({quoted} as double)"
+    (texts, numbers, top) = con.execute(
+        f"select count({quoted}), count({number}), max(abs({number})) from {source}").fetchone()
+    if numbers * 2 <= texts:  # mostly not numbers: dates or date-times written as text
+        return f"epoch_ms(try_cast({quoted} as timestamp))", DATETIME
+    unit, per_tick = next((name, ms) for limit, name, ms in EPOCH_UNITS if (top or 0) < limit)
+    return f"cast(round({number} * {per_tick}) as bigint)", unit
+
+
+def _rating_expression(column: str | None, implicit: bool, scale: tuple[float, float] | None) -> str:
+    """The rating on 1..5: as given, mapped linearly from `scale` (low, high), or IMPLICIT_RATING without one."""
+    if column is None or implicit:
+        return f"cast({IMPLICIT_RATING} as double)"
+    rating = f'try_cast("{column}" as double)'
+    if scale is None:
+        return rating
+    low, high = scale
+    if not high > low:
+        raise ValueError(f"rating scale {low}..{high}: the highest rating must be above the lowest")
+    # Values off the scale stay off 1..5, so they are dropped as invalid as before, not folded in.
+    return f"1 + ({rating} - {low}) * 4.0 / ({high} - {low})"
 
 
 def _write_days(con: duckdb.DuckDBPyConnection, zone: LandingZone, report: ImportReport) -> None:
@@ -194,22 +238,32 @@ def _is_struct_list(con: duckdb.DuckDBPyConnection, table: str, column: str) -> 
     return dtype.startswith("STRUCT") and dtype.endswith("[]")
 
 
-def import_interactions(path: Path, zone: LandingZone, items_path: Path | None = None) -> ImportReport:
-    """user_id, item_id, rating, timestamp (seconds or milliseconds, detected); items optional."""
+def import_interactions(path: Path, zone: LandingZone, items_path: Path | None = None,
+                        columns: dict[str, str] | None = None, implicit: bool = False,
+                        rating_scale: tuple[float, float] | None = None) -> ImportReport:
+    """user_id, item_id, rating, timestamp; items optional. `columns`: the file's name for any of those four
+    where it is not one of `COLUMN_ALIASES`; `implicit`: the file has no ratings (each interaction is recorded
+    as a positive, `IMPLICIT_RATING`); `rating_scale`: (lowest, highest) of the file's rating scale, mapped
+    linearly onto 1..5 (MovieLens' half stars: (0.5, 5); ten points: (1, 10))."""
     report = ImportReport()
     con = duckdb.connect()
     source = _reader(Path(path))
-    cols = _resolve_columns(con, source, COLUMN_ALIASES)
+    wanted = {k: v for k, v in COLUMN_ALIASES.items() if not (implicit and k == "rating")}
+    try:
+        cols = _resolve_columns(con, source, wanted, columns)
+    except ValueError as error:
+        if "'rating'" in str(error) and "missing" in str(error):
+            raise ValueError(f"{error}: name the rating column, or import a file without ratings (implicit "
+                             "feedback) as such (`--implicit`)") from None
+        raise
+    kept = ", ".join(f'"{c}"' for c in dict.fromkeys(cols.values()))  # only these: a file may carry much more
+    con.execute(f"create table src as select {kept} from {source}")
+    timestamp, report.timestamp_unit = _epoch_milliseconds(con, "src", cols["timestamp"])
     con.execute(
-        f"""create table src as select cast("{cols['user_id']}" as varchar) as user_id,
-            cast("{cols['item_id']}" as varchar) as parent_asin, try_cast("{cols['rating']}" as double) as rating,
-            try_cast("{cols['timestamp']}" as bigint) as ts_raw from {source}"""
-    )
-    report.timestamp_unit = _timestamp_unit(con, "src")
-    scale = 1000 if report.timestamp_unit == "s" else 1
-    con.execute(
-        f"""create table staged as select user_id, parent_asin, parent_asin as asin, rating,
-            ts_raw * {scale} as timestamp, cast(null as varchar) as title, cast(null as varchar) as text,
+        f"""create table staged as select cast("{cols['user_id']}" as varchar) as user_id,
+            cast("{cols['item_id']}" as varchar) as parent_asin, cast("{cols['item_id']}" as varchar) as asin,
+            {_rating_expression(cols.get('rating'), implicit, rating_scale)} as rating,
+            {timestamp} as timestamp, cast(null as varchar) as title, cast(null as varchar) as text,
             cast(0 as bigint) as helpful_vote, false as verified_purchase, cast([] as varchar[]) as images
         from src"""
     )
