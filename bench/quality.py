@@ -10,6 +10,7 @@ bench/results/quality.json, by data set: a run of some data sets replaces their 
 
     python bench/quality.py [--datasets default,dominated] [--keep]
     python bench/quality.py --datasets ratings.csv [--items movies.csv]   # your data, as `recsys import` reads it
+    python bench/quality.py --datasets plays.csv --import-args="--implicit --user-column listener"
 
 A data set that is a file is imported with `recsys import interactions` (user_id,item_id,rating,timestamp) and
 run the same way: what a user would do to see whether the platform pays for itself on their data.
@@ -18,6 +19,7 @@ run the same way: what a user would do to see whether the platform pays for itse
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,14 +68,16 @@ def _recsys(home: Path, *args: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def run_pipeline(home: Path, source: GeneratorConfig | Path, items: Path | None = None) -> float:
-    """Generated landing files (or a file imported), then the whole pipeline as a user runs it; seconds the
-    pipeline took."""
+def run_pipeline(home: Path, source: GeneratorConfig | Path, items: Path | None = None,
+                 import_args: list[str] = ()) -> float:
+    """Generated landing files (or a file imported, `import_args` added to `recsys import interactions`), then
+    the whole pipeline as a user runs it; seconds the pipeline took."""
     if isinstance(source, GeneratorConfig):
         reviews, first, last = write_generated(home / "landing", source)
         record_dataset(home, first_day=first, last_day=last, source=f"bench quality seed={source.seed}")
     else:
-        _recsys(home, "import", "interactions", str(source), *(["--items", str(items)] if items else []))
+        _recsys(home, "import", "interactions", str(source), *(["--items", str(items)] if items else []),
+                *import_args)
     started = time.perf_counter()
     _recsys(home, "pipeline")
     return time.perf_counter() - started
@@ -139,6 +143,8 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         help=f"comma-separated among {list(DATASETS)}, or paths of interactions files")
     parser.add_argument("--items", help="an item file for the interactions files (item_id, title, genres)")
+    parser.add_argument("--import-args", default="",
+                        help="more options of `recsys import interactions` for the files, e.g. --import-args=--implicit")
     parser.add_argument("--keep", action="store_true", help="keep the homes (printed) to look at in the UI")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -155,7 +161,8 @@ def main() -> None:
                 raise SystemExit(f"{name!r} is neither a data set ({list(DATASETS)}) nor a file")
             home = work / name
             print(f"{name}: running the pipeline in {home}", flush=True)
-            seconds = run_pipeline(home, source, Path(args.items).resolve() if args.items else None)
+            seconds = run_pipeline(home, source, Path(args.items).resolve() if args.items else None,
+                                   shlex.split(args.import_args))
             report = json.loads((home / "evaluation" / "latest.json").read_text())
             results[name] = {**described,
                              "pipeline_seconds": round(seconds, 1), "training_seconds": training_seconds(home),
