@@ -81,8 +81,9 @@ def _plain(column: str) -> str:
 
 
 def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[str, list[str]],
-                     named: dict[str, str] | None = None) -> dict[str, str]:
-    """Each wanted column's name in the file: the one `named` gives, else the first alias present."""
+                     named: dict[str, str] | None = None, advice: str = "") -> dict[str, str]:
+    """Each wanted column's name in the file: the one `named` gives, else the first alias present; `advice`
+    ends the error that lists those missing."""
     present = {_plain(c): c for c in con.execute(f"select * from {source} limit 0").fetchdf().columns}
     resolved, missing = {}, []
     for target, aliases in wanted.items():
@@ -98,7 +99,7 @@ def _resolve_columns(con: duckdb.DuckDBPyConnection, source: str, wanted: dict[s
         else:
             resolved[target] = match
     if missing:
-        raise ValueError(f"missing columns {missing}; found {sorted(present.values())}")
+        raise ValueError(f"missing columns {missing}; found {sorted(present.values())}{advice}")
     return resolved
 
 
@@ -249,13 +250,9 @@ def import_interactions(path: Path, zone: LandingZone, items_path: Path | None =
     con = duckdb.connect()
     source = _reader(Path(path))
     wanted = {k: v for k, v in COLUMN_ALIASES.items() if not (implicit and k == "rating")}
-    try:
-        cols = _resolve_columns(con, source, wanted, columns)
-    except ValueError as error:
-        if "'rating'" in str(error) and "missing" in str(error):
-            raise ValueError(f"{error}: name the rating column, or import a file without ratings (implicit "
-                             "feedback) as such (`--implicit`)") from None
-        raise
+    cols = _resolve_columns(con, source, wanted, columns, advice=(
+        ": name them (`columns`; on the command line `--user-column` ...); a file without ratings (implicit "
+        "feedback) imports with `implicit` (`--implicit`)"))
     kept = ", ".join(f'"{c}"' for c in dict.fromkeys(cols.values()))  # only these: a file may carry much more
     con.execute(f"create table src as select {kept} from {source}")
     timestamp, report.timestamp_unit = _epoch_milliseconds(con, "src", cols["timestamp"])
