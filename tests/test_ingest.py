@@ -150,3 +150,27 @@ def test_item_metadata_loads_and_rejects_bad_catalogue(home):
     assert "unique_parent_asin" in _failed_checks(result)
     stored = DuckDBWarehouse(home.settings.warehouse_path).query("select count(*) as n from raw.item_metadata")
     assert stored.column("n")[0].as_py() == items.num_rows
+
+
+def test_many_days_validate_together_each_day_keeping_its_own_findings(home):
+    """A range is checked in one pass (imported history can be thousands of days); each day's counts stay its
+    own: one bad day names only itself, and a day shifted by a day is caught though its rows are valid elsewhere."""
+    from datetime import timedelta
+
+    from recsys_assets.warehouse.validation import REVIEW_CHECKS, validate_review_days
+
+    home.write_generated()
+    good = {DAY + timedelta(days=n): home.landing.read_parquet(review_file_name(DAY + timedelta(days=n)))
+            for n in range(4)}
+    days = list(good)
+    files = {days[0]: (good[days[0]], None),
+             days[1]: (_corrupt(good[days[1]], "duplicates"), None),
+             days[2]: (good[days[3]], None),  # the next day's rows under this day's name: all outside it
+             days[3]: (None, "OSError: gone"),
+             DAY - timedelta(days=1): (good[days[0]].slice(0, 0), None)}  # a day without reviews
+    outcomes = validate_review_days(files, {days[0]: 5})
+    failed = {day: {o.name: o.metadata.get("rows") for o in found if not o.passed} for day, found in outcomes.items()}
+    assert failed[days[0]] == {} and failed[DAY - timedelta(days=1)] == {}
+    assert failed[days[1]] == {"no_duplicates": 3}
+    assert failed[days[2]] == {"timestamps_in_partition": good[days[3]].num_rows}
+    assert set(failed[days[3]]) == set(REVIEW_CHECKS) and "unreadable" in outcomes[days[3]][0].message

@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     BackfillPolicy,
     Failure,
     MaterializeResult,
@@ -31,8 +32,12 @@ from recsys_assets.warehouse.validation import (
     conform,
     merge_outcomes,
     validate_items,
-    validate_review_day,
+    validate_review_days,
 )
+
+
+LANDING_FINGERPRINT = "landing_fingerprint"  # a day's observation: the version of its file that was loaded
+ROWS_PER_DAY_LISTED = 62
 
 
 def _check_specs(asset_name: str, checks: dict[str, str]) -> list[AssetCheckSpec]:
@@ -85,12 +90,10 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
     fingerprints = zone.list_files()
     days = [date.fromisoformat(key) for key in context.partition_keys]
     loaded = warehouse.warehouse().row_counts("raw_reviews")
-    tables, outcomes = {}, {}
-    for day in days:
-        table, error = _read(read_review_day, zone, day)
-        outcomes[day] = validate_review_day(day, table, error, loaded.get(day, 0))
-        if table is not None and all(o.passed for o in outcomes[day]):
-            tables[day] = conform(table, REVIEW_SCHEMA)
+    files = {day: _read(read_review_day, zone, day) for day in days}
+    outcomes = validate_review_days(files, loaded)
+    tables = {day: conform(table, REVIEW_SCHEMA) for day, (table, _) in files.items()
+              if table is not None and all(o.passed for o in outcomes[day])}
     merged = merge_outcomes(outcomes)
     if not all(o.passed for o in merged):
         yield from _reject("raw_reviews", merged)
@@ -98,20 +101,30 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
     written = warehouse.warehouse().replace_partitions("raw_reviews", tables)
     users = set().union(*(set(t.column("user_id").to_pylist()) for t in tables.values()))
     items = set().union(*(set(t.column("parent_asin").to_pylist()) for t in tables.values()))
+    # Which version of each day's file this load holds, on that day's partition: the sensor skips files
+    # already loaded (`sensors.loaded_fingerprint`).
+    for day in sorted(tables):
+        context.log_event(AssetObservation(asset_key=context.asset_key, partition=str(day),
+                                           metadata={LANDING_FINGERPRINT: fingerprints.get(review_file_name(day))}))
+    rows = {str(d): t.num_rows for d, t in sorted(tables.items())}
     yield MaterializeResult(
         metadata={
             "dagster/row_count": written,
             "days": len(days),
-            "rows_per_day": MetadataValue.json({str(d): t.num_rows for d, t in sorted(tables.items())}),
+            # A range's metadata goes on each of its partitions' events: listing every day of a long range
+            # (imported history: 7,300 days) would cost days squared. Beyond a couple of months, a summary.
+            "rows_per_day": MetadataValue.json(rows if len(rows) <= ROWS_PER_DAY_LISTED else _spread(rows)),
             "distinct_users": len(users),
             "distinct_items": len(items),
-            # Which version of each landing file this load holds: the sensor skips files already loaded.
-            "landing_fingerprints": MetadataValue.json(
-                {str(d): fingerprints.get(review_file_name(d)) for d in sorted(tables)}
-            ),
         },
         check_results=_check_results(merged),
     )
+
+
+def _spread(rows_per_day: dict[str, int]) -> dict:
+    counts = sorted(rows_per_day.values())
+    return {"days": len(counts), "days_without_reviews": sum(1 for c in counts if c == 0), "min": counts[0],
+            "median": counts[len(counts) // 2], "max": counts[-1]}
 
 
 @asset(

@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from recsys_assets.data.schema import ITEMS_FILE, day_of_review_file
-from recsys_assets.defs.ingest import item_metadata, raw_reviews
+from recsys_assets.defs.ingest import LANDING_FINGERPRINT, item_metadata, raw_reviews
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import LandingResource
 
@@ -25,14 +25,14 @@ def loaded_fingerprint(instance, name: str) -> str | None:
     """The fingerprint of landing file `name` that the latest load of it (raw_reviews of its day, or
     item_metadata for the catalogue) recorded."""
     day = day_of_review_file(name)
-    asset, key = (raw_reviews.key, day.isoformat()) if day else (item_metadata.key, name)
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset, asset_partitions=[key] if day else None), limit=1
-    ).records
-    if not records:
-        return None
-    recorded = records[0].asset_materialization.metadata.get("landing_fingerprints")
-    return recorded.value.get(key) if recorded is not None else None
+    if day:  # each loaded day's partition has an observation of the file's version
+        records = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=raw_reviews.key, asset_partitions=[day.isoformat()]), limit=1).records
+        recorded = records[0].asset_observation.metadata.get(LANDING_FINGERPRINT) if records else None
+        return recorded.value if recorded is not None else None
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=item_metadata.key), limit=1).records
+    recorded = records[0].asset_materialization.metadata.get("landing_fingerprints") if records else None
+    return recorded.value.get(name) if recorded is not None else None
 
 
 def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys: set[str] | None = None,

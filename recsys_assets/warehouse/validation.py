@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from recsys_assets.data.schema import ITEM_SCHEMA, MS_PER_DAY, REVIEW_SCHEMA, day_start_ms
@@ -87,45 +88,84 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 
 def validate_review_day(day: date, table: pa.Table | None, read_error: str | None = None,
                         loaded_rows: int = 0) -> list[CheckOutcome]:
-    """Every review check for one day's landing file. `table` is None when the file could not be read;
-    `loaded_rows`: the day's rows loaded now.
+    """Every review check for one day's landing file (`validate_review_days` for one day)."""
+    return validate_review_days({day: (table, read_error)}, {day: loaded_rows})[day]
+
+
+def validate_review_days(files: dict[date, tuple[pa.Table | None, str | None]],
+                         loaded_rows: dict[date, int] | None = None) -> dict[date, list[CheckOutcome]]:
+    """Every review check for each day's landing file: `files` maps a day to (its table, None), or (None, why
+    it could not be read); `loaded_rows`: each day's rows loaded now.
 
     A file without rows is a day without reviews (imported history has such days: a shop's early years), so it
     loads as an empty day; but it never replaces a day that holds reviews: a truncated re-export would lose
-    them."""
-    if table is None:
-        reason = f"landing file for {day} unreadable: {read_error}"
-        return [CheckOutcome(name, False, reason if name == "schema" else f"not evaluated: {reason}")
-                for name in REVIEW_CHECKS]
-    schema = check_schema(table, REVIEW_SCHEMA)
-    if not schema.passed:
-        return [schema] + [CheckOutcome(name, False, f"not evaluated: schema check failed ({schema.message})")
-                           for name in REVIEW_CHECKS if name != "schema"]
-    rows = conform(table, REVIEW_SCHEMA)
+    them. The days are counted in one query: imported history can be thousands of days (twenty years of
+    reviews: 7,300 files), where a query per day cost ~20 ms each."""
+    loaded_rows = loaded_rows or {}
+    outcomes, readable = {}, {}
+    for day, (table, read_error) in files.items():
+        if table is None:
+            reason = f"landing file for {day} unreadable: {read_error}"
+            outcomes[day] = [CheckOutcome(name, False, reason if name == "schema" else f"not evaluated: {reason}")
+                             for name in REVIEW_CHECKS]
+            continue
+        schema = check_schema(table, REVIEW_SCHEMA)
+        if not schema.passed:
+            outcomes[day] = [schema] + [CheckOutcome(name, False, f"not evaluated: schema check failed "
+                                                                  f"({schema.message})")
+                                        for name in REVIEW_CHECKS if name != "schema"]
+            continue
+        readable[day] = (schema, conform(table, REVIEW_SCHEMA))
+    counts = _count_problems_by_day({day: rows for day, (_, rows) in readable.items()})
+    for day, (schema, rows) in readable.items():
+        n, null_keys, bad_rating, duplicates, outside = rows.num_rows, *counts.get(day, (0, 0, 0, 0))
+        loaded = loaded_rows.get(day, 0)
+        outcomes[day] = [
+            schema,
+            CheckOutcome("not_emptied", n > 0 or loaded == 0,
+                         f"{n} rows" if n else (f"landing file for {day} has no rows; the {loaded} loaded are kept"
+                                                if loaded else f"{day} has no reviews (a day without reviews)"),
+                         {"rows": n, "loaded_rows": loaded}),
+            CheckOutcome("non_null_keys", null_keys == 0, f"{null_keys} rows with a null or empty key",
+                         {"rows": null_keys}),
+            CheckOutcome("rating_in_range", bad_rating == 0, f"{bad_rating} ratings null or outside 1..5",
+                         {"rows": bad_rating}),
+            CheckOutcome("no_duplicates", duplicates == 0,
+                         f"{duplicates} duplicate (user_id, parent_asin, timestamp) rows", {"rows": duplicates}),
+            CheckOutcome("timestamps_in_partition", outside == 0, f"{outside} timestamps outside {day} (UTC)",
+                         {"rows": outside}),
+        ]
+    return {day: outcomes[day] for day in files}
+
+
+def _count_problems_by_day(tables: dict[date, pa.Table]) -> dict[date, tuple[int, int, int, int]]:
+    """Per day with rows: (rows with a null or empty key, ratings null or off 1..5, duplicate rows, timestamps
+    outside the day)."""
+    days = [day for day, table in tables.items() if table.num_rows]
+    if not days:
+        return {}
+    rows = pa.concat_tables([tables[day].select(["user_id", "parent_asin", "rating", "timestamp"]).append_column(
+        "day_index", pa.array(np.full(tables[day].num_rows, n, dtype=np.int32))) for n, day in enumerate(days)])
+    starts = pa.table({"day_index": pa.array(np.arange(len(days), dtype=np.int32)),
+                       "day_start": pa.array([day_start_ms(day) for day in days], type=pa.int64())})
     con = duckdb.connect()
     con.register("day_rows", rows)
-    n = rows.num_rows
-    null_keys = _count(con, "select count(*) from day_rows where user_id is null or parent_asin is null "
-                            "or timestamp is null or user_id = '' or parent_asin = ''")
-    bad_rating = _count(con, "select count(*) from day_rows where rating is null or rating < 1 or rating > 5")
-    duplicates = _count(con, "select coalesce(sum(c - 1), 0) from (select count(*) c from day_rows "
-                             "group by user_id, parent_asin, timestamp having count(*) > 1)")
-    lo = day_start_ms(day)
-    outside = _count(con, "select count(*) from day_rows where timestamp < ? or timestamp >= ?", [lo, lo + MS_PER_DAY])
+    con.register("day_starts", starts)
+    found = con.execute(f"""
+        with duplicates as (
+            select day_index, sum(c - 1) as duplicates from (
+                select day_index, count(*) as c from day_rows group by day_index, user_id, parent_asin, timestamp
+                having count(*) > 1) group by day_index)
+        select r.day_index,
+            count(*) filter (where user_id is null or parent_asin is null or timestamp is null or user_id = ''
+                             or parent_asin = ''),
+            count(*) filter (where rating is null or rating < 1 or rating > 5),
+            coalesce(any_value(d.duplicates), 0),
+            count(*) filter (where timestamp < s.day_start or timestamp >= s.day_start + {MS_PER_DAY})
+        from day_rows r join day_starts s using (day_index) left join duplicates d using (day_index)
+        group by r.day_index""").fetchall()
     con.close()
-    return [
-        schema,
-        CheckOutcome("not_emptied", n > 0 or loaded_rows == 0,
-                     f"{n} rows" if n else (f"landing file for {day} has no rows; the {loaded_rows} loaded are kept"
-                                            if loaded_rows else f"{day} has no reviews (a day without reviews)"),
-                     {"rows": n, "loaded_rows": loaded_rows}),
-        CheckOutcome("non_null_keys", null_keys == 0, f"{null_keys} rows with a null or empty key", {"rows": null_keys}),
-        CheckOutcome("rating_in_range", bad_rating == 0, f"{bad_rating} ratings null or outside 1..5", {"rows": bad_rating}),
-        CheckOutcome("no_duplicates", duplicates == 0, f"{duplicates} duplicate (user_id, parent_asin, timestamp) rows",
-                     {"rows": duplicates}),
-        CheckOutcome("timestamps_in_partition", outside == 0, f"{outside} timestamps outside {day} (UTC)",
-                     {"rows": outside}),
-    ]
+    return {days[index]: tuple(int(v) for v in values) for index, *values in found}
 
 
 def validate_items(table: pa.Table | None, read_error: str | None = None) -> list[CheckOutcome]:
