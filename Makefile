@@ -81,6 +81,7 @@ bench: setup
 	python bench/quality.py
 	python bench/ceiling.py
 	python bench/ingest.py
+	python bench/history.py
 	python bench/feature_store.py
 	python bench/training.py
 	python bench/serving.py

@@ -1,0 +1,73 @@
+"""Long-history benchmark: what loading years of daily partitions costs over the same reviews in two months.
+
+Imported data spans years (Amazon Reviews 2023: 1996-2023, ~10,000 days), one daily partition each, where
+generated data spans weeks. The same number of reviews is generated over `--short-days` and over `--long-days`,
+and each loaded as a user does, `recsys pipeline --skip-models` in a fresh RECSYS_HOME (Dagster's SQLite
+storage, dbt, Feast): the ratio long/short is the price of the days themselves (Dagster's per-partition events),
+per stage. Writes bench/results/history.json.
+
+    python bench/history.py [--reviews 20000 --short-days 60 --long-days 3650]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from common import write_generated, write_result  # first: sets the partitions' start date
+
+from recsys_assets.data.generator import GeneratorConfig
+from recsys_assets.settings import REPO_ROOT, record_dataset
+
+STAGE_LINE = re.compile(r"^\s+(\w+)\s+(?:(\d+)m)?(\d+)s\b")  # "      raw_reviews        2m27s  (...)"
+
+
+def load(home: Path, cfg: GeneratorConfig) -> dict:
+    """Generated days, then `recsys pipeline --skip-models`: wall seconds and each step's as printed."""
+    reviews, first, last = write_generated(home / "landing", cfg)
+    record_dataset(home, first_day=first, last_day=last, source=f"bench history seed={cfg.seed}")
+    env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    env.pop("RECSYS_START_DATE", None)  # the dataset record says where days start
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "pipeline", "--skip-models"], env=env,
+                         cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
+    seconds = time.perf_counter() - started
+    steps = {m[1]: int(m[2] or 0) * 60 + int(m[3]) for m in map(STAGE_LINE.match, out.splitlines()) if m}
+    return {"days": cfg.days, "reviews": reviews, "seconds": round(seconds, 1), "steps_seconds": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reviews", type=int, default=20_000)
+    parser.add_argument("--short-days", type=int, default=60)
+    parser.add_argument("--long-days", type=int, default=3650)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-history-"))
+    runs = {}
+    try:
+        for name, days in (("short", args.short_days), ("long", args.long_days)):
+            cfg = GeneratorConfig(users=2000, items=1500, days=days, reviews=args.reviews, start=date(2000, 1, 1),
+                                  seed=5)
+            print(f"{name}: {args.reviews} reviews over {days} days", flush=True)
+            runs[name] = load(work / name, cfg)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    short, long = runs["short"], runs["long"]
+    extra = long["seconds"] - short["seconds"]
+    result = {**runs, "long_over_short": round(long["seconds"] / short["seconds"], 2),
+              "seconds_per_1000_extra_days": round(extra / (long["days"] - short["days"]) * 1000, 1),
+              "cpus": os.cpu_count()}
+    write_result("history", result)
+    print(f"\n{args.reviews:,} reviews over {long['days']} days: {long['seconds']:.0f} s, over {short['days']} days: "
+          f"{short['seconds']:.0f} s ({result['long_over_short']:.1f}x; "
+          f"{result['seconds_per_1000_extra_days']:.0f} s per 1,000 more days)")
+
+
+if __name__ == "__main__":
+    main()
