@@ -144,7 +144,8 @@ def main() -> None:
                         help=f"comma-separated among {list(DATASETS)}, or paths of interactions files")
     parser.add_argument("--items", help="an item file for the interactions files (item_id, title, genres)")
     parser.add_argument("--import-args", default="",
-                        help="more options of `recsys import interactions` for the files, e.g. --import-args=--implicit")
+                        help="options added to `recsys import interactions` for the files, e.g. "
+                             "--import-args=--implicit")
     parser.add_argument("--keep", action="store_true", help="keep the homes (printed) to look at in the UI")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))

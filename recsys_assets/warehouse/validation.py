@@ -141,31 +141,30 @@ def validate_review_days(files: dict[date, tuple[pa.Table | None, str | None]],
 def _count_problems_by_day(tables: dict[date, pa.Table]) -> dict[date, tuple[int, int, int, int]]:
     """Per day with rows: (rows with a null or empty key, ratings null or off 1..5, duplicate rows, timestamps
     outside the day)."""
-    days = [day for day, table in tables.items() if table.num_rows]
-    if not days:
+    by_start = {day_start_ms(day): day for day, table in tables.items() if table.num_rows}
+    if not by_start:
         return {}
-    rows = pa.concat_tables([tables[day].select(["user_id", "parent_asin", "rating", "timestamp"]).append_column(
-        "day_index", pa.array(np.full(tables[day].num_rows, n, dtype=np.int32))) for n, day in enumerate(days)])
-    starts = pa.table({"day_index": pa.array(np.arange(len(days), dtype=np.int32)),
-                       "day_start": pa.array([day_start_ms(day) for day in days], type=pa.int64())})
+    rows = pa.concat_tables([
+        tables[day].select(["user_id", "parent_asin", "rating", "timestamp"]).append_column(
+            "day_start", pa.array(np.full(tables[day].num_rows, start, dtype=np.int64)))
+        for start, day in by_start.items()])
     con = duckdb.connect()
     con.register("day_rows", rows)
-    con.register("day_starts", starts)
     found = con.execute(f"""
         with duplicates as (
-            select day_index, sum(c - 1) as duplicates from (
-                select day_index, count(*) as c from day_rows group by day_index, user_id, parent_asin, timestamp
-                having count(*) > 1) group by day_index)
-        select r.day_index,
+            select day_start, sum(c - 1) as duplicates from (
+                select day_start, count(*) as c from day_rows group by day_start, user_id, parent_asin, timestamp
+                having count(*) > 1) group by day_start)
+        select day_start,
             count(*) filter (where user_id is null or parent_asin is null or timestamp is null or user_id = ''
                              or parent_asin = ''),
             count(*) filter (where rating is null or rating < 1 or rating > 5),
             coalesce(any_value(d.duplicates), 0),
-            count(*) filter (where timestamp < s.day_start or timestamp >= s.day_start + {MS_PER_DAY})
-        from day_rows r join day_starts s using (day_index) left join duplicates d using (day_index)
-        group by r.day_index""").fetchall()
+            count(*) filter (where timestamp < day_start or timestamp >= day_start + {MS_PER_DAY})
+        from day_rows left join duplicates d using (day_start)
+        group by day_start""").fetchall()
     con.close()
-    return {days[index]: tuple(int(v) for v in values) for index, *values in found}
+    return {by_start[start]: tuple(int(v) for v in values) for start, *values in found}
 
 
 def validate_items(table: pa.Table | None, read_error: str | None = None) -> list[CheckOutcome]:
