@@ -52,6 +52,9 @@ DATASETS = {
     # it (the real set of this kind: popularity 0.81, the rerank then 0.60): nothing may lose to it.
     "extreme": GeneratorConfig(users=1500, items=25, days=20, reviews=10_000, popularity_weight=6.0, trend_boost=0.0,
                                candidate_pool=(16, 4, 4), seed=13),
+    # Amazon-like sparsity: 150k reviews by 35k users (median 3, half with one or two) of 11k items (the top 10%
+    # get 87%); the learned models must carry users who have barely a history.
+    "sparse": GeneratorConfig(users=50_000, items=20_000, days=60, reviews=150_000, seed=17),
     # A catalogue of 40 items, smaller than the candidate lists (they must not pad with items the user saw).
     "tiny": GeneratorConfig(users=800, items=40, days=20, reviews=8000, popularity_weight=3.0,
                             candidate_pool=(32, 8, 8), seed=11),
