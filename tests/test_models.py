@@ -19,7 +19,8 @@ from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.baselines import BaselineConfig
 from recsys_assets.models.evaluation import label
 from recsys_assets.models.fusion import Fusion, grid
-from recsys_assets.models.registry import champion, ranker_fusion, set_champion
+from recsys_assets.models.item2vec import I2I_POPULARITY_WEIGHTS
+from recsys_assets.models.registry import I2I_WEIGHT_TAG, champion, i2i_weight, ranker_fusion, set_champion
 from recsys_assets.settings import REPO_ROOT
 
 
@@ -139,6 +140,15 @@ def test_evaluation_report_is_shaped_as_documented(trained_home):
     logged = client.search_runs(experiments, "tags.mlflow.runName LIKE 'evaluation-%'")[0].data.params
     assert float(logged["fusion_ease_l2"]) == fusion["ease_l2"] and float(logged["ease_l2"]) == baselines["ease"]["l2"]
     assert float(logged["time_aware_ease_gram_half_life_days"]) == time_aware["gram_half_life_days"]
+    # Last-item i2i's popularity weight: the best on validation, tagged on the item2vec version serving reads.
+    i2i = report["i2i"]
+    assert set(i2i["validation_ndcg@10_by_weight"]) == {str(w) for w in I2I_POPULARITY_WEIGHTS}
+    assert i2i["validation_ndcg@10_by_weight"][str(i2i["popularity_weight"])] == max(
+        i2i["validation_ndcg@10_by_weight"].values())
+    assert report["validation"]["models"]["item2vec"]["ndcg@10"] == pytest.approx(
+        max(i2i["validation_ndcg@10_by_weight"].values()), abs=1e-5)
+    assert i2i_weight(client, report["versions"]["item2vec"]) == i2i["popularity_weight"]
+    assert float(logged[I2I_WEIGHT_TAG]) == i2i["popularity_weight"]
     for metrics in report["models"].values():
         assert set(metrics) == {"recall@10", "recall@50", "ndcg@10", "coverage@10"}
         assert all(0 <= v <= 1 for v in metrics.values())

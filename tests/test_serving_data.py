@@ -70,6 +70,9 @@ def test_item_neighbours_by_cosine_without_the_item_itself():
     assert [n for n, _ in out["a"]] == ["b", "c"]
     assert [n for n, _ in out["d"]] == ["c", "b"]
     assert out["a"][0][1] == pytest.approx(0.9 / np.hypot(0.9, 0.1), abs=1e-5)
+    # a prior per neighbour (popularity weight x log(1 + reviews)) lifts a popular, less similar item
+    lifted = dict(item_neighbours(["a", "b", "c", "d"], vectors, k=2, chunk=3, prior=np.array([0, 0, 1.5, 0])))
+    assert [n for n, _ in lifted["a"]] == ["c", "b"] and lifted["a"][0][1] == pytest.approx(1.5, abs=1e-5)
 
 
 def test_user_top_items_leave_out_what_the_user_has_seen():

@@ -23,7 +23,7 @@ from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
 from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import load_version, ranker_fusion
+from recsys_assets.models.registry import i2i_weight, load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
     EASE,
     I2I,
@@ -104,9 +104,11 @@ def recent_popularity(context: AssetExecutionContext, serving: ServingResource, 
                   {"items": len(rows) - 1, "half_life_days": half_life, "ranker_version": version})
 
 
-@asset(deps=["promotion"], code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),
-       description="Each item's 100 nearest items by the champion item2vec (cosine).", **SERVING_ASSET)
-def i2i_candidates(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+@asset(deps=["promotion"], code_version="2", kinds={"sqlite", "redis"}, check_specs=_spec("i2i_candidates"),
+       description="Each item's 100 nearest items by the champion item2vec: cosine + the popularity weight chosen "
+                   "on validation x log(1 + the item's reviews in the window).", **SERVING_ASSET)
+def i2i_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
+                   training: TrainingResource) -> MaterializeResult:
     registry = serving.registry()
     version = champion_version(registry, "item2vec")
     if version is None:
@@ -114,8 +116,14 @@ def i2i_candidates(context: AssetExecutionContext, serving: ServingResource) -> 
     model, folder = load_version(registry, "item2vec", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]
-    return _write(context, serving, I2I, build_version(context, version), item_neighbours(ids, vectors, TOP_K),
-                  len(ids), {"model_version": version})
+    weight = i2i_weight(registry.client(), version)
+    prior = None
+    if weight > 0:
+        counts = _window_events(context, warehouse, training)[ITEM].value_counts()
+        prior = weight * np.log1p(counts.reindex(ids, fill_value=0).to_numpy(np.float64))
+    return _write(context, serving, I2I, build_version(context, version),
+                  item_neighbours(ids, vectors, TOP_K, prior=prior), len(ids),
+                  {"model_version": version, "popularity_weight": weight})
 
 
 @asset(deps=["promotion", "online_features"], code_version="1", kinds={"sqlite", "redis"},

@@ -34,12 +34,14 @@ from recsys_assets.models.promotion import (
 )
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.registry import (
+    I2I_WEIGHT_TAG,
     MODEL_NAMES,
     champion_versions,
     fit_only,
     retire_champion,
     set_champion,
     tag_fusion,
+    tag_i2i_weight,
 )
 
 
@@ -66,6 +68,8 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
     report["versions"] = versions
     if "choices" in report:  # serving fuses the experts' scores as chosen here
         tag_fusion(registry.client(), versions["ranker"], Fusion(**report["choices"]["fusion"]))
+    if "i2i" in report:  # and weighs popularity in i2i as chosen here
+        tag_i2i_weight(registry.client(), versions["item2vec"], report["i2i"]["popularity_weight"])
     # The gate compares with the champion judged on this very split (same period, same users).
     champions = champion_versions(registry.client())
     if all(champions.values()) and champions != versions:
@@ -96,6 +100,8 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         mlflow.log_metrics({key: value for key, value in fitted if key.endswith("seconds")})
         if "choices" in report:
             mlflow.log_params(Fusion(**report["choices"]["fusion"]).tags())  # fusion_*: apart from the baselines
+        if "i2i" in report:
+            mlflow.log_param(I2I_WEIGHT_TAG, report["i2i"]["popularity_weight"])
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_artifact(str(png_path))
     table = metrics_table(report)
@@ -108,6 +114,7 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         "metrics": MetadataValue.table([TableRecord(row) for row in table]),
         "validation_metrics": MetadataValue.table([TableRecord(row) for row in metrics_table(report["validation"])]),
         "choices": MetadataValue.json(report.get("choices", {})),
+        "i2i": MetadataValue.json(report.get("i2i", {})),  # the last-item i2i's popularity weight
         "gate_evidence": MetadataValue.json(report["validation"].get(GATE_EVIDENCE, {})),  # the gain and its noise
         "plot": MetadataValue.md(png_markdown(png)),
         "ranker": MetadataValue.json(report.get("ranker", {})),

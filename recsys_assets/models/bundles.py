@@ -15,7 +15,7 @@ from recsys_assets.models.data import Vocabulary
 from recsys_assets.models.dataset import pack_ranker_for_user, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, load_version, ranker_fusion
+from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, i2i_weight, load_version, ranker_fusion
 from recsys_assets.models.two_tower import encode
 
 
@@ -102,4 +102,5 @@ def load_pipeline(store: MlflowStore, versions: dict[str, str], weights: str = "
     if weights == "fit_only":
         models = {name: fit_only(store, name, versions[name], model) for name, model in models.items()}
     return Models(item2vec=models["item2vec"].embeddings.weight.detach().numpy(), two_tower=models["two_tower"],
-                  ranker=models["ranker"], users=retriever.users, catalogue=retriever.catalogue, fusion=ranker.fusion)
+                  ranker=models["ranker"], users=retriever.users, catalogue=retriever.catalogue, fusion=ranker.fusion,
+                  i2i_popularity_weight=i2i_weight(store.client(), versions["item2vec"]))

@@ -17,6 +17,7 @@ fused (`fusion.py`, weights chosen on validation), as served.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ran
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.metrics import classification_report, per_user_recall_ndcg, ranking_report, top_k
 from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DEPTH, Fusion, grid, standardise
+from recsys_assets.models.item2vec import I2I_POPULARITY_WEIGHTS
 from recsys_assets.models.promotion import GATE_EVIDENCE, GATE_METRIC  # what every choice maximises
 from recsys_assets.models.ranker import score
 from recsys_assets.models.two_tower import encode
@@ -54,6 +56,7 @@ class Models:
     users: Vocabulary | None = None
     catalogue: Catalogue | None = None
     fusion: Fusion | None = None  # a served pipeline's own; None: chosen on validation (`fusion.grid`)
+    i2i_popularity_weight: float | None = None  # likewise (`item2vec.I2I_POPULARITY_WEIGHTS`)
 
 
 def _users_to_evaluate(later: pd.DataFrame, cfg: EvaluationConfig) -> list[str]:
@@ -84,12 +87,13 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 
 
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
-               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool
-               ) -> tuple[dict, dict, dict, np.ndarray]:
+               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool, i2i_weights: Sequence[float] = (0.0,)
+               ) -> tuple[dict, dict, dict, np.ndarray, dict]:
     """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion, popularity's NDCG@10 per
-    user) of `models` on one period; when `with_ease`, each EASE the fusions name (fitted on the events before
-    the period) adds its top candidates to every user's, and each fusion orders the union with its own. The
-    fusions share one recent popularity half-life."""
+    user, last-item i2i metrics per popularity weight) of `models` on one period; when `with_ease`, each EASE
+    the fusions name (fitted on the events before the period) adds its top candidates to every user's, and each
+    fusion orders the union with its own. The fusions share one recent popularity half-life. The metrics of
+    `item2vec` are those of the best of `i2i_weights` there."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -117,11 +121,14 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
     results["popularity"] = report(pop_ranked)
     popularity_ndcg = per_user_recall_ndcg(pop_ranked, relevant, 10)[1]
 
+    i2i_by_weight = {}
     if models.item2vec is not None:
         last = past.sort_values([TIME, "item"]).groupby(USER)["item"].last()
         query = to_model[np.array([last[u] for u in eval_users])]
-        results["item2vec"] = report(top_k(_in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model),
-                                           exclude, K_MAX))
+        cosine = _in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model)
+        prior = np.log1p(pop)[None, :]
+        i2i_by_weight = {w: report(top_k(cosine + w * prior, exclude, K_MAX)) for w in i2i_weights}
+        results["item2vec"] = i2i_by_weight[best_i2i_weight(i2i_by_weight)]
 
     by_weight, ndcg_by_user = {}, {}
     if models.two_tower is not None:
@@ -168,7 +175,12 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
                 ranked = np.take_along_axis(candidates, np.argsort(-fused, axis=1, kind="stable"), axis=1)
                 by_weight[fusion] = report(ranked)
                 ndcg_by_user[fusion] = per_user_recall_ndcg(ranked, relevant, 10)[1]
-    return results, by_weight, ndcg_by_user, popularity_ndcg
+    return results, by_weight, ndcg_by_user, popularity_ndcg, i2i_by_weight
+
+
+def best_i2i_weight(reports: dict[float, dict]) -> float:
+    """The popularity weight of the best last-item i2i (ties: the smaller weight)."""
+    return max(reports, key=lambda w: (round(reports[w][GATE_METRIC], 6), -w))
 
 
 def paired_difference(ndcg: np.ndarray, baseline_ndcg: np.ndarray) -> dict:
@@ -238,9 +250,15 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         with_ease = True
     else:
         fusions, with_ease = grid(), False
-    on_validation, rerank_by_fusion, ndcg_by_user, popularity_ndcg = _score_cut(
-        validation, catalogue, judged, users_vocab, validation_users, cfg, fusions, with_ease)
+    i2i_weights = (I2I_POPULARITY_WEIGHTS if models.i2i_popularity_weight is None
+                   else (models.i2i_popularity_weight,))
+    on_validation, rerank_by_fusion, ndcg_by_user, popularity_ndcg, i2i_by_weight = _score_cut(
+        validation, catalogue, judged, users_vocab, validation_users, cfg, fusions, with_ease, i2i_weights)
     report["validation"] = {"evaluated_users": len(validation_users), "models": on_validation}
+    i2i_weight = best_i2i_weight(i2i_by_weight) if i2i_by_weight else None
+    if i2i_weight is not None:
+        report["i2i"] = {"popularity_weight": i2i_weight, f"validation_{GATE_METRIC}_by_weight": {
+            str(w): round(r[GATE_METRIC], 5) for w, r in i2i_by_weight.items()}}
     chosen = None
     if rerank_by_fusion:
         chosen = choose_fusion(ndcg_by_user)
@@ -253,8 +271,9 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         return report
 
     served = [chosen] if chosen is not None else []
-    results, by_fusion, _, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg, served,
-                                          chosen is not None and chosen.uses_ease)
+    results, by_fusion, _, _, _ = _score_cut(holdout_cut, catalogue, models, users_vocab, holdout_users, cfg, served,
+                                             chosen is not None and chosen.uses_ease,
+                                             (i2i_weight,) if i2i_weight is not None else ())
     if by_fusion:
         results["rerank"] = by_fusion[chosen]
     results.update(reported or {})

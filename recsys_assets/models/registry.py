@@ -158,3 +158,16 @@ def ranker_fusion(client: MlflowClient, ranker_version: str) -> Fusion:
 def tag_fusion(client: MlflowClient, ranker_version: str, fusion: Fusion) -> None:
     for key, value in fusion.tags().items():
         client.set_model_version_tag("ranker", ranker_version, key, value)
+
+
+I2I_WEIGHT_TAG = "i2i_popularity_weight"
+
+
+def i2i_weight(client: MlflowClient, item2vec_version: str) -> float:
+    """The popularity weight of this item2vec version's last-item i2i (`item2vec.I2I_POPULARITY_WEIGHTS`), as
+    `model_evaluation` chose it on validation; 0 (cosine alone) for a version tagged before the weight."""
+    return float(client.get_model_version("item2vec", item2vec_version).tags.get(I2I_WEIGHT_TAG, 0.0))
+
+
+def tag_i2i_weight(client: MlflowClient, item2vec_version: str, weight: float) -> None:
+    client.set_model_version_tag("item2vec", item2vec_version, I2I_WEIGHT_TAG, str(weight))

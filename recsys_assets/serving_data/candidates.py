@@ -59,12 +59,15 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1.0)
 
 
-def item_neighbours(item_ids: list[str], vectors: np.ndarray, k: int = 100, chunk: int = 2048
-                    ) -> Iterator[tuple[str, list[list]]]:
-    """Each item's k nearest other items by cosine, as (item, [[neighbour, score], ...])."""
+def item_neighbours(item_ids: list[str], vectors: np.ndarray, k: int = 100, chunk: int = 2048,
+                    prior: np.ndarray | None = None) -> Iterator[tuple[str, list[list]]]:
+    """Each item's k nearest other items by cosine, plus each neighbour's `prior` when given (e.g. a popularity
+    weight x log(1 + its reviews)), as (item, [[neighbour, score], ...])."""
     unit = _unit(np.asarray(vectors, dtype=np.float32))
     for start in range(0, len(item_ids), chunk):
         scores = unit[start:start + chunk] @ unit.T
+        if prior is not None:
+            scores += np.asarray(prior, dtype=np.float32)[None, :]
         rows = np.arange(scores.shape[0])
         scores[rows, start + rows] = -np.inf  # not its own neighbour
         idx, best = _top_k_rows(scores, k)
