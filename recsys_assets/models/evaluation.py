@@ -2,7 +2,8 @@
 `baselines.py`), one protocol (`metrics.py`), on two periods (`dataset.Cut`):
 
 * validation (the end of the training period; the models learned from what precedes it): every choice is made
-  here (the rerank's fusion, the baselines' hyper-parameters) and the gate compares here;
+  here (the rerank's fusion, the baselines' hyper-parameters, the last-item i2i's popularity weight) and the
+  gate compares here;
 * holdout (after the training period): reported only, never used to choose.
 
 Validation judges the weights learned from the fit period (`validation_models`); the holdout, the refreshed
