@@ -88,7 +88,7 @@ def _union(*sources: np.ndarray | None) -> np.ndarray:
 
 
 def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Vocabulary, eval_users: list[str],
-               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool, i2i_weights: Sequence[float] = (0.0,)
+               cfg: EvaluationConfig, fusions: list[Fusion], with_ease: bool, i2i_weights: Sequence[float]
                ) -> tuple[dict, dict, dict, np.ndarray, dict]:
     """(metrics per model, rerank metrics per fusion, rerank NDCG@10 per user per fusion, popularity's NDCG@10 per
     user, last-item i2i metrics per popularity weight) of `models` on one period; when `with_ease`, each EASE
