@@ -115,7 +115,7 @@ def summarize(report: dict, served_by: str) -> dict:
         "gate_evidence": report["validation"].get(GATE_EVIDENCE),
         "served": served_by,
         "holdout": pick(holdout),
-        "chosen_on_validation": {"fusion": report.get("choices", {}).get("fusion"),
+        "chosen_on_validation": {"fusion": report.get("choices", {}).get("fusion"), "i2i": report.get("i2i"),
                                  **{name: {k: v for k, v in report["baselines"][name].items() if not isinstance(v, dict)}
                                     for name in ("ease", "item_knn", "recent_popularity", "time_aware_ease")}},
         "served_vs_ease": round(served / holdout["ease"]["ndcg@10"], 3),
