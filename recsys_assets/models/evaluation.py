@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase, evaluate_baselines
+from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase, evaluate_baselines, search_grid
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity, recent_popularity
 from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
 from recsys_assets.models.features import Catalogue
@@ -94,7 +94,7 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
     user, last-item i2i metrics per popularity weight) of `models` on one period; when `with_ease`, each EASE
     the fusions name (fitted on the events before the period) adds its top candidates to every user's, and each
     fusion orders the union with its own. The fusions share one recent popularity half-life. The metrics of
-    `item2vec` are those of the best of `i2i_weights` there."""
+    `item2vec` are those of the best of `i2i_weights` there (and of larger weights while the largest is best)."""
     model_catalogue = models.catalogue if models.catalogue is not None else catalogue
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
@@ -128,7 +128,9 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
         query = to_model[np.array([last[u] for u in eval_users])]
         cosine = _in_evaluated_items(models.item2vec[query] @ models.item2vec.T, to_model)
         prior = np.log1p(pop)[None, :]
-        i2i_by_weight = {w: report(top_k(cosine + w * prior, exclude, K_MAX)) for w in i2i_weights}
+        # A best weight at the grid's end searches on past it, as the baselines' values do.
+        i2i_by_weight = search_grid(tuple(i2i_weights), lambda w: report(top_k(cosine + w * prior, exclude, K_MAX)),
+                                    BaselineConfig())
         results["item2vec"] = i2i_by_weight[best_i2i_weight(i2i_by_weight)]
 
     by_weight, ndcg_by_user = {}, {}
