@@ -43,6 +43,34 @@ def test_every_model_asset_materializes(trained_home):
         assert len(meta["epoch_losses"]) == 2
 
 
+def test_the_ranker_is_scored_on_validation_after_every_epoch(trained_home):
+    """After every epoch the ranker's order is scored on validation NDCG@10 (`RankerValidation`, in the
+    metadata and MLflow); without patience every epoch runs and the last weights are kept (the fit-only ones,
+    before the refresh): they score what the metadata says, more than the same ranker untrained."""
+    import torch
+
+    from recsys_assets.defs.models import _sizes
+    from recsys_assets.models.bundles import load_pipeline
+    from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.ranker import Ranker
+    from recsys_assets.models.tags import load_tag_embeddings
+
+    meta = _metadata(trained_home.trained, "ranker")
+    scores = meta["validation_scores"]
+    assert len(scores) == len(meta["epoch_losses"]) == 2 and scores[meta["best_epoch"] - 1] == max(scores)
+    day = str(trained_home.days[-1])
+    data = TrainingData.load(trained_home.path / "datasets" / day)
+    catalogue = Catalogue.build(data.items, pd.read_parquet(trained_home.landing.path / "recsys_items.parquet"),
+                                load_tag_embeddings(trained_home.path / "tags" / day))
+    report = json.loads((trained_home.path / "evaluation" / f"{day}.json").read_text())
+    judged = load_pipeline(mlflow_store(trained_home.settings), report["versions"], weights="fit_only").ranker
+    criterion = RankerValidation.of(data, catalogue, EvaluationConfig(max_users=300))
+    assert criterion(judged) == pytest.approx(scores[-1], abs=1e-5)  # the metadata keeps 5 decimals
+    torch.manual_seed(0)
+    assert criterion(judged) > criterion(Ranker(**_sizes(data, catalogue)))
+
+
 def test_before_any_search_the_two_tower_judges_the_user_id_and_the_logq_weight_on_validation(trained_home):
     """With no search yet, the two-tower trains with and without the user's own embedding, then with the better
     at logQ weights 1 and 3 beside the default 2, each judged on validation Recall@50; it keeps the best and
@@ -457,7 +485,8 @@ def test_two_tower_examples_come_in_time_local_batches_with_their_chunks_item_sh
 
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
-    """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job."""
+    """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job, each stopped early
+    on the validation period's loss."""
     from recsys_assets.models.dataset import two_tower_inputs
     from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
     from recsys_assets.models.features import Catalogue
@@ -470,11 +499,19 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     inputs = two_tower_inputs(data, catalogue, batch_size=256)
     build = lambda: TwoTower(len(data.users), len(catalogue.items), len(catalogue.categories), 2,  # noqa: E731
                              catalogue.item_dense_width)
-    cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003, shuffle="batches")
-    local, local_history = fit(build, inputs, in_batch_softmax_loss, cfg)
+
+    def validate(model) -> float:  # validation Recall@50 (a DDP-wrapped model in a Ray worker: its own)
+        report = evaluate(data, catalogue, Models(two_tower=getattr(model, "module", model)),
+                          EvaluationConfig(max_users=300), holdout=False)
+        return report["validation"]["models"]["two_tower"]["recall@50"]
+
+    cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003, shuffle="batches", patience=1)
+    local, local_history = fit(build, inputs, in_batch_softmax_loss, cfg, validate=validate)
     distributed, ray_history = fit(build, inputs, in_batch_softmax_loss, cfg, executor="ray", workers=2,
-                                   storage=tmp_path)
-    assert ray_history.workers == 2 and len(ray_history.epoch_losses) == 4
+                                   storage=tmp_path, validate=validate)
+    assert ray_history.workers == 2 and len(ray_history.validation_scores) == len(ray_history.epoch_losses) > 1
+    assert ray_history.validation_scores[ray_history.best_epoch] == max(ray_history.validation_scores)
+    assert validate(distributed) == pytest.approx(max(ray_history.validation_scores))  # the best epoch's weights
     assert ray_history.epoch_losses[-1] < ray_history.epoch_losses[0]  # it learned
     scores = {name: evaluate(data, catalogue, Models(two_tower=model), EvaluationConfig(max_users=300))
               for name, model in (("local", local), ("ray", distributed))}

@@ -1,4 +1,4 @@
-"""The ranker's listwise training: pair logits, time-local batches, the loss (no trained home needed)."""
+"""The ranker's listwise training: pair logits, time-local batches, the loss; early stopping (no trained home needed)."""
 
 import numpy as np
 import pytest
@@ -90,3 +90,33 @@ def test_batches_shuffle_keeps_each_batch_together():
     assert sorted(map(tuple, seen[:3])) == [(0.0, 1.0, 2.0, 3.0), (4.0, 5.0, 6.0, 7.0), (8.0, 9.0)]
     with pytest.raises(ValueError, match="shuffle"):
         train_loop(torch.nn.Linear(1, 1), data, lambda m, b: m(b["x"][:, None]).sum(), TrainConfig(shuffle="users"))
+
+
+def test_early_stopping_keeps_the_epoch_with_the_best_validation_score():
+    """Training pulls the weight from 0 toward 1, validation wants 0.3: its score rises, then falls; training
+    stops `patience` epochs after its best and keeps that epoch's weights."""
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 64)
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    mse = lambda m, b: ((m(b["x"][:, None])[:, 0] - b["y"]) ** 2).mean()  # noqa: E731
+    judged = []
+
+    def validate(m: torch.nn.Module) -> float:  # minus the error on what validation wants
+        judged.append(m.weight.item())
+        with torch.no_grad():
+            return -mse(m, {"x": x, "y": 0.3 * x}).item()
+
+    history = train_loop(model, {"x": x.numpy(), "y": x.numpy()}, mse,
+                         TrainConfig(epochs=40, batch_size=16, lr=0.01, patience=2), validate=validate)
+    best = history.best_epoch
+    assert 0 < best and len(history.epoch_losses) == len(history.validation_scores) == best + 3 < 40
+    assert history.validation_scores[best] == max(history.validation_scores) > history.validation_scores[0]
+    assert model.weight.item() == judged[best] and abs(judged[best] - 0.3) < abs(judged[-1] - 0.3)
+    # Without patience every epoch runs, each scored, and the last weights stay.
+    judged.clear()
+    torch.nn.init.zeros_(model.weight)
+    history = train_loop(model, {"x": x.numpy(), "y": x.numpy()}, mse, TrainConfig(epochs=12, batch_size=16, lr=0.01),
+                         validate=validate)
+    assert len(history.epoch_losses) == len(history.validation_scores) == 12 and history.best_epoch < 11
+    assert model.weight.item() == judged[-1]

@@ -39,12 +39,13 @@ from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
 from recsys_assets.models.dataset import TrainingData, pack_items, ranker_inputs, two_tower_inputs
+from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, ranker_loss
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, log_fit_only_state, log_model
 from recsys_assets.models.tags import load_tag_embeddings
-from recsys_assets.models.training import TrainHistory, fit
+from recsys_assets.models.training import TrainHistory, Validate, fit
 from recsys_assets.models.tuning import TuningConfig, choose_first_values, load_best, save_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
 
@@ -129,18 +130,25 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                         data: TrainingData, catalogue: Catalogue, refresh_inputs: dict,
                         before_refresh: Callable[[torch.nn.Module], None] | None = None, exports=None,
                         extra: dict | None = None, batch_size: int | None = None,
-                        shuffle: str = "rows") -> MaterializeResult:
-    """Train on the fit period through the shared loop in a nested MLflow run, keep those weights, refresh
-    them on the validation period (`refresh_inputs`, after `before_refresh(model)`), register the refreshed
-    model (with what `exports(model)` adds to its artifacts), describe both in metadata."""
-    train_cfg = training.train_config(epochs, lr=lr, batch_size=batch_size, shuffle=shuffle)
+                        shuffle: str = "rows", validate: Validate | None = None,
+                        patience: int = 0) -> MaterializeResult:
+    """Train on the fit period through the shared loop in a nested MLflow run (with `validate`, every epoch
+    scored on validation; with `patience` too, stopped early, the best epoch's weights kept), keep those
+    weights, refresh them on the validation period (`refresh_inputs`, after `before_refresh(model)`), register
+    the refreshed model (with what `exports(model)` adds to its artifacts), describe both in metadata."""
+    train_cfg = training.train_config(epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, patience=patience)
     refresh_cfg = training.train_config(training.refresh_epochs, lr=lr, batch_size=batch_size, shuffle=shuffle)
     with mlflow.start_run(run_name=f"{name}-{context.partition_key}", nested=True) as run:
         mlflow.log_params({"model": name, "day": context.partition_key, **asdict(cfg), **sizes,
                            **asdict(train_cfg), "executor": training.executor,
                            "refresh_epochs": refresh_cfg.epochs, "refresh_rows": len(next(iter(refresh_inputs.values())))})
         model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
-                             workers=training.ray_workers, on_epoch=_log_epochs(context, epochs))
+                             workers=training.ray_workers, on_epoch=_log_epochs(context, epochs), validate=validate)
+        if history.best_epoch is not None:
+            mlflow.log_param("best_epoch", history.best_epoch + 1)
+            kept = history.best_epoch + 1 if patience else len(history.epoch_losses)
+            context.log.info(f"{name}: best on validation after epoch {history.best_epoch + 1} of "
+                             f"{len(history.epoch_losses)}; the weights of epoch {kept} kept")
         refreshed = TrainHistory()
         if refresh_cfg.epochs > 0:
             log_fit_only_state(name, model)
@@ -156,7 +164,9 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
     return _result(name, version, history, run.info.run_id, {
         "sizes": MetadataValue.json(sizes),
         "refresh_epoch_losses": MetadataValue.json([round(v, 5) for v in refreshed.epoch_losses]),
-        "refresh_seconds": round(sum(refreshed.epoch_seconds), 2), **(extra or {})})
+        "refresh_seconds": round(sum(refreshed.epoch_seconds), 2),
+        **({"validation_scores": MetadataValue.json([round(v, 5) for v in history.validation_scores]),
+            "best_epoch": history.best_epoch + 1} if history.best_epoch is not None else {}), **(extra or {})})
 
 
 def _item_vectors_at_day_end(store, model: TwoTower, catalogue: Catalogue, partition_key: str) -> np.ndarray:
@@ -226,7 +236,10 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
         context, training, "ranker", cfg, sizes,
         lambda: Ranker(**sizes, cfg=cfg, item_init=item_init, negative_sampling_counts=counts),
         inputs, ranker_loss, training.ranker_epochs, 0.002, inputs["x"][:5], data, catalogue, refresh_inputs,
-        before_refresh=before_refresh, batch_size=training.ranker_batch_size, shuffle="batches")
+        before_refresh=before_refresh, batch_size=training.ranker_batch_size, shuffle="batches",
+        validate=RankerValidation.of(data, catalogue, EvaluationConfig(max_users=training.eval_max_users,
+                                                                       seed=training.seed)),
+        patience=training.ranker_patience)
 
 
 def _item2vec_embeddings(context: AssetExecutionContext) -> tuple[np.ndarray, np.ndarray]:

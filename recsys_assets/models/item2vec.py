@@ -20,7 +20,8 @@ from recsys_assets.models.training import TrainConfig, train_loop
 # Last-item i2i scores a neighbour by cosine + weight * log(1 + its review count), the weight chosen on
 # validation (`evaluation.evaluate`) and tagged on the item2vec version (`registry.tag_i2i_weight`). Cosine
 # alone ranks a rarely reviewed item, whose vector is noise, beside a hit: MovieLens-100k's last-item i2i
-# scored NDCG@10 0.047 on the temporal holdout with cosine alone, 0.160 with the weight (popularity 0.151).
+# scored NDCG@10 0.047 on the temporal holdout with cosine alone, 0.172 with the weight validation chose (1.6;
+# popularity 0.151).
 I2I_POPULARITY_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.4)  # a best 0.4 searches on past it (`baselines.search_grid`)
 
 

@@ -7,6 +7,7 @@ rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_A
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
+Validate = Callable[[nn.Module], float]  # a model's score on the validation period (higher is better)
 EXECUTORS = ("in_process", "ray")
 
 
@@ -32,6 +34,10 @@ class TrainConfig:
     # "rows": every epoch shuffles the rows. "batches": the rows come arranged in batches (each `batch_size`
     # consecutive rows one, e.g. time-local: `ranker.listwise_batches`); every epoch shuffles their order only.
     shuffle: str = "rows"
+    # Where a validation score is given, every epoch is scored; with `patience` > 0 `epochs` is the most:
+    # training stops once `patience` epochs in a row have not raised the score, and keeps the best epoch's
+    # weights (0: every epoch runs and the last weights are kept).
+    patience: int = 0
 
 
 @dataclass
@@ -40,6 +46,8 @@ class TrainHistory:
     epoch_seconds: list[float] = field(default_factory=list)
     samples: int = 0
     workers: int = 1
+    validation_scores: list[float] = field(default_factory=list)  # per epoch, where a validation score was given
+    best_epoch: int | None = None  # the best-scored epoch (0-based), whose weights are kept when patience > 0
 
     @property
     def samples_per_second(self) -> float:
@@ -52,8 +60,10 @@ def _batch(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Ten
 
 
 def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
-               on_epoch: Callable[[int, dict], None] | None = None) -> TrainHistory:
-    """Shuffled mini-batches for `cfg.epochs`, Adam; the same code in-process and in each Ray worker."""
+               on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None) -> TrainHistory:
+    """Shuffled mini-batches for `cfg.epochs`, Adam; the same code in-process and in each Ray worker. With
+    `validate` (the model -> its score on the validation period, higher is better), each epoch is scored, and
+    stopped early with `TrainConfig.patience`."""
     if cfg.shuffle not in ("rows", "batches"):
         raise ValueError(f"shuffle must be 'rows' or 'batches', got {cfg.shuffle!r}")
     torch.manual_seed(cfg.seed)
@@ -81,8 +91,19 @@ def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, c
             total, batches_done = total + loss.item(), batches_done + 1
         history.epoch_losses.append(total / max(batches_done, 1))
         history.epoch_seconds.append(time.perf_counter() - started)
+        metrics = {"loss": history.epoch_losses[-1]}
+        if validate is not None:
+            history.validation_scores.append(float(validate(model)))
+            metrics["validation_score"] = history.validation_scores[-1]
+            if history.best_epoch is None or metrics["validation_score"] > history.validation_scores[history.best_epoch]:
+                history.best_epoch = epoch
+                best_state = copy.deepcopy(model.state_dict()) if cfg.patience > 0 else None
         if on_epoch:
-            on_epoch(epoch, {"loss": history.epoch_losses[-1], "epoch_seconds": history.epoch_seconds[-1]})
+            on_epoch(epoch, {**metrics, "epoch_seconds": history.epoch_seconds[-1]})
+        if cfg.patience > 0 and validate is not None and epoch - history.best_epoch >= cfg.patience:
+            break
+    if cfg.patience > 0 and validate is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 
@@ -97,8 +118,10 @@ def _ray_worker(config: dict) -> None:
     # Every world-th row: arranged batches stay batches of neighbouring rows (time-local ones stay local).
     shard = {k: v[rank::world] for k, v in config["data"].items()}
     cfg = TrainConfig(**{**config["cfg"], "seed": config["cfg"]["seed"] + rank})
+    # Every worker judges the whole validation period with the same (synchronised) weights: they stop together.
     history = train_loop(model, shard, config["loss_fn"], cfg,
-                         on_epoch=lambda epoch, metrics: ray.train.report({"epoch": epoch, **metrics}))
+                         on_epoch=lambda epoch, metrics: ray.train.report({"epoch": epoch, **metrics}),
+                         validate=config["validate"])
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if rank == 0:
@@ -108,7 +131,7 @@ def _ray_worker(config: dict) -> None:
 
 
 def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
-                   workers: int, storage: Path) -> tuple[nn.Module, TrainHistory]:
+                   workers: int, storage: Path, validate: Validate | None = None) -> tuple[nn.Module, TrainHistory]:
     """The same loop as a Ray Train TorchTrainer with `workers` CPU workers; returns rank 0's model."""
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -123,7 +146,8 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
     try:
         trainer = TorchTrainer(
             _ray_worker,
-            train_loop_config={"build": build, "data": data, "loss_fn": loss_fn, "cfg": asdict(cfg)},
+            train_loop_config={"build": build, "data": data, "loss_fn": loss_fn, "cfg": asdict(cfg),
+                               "validate": validate},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
             torch_config=TorchConfig(backend="gloo"),
             run_config=RunConfig(storage_path=str(storage.resolve()), name="train"),
@@ -144,16 +168,19 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
 
 def fit(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
         executor: str = "in_process", workers: int = 2, storage: Path | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> tuple[nn.Module, TrainHistory]:
-    """Train a fresh `build()` model in-process or through Ray Train (the setting `executor` picks)."""
+        on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None
+        ) -> tuple[nn.Module, TrainHistory]:
+    """Train a fresh `build()` model in-process or through Ray Train (the setting `executor` picks); with
+    `validate`, each epoch scored on validation and, with `cfg.patience`, stopped early (`train_loop`)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if executor == "ray":
         model, history = train_with_ray(build, data, loss_fn, cfg, workers,
-                                        storage or Path(tempfile.mkdtemp(prefix="ray-train-")))
+                                        storage or Path(tempfile.mkdtemp(prefix="ray-train-")), validate)
         if on_epoch:
             for epoch, (loss, seconds) in enumerate(zip(history.epoch_losses, history.epoch_seconds)):
-                on_epoch(epoch, {"loss": loss, "epoch_seconds": seconds})
+                judged = {"validation_score": history.validation_scores[epoch]} if history.validation_scores else {}
+                on_epoch(epoch, {"loss": loss, **judged, "epoch_seconds": seconds})
         return model, history
     model = build()
-    return model, train_loop(model, data, loss_fn, cfg, on_epoch)
+    return model, train_loop(model, data, loss_fn, cfg, on_epoch, validate)
