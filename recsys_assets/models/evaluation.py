@@ -320,11 +320,11 @@ class RankerValidation:
     """The ranker's score after each epoch (`training.train_loop`; with patience, when it stops): validation
     NDCG@10 of its order over each validation user's candidates, the `DEPTH` most popular and most recently
     popular items of the fit period the user has not taken: the rerank's task (ordering items that could all
-    fit) on candidates no other model has to give. Its validation loss does not follow this: on MovieLens-100k it was lowest after the second
-    epoch, while the order's NDCG@10 (on the rerank's own candidates) rose to the fifth (0.165, 0.215, 0.231,
-    0.236, 0.238, then 0.230). In another run the two candidate sets gave the same curve, these / the
-    rerank's: 0.184 / 0.178, 0.243 / 0.245, 0.225 / 0.231, 0.233 / 0.236, 0.239 / 0.239. Rows are packed once;
-    each call scores them."""
+    fit) on candidates no other model has to give. Its validation loss does not follow this: on
+    MovieLens-100k it was lowest after the second epoch, while the order's NDCG@10 (on the rerank's own
+    candidates) rose to the fifth (0.165, 0.215, 0.231, 0.236, 0.238, then 0.230). In another run the two
+    candidate sets gave the same curve, these / the rerank's: 0.184 / 0.178, 0.243 / 0.245, 0.225 / 0.231,
+    0.233 / 0.236, 0.239 / 0.239. Rows are packed once; each call scores them."""
     x: np.ndarray
     candidates: np.ndarray
     valid: np.ndarray

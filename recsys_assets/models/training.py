@@ -93,9 +93,10 @@ def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, c
         history.epoch_seconds.append(time.perf_counter() - started)
         metrics = {"loss": history.epoch_losses[-1]}
         if validate is not None:
-            history.validation_scores.append(float(validate(model)))
-            metrics["validation_score"] = history.validation_scores[-1]
-            if history.best_epoch is None or metrics["validation_score"] > history.validation_scores[history.best_epoch]:
+            scores = history.validation_scores
+            scores.append(float(validate(model)))
+            metrics["validation_score"] = scores[-1]
+            if history.best_epoch is None or scores[-1] > scores[history.best_epoch]:
                 history.best_epoch = epoch
                 best_state = copy.deepcopy(model.state_dict()) if cfg.patience > 0 else None
         if on_epoch:
