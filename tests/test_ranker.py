@@ -1,4 +1,5 @@
-"""The ranker's listwise training: pair logits, time-local batches, the loss; early stopping (no trained home needed)."""
+"""The ranker's listwise training: pair logits, time-local batches, the loss; the training loop's per-epoch
+validation score and early stopping (no trained home needed)."""
 
 import numpy as np
 import pytest
