@@ -67,6 +67,18 @@ def _users_to_evaluate(later: pd.DataFrame, cfg: EvaluationConfig) -> list[str]:
     return users
 
 
+def _seen_and_relevant(cut: Cut, items: Vocabulary, users: list[str]
+                       ) -> tuple[pd.DataFrame, list[np.ndarray], list[set[int]]]:
+    """The period's past events with their item index (`item`); per user, the items not to recommend (padding
+    and what they took before) and those they take in the period (indices into `items`)."""
+    past = cut.past.assign(item=items.index(cut.past[ITEM].to_numpy()))
+    later = cut.later[cut.later[USER].isin(set(users))]
+    relevant_by_user = later.assign(item=items.index(later[ITEM].to_numpy())).groupby(USER)["item"].apply(set)
+    seen = past.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
+    exclude = [np.concatenate([[0], seen.get(u, np.zeros(0, np.int64))]) for u in users]
+    return past, exclude, [relevant_by_user.get(u, set()) for u in users]
+
+
 def _in_evaluated_items(model_scores: np.ndarray, to_model: np.ndarray) -> np.ndarray:
     """Scores over the models' items -> over the evaluated items (-inf where the models lack the item)."""
     scores = model_scores[:, to_model]
@@ -99,14 +111,7 @@ def _score_cut(cut: Cut, catalogue: Catalogue, models: Models, users_vocab: Voca
     items = catalogue.items  # the evaluated item space: the split's training items
     n_items = len(items)
     to_model = np.concatenate([[0], model_catalogue.items.index(items.ids)])
-    item_idx = lambda frame: items.index(frame[ITEM].to_numpy())  # noqa: E731
-    past = cut.past.assign(item=item_idx(cut.past))
-    later = cut.later[cut.later[USER].isin(set(eval_users))]
-    later = later.assign(item=item_idx(later))
-    seen = past.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
-    exclude = [np.concatenate([[0], seen.get(u, np.zeros(0, np.int64))]) for u in eval_users]
-    relevant_by_user = later.groupby(USER)["item"].apply(set)
-    relevant = [relevant_by_user.get(u, set()) for u in eval_users]
+    past, exclude, relevant = _seen_and_relevant(cut, items, eval_users)
     report = lambda ranked: ranking_report(ranked, relevant, n_items - 1)  # noqa: E731
     eases = {}  # each EASE expert the fusions name (plain, time-aware): its model, the evaluated users' profiles
     if with_ease and fusions and models.ranker is not None:
@@ -339,18 +344,14 @@ class RankerValidation:
         """On the users `evaluate` judges the validation period with (`cfg`)."""
         cut, items = data.cut("validation"), catalogue.items
         users = _users_to_evaluate(cut.later, cfg)
-        past = cut.past.assign(item=items.index(cut.past[ITEM].to_numpy()))
-        seen = past.groupby(USER)["item"].apply(lambda s: np.unique(s.to_numpy()))
-        exclude = [np.concatenate([[0], seen.get(u, np.zeros(0, np.int64))]) for u in users]
-        later = cut.later[cut.later[USER].isin(set(users))]
-        relevant_by_user = later.assign(item=items.index(later[ITEM].to_numpy())).groupby(USER)["item"].apply(set)
+        _, exclude, relevant = _seen_and_relevant(cut, items, users)
         by = lambda counts: top_k(np.tile(counts, (len(users), 1)), exclude, cls.DEPTH)  # noqa: E731
         candidates = _union(by(popularity(cut.past, items)),
                             by(recent_popularity(cut.past, items, cut.boundary, cls.HALF_LIFE_DAYS)))
         valid = candidates >= 0
         at_start = cut.users_at.set_index(USER).loc[users].reset_index()
         return cls(_ranker_rows(at_start, candidates, valid, cut, data.users, catalogue, items), candidates, valid,
-                   [relevant_by_user.get(u, set()) for u in users])
+                   relevant)
 
     def __call__(self, ranker: torch.nn.Module) -> float:
         scores = np.full(self.candidates.shape, -np.inf)
