@@ -1,8 +1,13 @@
-# Buckets: landing (daily review files), artifacts (MLflow, Dagster compute logs, the shared RECSYS_HOME
-# files), feast (the Feast registry). BigQuery: raw (the loaded reviews), features (dbt's tables, Feast's
-# offline store). Names are the code's defaults for project var.project_id (recsys_assets/defs/resources.py).
+# Buckets: landing (daily review files), artifacts (MLflow, Dagster compute logs, the shared RECSYS_HOME,
+# Ray Train's checkpoints), feast (the Feast registry). BigQuery: raw (the loaded reviews), features (dbt's
+# tables, Feast's offline store). The code derives the same names from RECSYS_GCP_PROJECT.
+locals {
+  buckets  = toset(["landing", "artifacts", "feast"])
+  datasets = toset(["raw", "features"])
+}
+
 resource "google_storage_bucket" "recsys" {
-  for_each                    = toset(["landing", "artifacts", "feast"])
+  for_each                    = local.buckets
   name                        = "${var.project_id}-${each.key}"
   location                    = var.region
   uniform_bucket_level_access = true
@@ -10,46 +15,56 @@ resource "google_storage_bucket" "recsys" {
   versioning {
     enabled = each.key == "feast"
   }
+  depends_on = [google_project_service.api["storage.googleapis.com"]]
 }
 
 resource "google_bigquery_dataset" "recsys" {
-  for_each   = toset(["raw", "features"])
+  for_each   = local.datasets
   dataset_id = each.key
   location   = var.region
+  depends_on = [google_project_service.api["bigquery.googleapis.com"]]
 }
 
 resource "google_artifact_registry_repository" "recsys" {
   location      = var.region
   repository_id = "recsys"
   format        = "DOCKER"
+  depends_on    = [google_project_service.api["artifactregistry.googleapis.com"]]
 }
 
 # Feast's online store and the serving store (candidates, releases): reachable from the cluster's VPC only,
-# with AUTH; its URL goes to the Secret recsys-redis (key url).
+# with AUTH and TLS (clients verify the server against its CA: the Secret recsys-redis, deploy/render.py).
 resource "google_redis_instance" "recsys" {
-  name               = "recsys"
-  tier               = "STANDARD_HA"
-  memory_size_gb     = var.redis_memory_gb
-  region             = var.region
-  redis_version      = "REDIS_7_2"
-  auth_enabled       = true
-  authorized_network = data.google_compute_network.cluster.id
-  connect_mode       = "PRIVATE_SERVICE_ACCESS"
-  depends_on         = [google_service_networking_connection.private_services]
+  name                    = "recsys"
+  tier                    = "STANDARD_HA"
+  memory_size_gb          = var.redis_memory_gb
+  region                  = var.region
+  redis_version           = "REDIS_7_2"
+  auth_enabled            = true
+  transit_encryption_mode = "SERVER_AUTHENTICATION"
+  authorized_network      = google_compute_network.recsys.id
+  connect_mode            = "PRIVATE_SERVICE_ACCESS"
+  depends_on = [
+    google_project_service.api["redis.googleapis.com"],
+    google_service_networking_connection.private_services,
+  ]
 }
 
-# The Dagster instance (runs, events, schedules) and MLflow's runs and registry.
+# The Dagster instance (runs, events, schedules) and MLflow's runs and registry, on the VPC's private IP.
 resource "google_sql_database_instance" "recsys" {
   name                = "recsys-postgres"
   database_version    = "POSTGRES_16"
   region              = var.region
   deletion_protection = true
-  depends_on          = [google_service_networking_connection.private_services]
+  depends_on = [
+    google_project_service.api["sqladmin.googleapis.com"],
+    google_service_networking_connection.private_services,
+  ]
   settings {
     tier = var.sql_tier
     ip_configuration {
       ipv4_enabled    = false
-      private_network = data.google_compute_network.cluster.id
+      private_network = google_compute_network.recsys.id
     }
     backup_configuration {
       enabled = true
@@ -57,32 +72,32 @@ resource "google_sql_database_instance" "recsys" {
   }
 }
 
+locals {
+  databases = toset(["dagster", "mlflow"])
+}
+
 resource "google_sql_database" "recsys" {
-  for_each = toset(["dagster", "mlflow"])
+  for_each = local.databases
   name     = each.key
   instance = google_sql_database_instance.recsys.name
 }
 
-# Private services access: Memorystore and Cloud SQL get addresses inside the cluster's VPC.
-data "google_compute_network" "cluster" {
-  name = google_container_cluster.recsys.network
+# One login per database; the passwords reach the cluster as Secrets (deploy/render.py secrets).
+resource "random_password" "database" {
+  for_each = local.databases
+  length   = 32
+  special  = false
 }
 
-resource "google_compute_global_address" "private_services" {
-  name          = "recsys-private-services"
-  purpose       = "VPC_PEERING"
-  address_type  = "INTERNAL"
-  prefix_length = 16
-  network       = data.google_compute_network.cluster.id
+resource "google_sql_user" "recsys" {
+  for_each = local.databases
+  name     = each.key
+  instance = google_sql_database_instance.recsys.name
+  password = random_password.database[each.key].result
 }
 
-resource "google_service_networking_connection" "private_services" {
-  network                 = data.google_compute_network.cluster.id
-  service                 = "servicenetworking.googleapis.com"
-  reserved_peering_ranges = [google_compute_global_address.private_services.name]
-}
-
-# The API's public address (deploy/k8s/ingress.yaml names it).
-resource "google_compute_global_address" "api" {
-  name = "recsys-api"
+# The bearer token POST /interactions asks for (Secret recsys-api).
+resource "random_password" "api_token" {
+  length  = 40
+  special = false
 }

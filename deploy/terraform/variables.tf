@@ -1,18 +1,33 @@
+# The deployment's one input: these values (terraform.tfvars) and the outputs Terraform derives from them.
+# deploy/render.py renders the Kubernetes manifests and the Dagster Helm values from those outputs.
+
 variable "project_id" {
-  description = "The GCP project (also RECSYS_GCP_PROJECT; bucket names derive from it)."
+  description = "The GCP project: buckets, images and service accounts are named from it."
   type        = string
 }
 
 variable "region" {
-  description = "Region of the cluster, the buckets, Redis and Cloud SQL."
+  description = "Region of the cluster, the buckets, the datasets, Redis and Cloud SQL."
   type        = string
   default     = "europe-west1"
+}
+
+variable "gpu_zones" {
+  description = "Zones of the region with NVIDIA L4 GPUs (the GPU node pool's nodes); must lie in var.region."
+  type        = list(string)
+  default     = ["europe-west1-b", "europe-west1-c"]
 }
 
 variable "kubernetes_version" {
   description = "GKE minimum master version; deploy/check.py validates the manifests at this version."
   type        = string
   default     = "1.33"
+}
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose tags deploy (.github/workflows/ci.yaml); empty: no CI deployer."
+  type        = string
+  default     = ""
 }
 
 variable "cpu_machine_type" {

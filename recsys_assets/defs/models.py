@@ -143,7 +143,8 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                            **asdict(train_cfg), "executor": training.executor,
                            "refresh_epochs": refresh_cfg.epochs, "refresh_rows": len(next(iter(refresh_inputs.values())))})
         model, history = fit(build, inputs, loss_fn, train_cfg, executor=training.executor,
-                             workers=training.ray_workers, on_epoch=_log_epochs(context, epochs), validate=validate)
+                             workers=training.ray_workers, storage=training.ray_storage, use_gpu=training.ray_use_gpu,
+                             on_epoch=_log_epochs(context, epochs), validate=validate)
         if history.best_epoch is not None:
             mlflow.log_param("best_epoch", history.best_epoch + 1)
             kept = history.best_epoch + 1 if patience else len(history.epoch_losses)
@@ -157,7 +158,8 @@ def _train_and_register(context: AssetExecutionContext, training: TrainingResour
                 before_refresh(start)
             context.log.info(f"refreshing {name} on the validation period")
             model, refreshed = fit(lambda: start, refresh_inputs, loss_fn, refresh_cfg, executor=training.executor,
-                                   workers=training.ray_workers,
+                                   workers=training.ray_workers, storage=training.ray_storage,
+                                   use_gpu=training.ray_use_gpu,
                                    on_epoch=_log_epochs(context, refresh_cfg.epochs, prefix="refresh"))
         artifacts = {"users.json": data.users.ids, **catalogue.artifacts(), **(exports(model) if exports else {})}
         version = log_model(name, model, example, artifacts)

@@ -99,6 +99,10 @@ class TrainingResource(ConfigurableResource):
     llm_tagger_path: str | None = None  # a local causal LM folder; without one the MiniLM tagger is used
     executor: str = "in_process"
     ray_workers: int = 2
+    # Where Ray Train and Tune keep checkpoints: a URI every worker pod reaches on a cluster (gs://...;
+    # RECSYS_RAY_STORAGE), None: a temporary folder (one machine).
+    ray_storage: str | None = None
+    ray_use_gpu: bool = False  # one GPU per Ray worker (RECSYS_RAY_USE_GPU=1: KubeRay's GPU worker group)
     window_days: int = 0  # days of history a day's models learn from; 0 = everything up to that day
     validation_fraction: float = DatasetConfig.validation_fraction  # of the training events: where choices are made
     item2vec_epochs: int = 5
@@ -204,6 +208,8 @@ def _training(settings: Settings) -> TrainingResource:
         llm_tagger_path=os.environ.get("RECSYS_LLM_TAGGER_PATH") or None,
         executor=os.environ.get("RECSYS_TRAIN_EXECUTOR", "in_process"),
         ray_workers=int(os.environ.get("RECSYS_RAY_WORKERS", "2")),
+        ray_storage=os.environ.get("RECSYS_RAY_STORAGE") or None,
+        ray_use_gpu=os.environ.get("RECSYS_RAY_USE_GPU", "0").strip().lower() in ("1", "true", "yes"),
         window_days=int(os.environ.get("RECSYS_TRAIN_WINDOW_DAYS", "0")),
         validation_fraction=float(os.environ.get("RECSYS_VALIDATION_FRACTION", DatasetConfig.validation_fraction)),
         ranker_epochs=int(os.environ.get("RECSYS_RANKER_EPOCHS", "3")),
@@ -265,12 +271,17 @@ def _gcp_resources(settings: Settings) -> dict:
 
 
 RESOURCES_BY_ENV = {"local": _local_resources, "gcp": _gcp_resources}
-# On GKE every step is its own Kubernetes Job, with the run launcher's image, environment and volumes (the
-# shared RECSYS_HOME, deploy/dagster/values.yaml) and room for training.
+# On GKE every step is its own Kubernetes Job, with the run launcher's image, environment, labels and volumes
+# (the shared RECSYS_HOME bucket, deploy/dagster/values.yaml) and room for training. The pod annotation is
+# what makes GKE add the Cloud Storage FUSE sidecar that mounts that bucket: without it the pod never starts.
 GCP_EXECUTOR_CONFIG = {
     "max_concurrent": 4,
-    "step_k8s_config": {"container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"},
-                                                           "limits": {"memory": "8Gi"}}}},
+    "step_k8s_config": {
+        "pod_template_spec_metadata": {"annotations": {"gke-gcsfuse/volumes": "true"},
+                                       "labels": {"app.kubernetes.io/part-of": "recsys"}},
+        "pod_spec_config": {"security_context": {"run_as_non_root": True, "run_as_user": 1000, "fs_group": 1000}},
+        "container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}},
+    },
 }
 # Locally, steps share one process: DuckDB allows one writer process, and 2 cores gain nothing from
 # a process per step.

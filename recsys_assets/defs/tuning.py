@@ -8,7 +8,6 @@ trials spread over the KubeRay cluster (`RAY_ADDRESS`).
 
 
 import tempfile
-from pathlib import Path
 
 import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
@@ -30,8 +29,11 @@ def two_tower_tuning(context: AssetExecutionContext, training: TrainingResource,
     data, catalogue = load_inputs(context, training, warehouse)
     cfg = TuningConfig(trials=training.tuning_trials, time_budget_s=training.tuning_time_budget_s,
                        batch_size=training.batch_size, seed=training.seed)
-    with tempfile.TemporaryDirectory(prefix="ray-tune-") as storage:
-        result = search(data, catalogue, cfg, Path(storage))
+    if training.ray_storage:  # a cluster's trials are other pods: storage they all reach
+        result = search(data, catalogue, cfg, training.ray_storage)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ray-tune-") as storage:
+            result = search(data, catalogue, cfg, storage)
     path = save_best(training.tuning_dir_path, context.partition_key, result)
     with mlflow.start_run(run_name=f"two_tower_tuning-{context.partition_key}", nested=True):
         mlflow.log_params({f"best_{k}": v for k, v in result["best"].items()})

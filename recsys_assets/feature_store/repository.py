@@ -27,6 +27,7 @@ from recsys_assets.feature_store.definitions import (
     fresh_view,
 )
 from recsys_assets.feature_store.offline import BigQuerySources, ParquetSources
+from recsys_assets.redis_connection import connection_string
 
 ONLINE_STORES = ("sqlite", "redis")
 
@@ -87,7 +88,7 @@ def _online_store(kind: str, *, sqlite_path: Path | None = None, redis_url: str 
     if kind == "redis":
         if not redis_url:
             raise ValueError("the Redis online store needs a URL (RECSYS_REDIS_URL), e.g. 127.0.0.1:6379")
-        return {"type": "redis", "connection_string": redis_url.removeprefix("redis://")}
+        return {"type": "redis", "connection_string": connection_string(redis_url)}
     raise ValueError(f"online store must be one of {ONLINE_STORES}, got {kind!r}")
 
 

@@ -1,8 +1,8 @@
 """One training loop for every torch model, run in-process or as a Ray Train `TorchTrainer` job.
 
 Data is a dict of equal-length numpy arrays; a loss function maps (model, batch of tensors) to a scalar.
-Under Ray, each of N CPU workers (DDP over gloo) trains on its shard of the rows with the same loop, and
-rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_ADDRESS` points at KubeRay.
+Under Ray, each of N workers (DDP over gloo on CPUs, nccl on GPUs) trains on its shard of the rows with the
+same loop, and rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_ADDRESS` points at KubeRay.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import copy
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,15 +56,19 @@ class TrainHistory:
         return self.samples * len(self.epoch_seconds) / total if total else 0.0
 
 
-def _batch(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in data.items()}
+def _batch(data: dict[str, np.ndarray], rows: np.ndarray, device: torch.device | None = None
+           ) -> dict[str, torch.Tensor]:
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in data.items()}
+    return batch if device is None or device.type == "cpu" else {k: v.to(device) for k, v in batch.items()}
 
 
 def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
-               on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None) -> TrainHistory:
+               on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None,
+               device: torch.device | None = None) -> TrainHistory:
     """Shuffled mini-batches for `cfg.epochs`, Adam; the same code in-process and in each Ray worker. With
     `validate` (the model -> its score on the validation period, higher is better), each epoch is scored, and
-    stopped early with `TrainConfig.patience`."""
+    stopped early with `TrainConfig.patience`. `device`: where the model lies (a Ray GPU worker's); batches
+    are moved there."""
     if cfg.shuffle not in ("rows", "batches"):
         raise ValueError(f"shuffle must be 'rows' or 'batches', got {cfg.shuffle!r}")
     torch.manual_seed(cfg.seed)
@@ -84,7 +89,7 @@ def train_loop(model: nn.Module, data: dict[str, np.ndarray], loss_fn: LossFn, c
         for rows in batches:
             if len(rows) < 2:
                 continue
-            loss = loss_fn(model, _batch(data, rows))
+            loss = loss_fn(model, _batch(data, rows, device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -115,25 +120,33 @@ def _ray_worker(config: dict) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    model = ray.train.torch.prepare_model(config["build"]())  # DDP (gloo on CPU)
+    model = ray.train.torch.prepare_model(config["build"]())  # DDP (gloo on CPU, nccl on GPUs), on the worker's device
+    device = ray.train.torch.get_device()
+    validate = config["validate"]
+    if validate is not None and device.type != "cpu":  # validation scores numpy/CPU tensors: a CPU copy is judged
+        validate = (lambda judge: lambda m: judge(copy.deepcopy(m.module).cpu().eval()))(validate)
     # Every world-th row: arranged batches stay batches of neighbouring rows (time-local ones stay local).
     shard = {k: v[rank::world] for k, v in config["data"].items()}
     cfg = TrainConfig(**{**config["cfg"], "seed": config["cfg"]["seed"] + rank})
     # Every worker judges the whole validation period with the same (synchronised) weights: they stop together.
     history = train_loop(model, shard, config["loss_fn"], cfg,
                          on_epoch=lambda epoch, metrics: ray.train.report({"epoch": epoch, **metrics}),
-                         validate=config["validate"])
+                         validate=validate, device=device)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if rank == 0:
-            torch.save({"state": model.module.state_dict(), "history": asdict(history)}, Path(folder) / "model.pt")
+            state = {k: v.cpu() for k, v in model.module.state_dict().items()}
+            torch.save({"state": state, "history": asdict(history)}, Path(folder) / "model.pt")
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({"done": 1}, checkpoint=checkpoint)
 
 
 def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
-                   workers: int, storage: Path, validate: Validate | None = None) -> tuple[nn.Module, TrainHistory]:
-    """The same loop as a Ray Train TorchTrainer with `workers` CPU workers; returns rank 0's model."""
+                   workers: int, storage: str, validate: Validate | None = None, use_gpu: bool = False
+                   ) -> tuple[nn.Module, TrainHistory]:
+    """The same loop as a Ray Train TorchTrainer with `workers` workers (one GPU each with `use_gpu`); returns
+    rank 0's model. `storage`: a folder, or a URI every worker reaches (e.g. gs://...) on a cluster of pods,
+    where Ray Train keeps the run's checkpoints; each run gets a folder of its own there."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -149,9 +162,9 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
             _ray_worker,
             train_loop_config={"build": build, "data": data, "loss_fn": loss_fn, "cfg": asdict(cfg),
                                "validate": validate},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
-            torch_config=TorchConfig(backend="gloo"),
-            run_config=RunConfig(storage_path=str(storage.resolve()), name="train"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            run_config=RunConfig(storage_path=storage_uri(storage), name=f"train-{uuid.uuid4().hex[:12]}"),
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
@@ -167,17 +180,22 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
     return model, history
 
 
+def storage_uri(storage: str | Path) -> str:
+    """Ray's storage_path: a URI as given (gs://, s3://), a local folder made absolute."""
+    return str(storage) if "://" in str(storage) else str(Path(storage).resolve())
+
+
 def fit(build: Callable[[], nn.Module], data: dict[str, np.ndarray], loss_fn: LossFn, cfg: TrainConfig,
-        executor: str = "in_process", workers: int = 2, storage: Path | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None
-        ) -> tuple[nn.Module, TrainHistory]:
+        executor: str = "in_process", workers: int = 2, storage: str | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None, validate: Validate | None = None,
+        use_gpu: bool = False) -> tuple[nn.Module, TrainHistory]:
     """Train a fresh `build()` model in-process or through Ray Train (the setting `executor` picks); with
     `validate`, each epoch scored on validation and, with `cfg.patience`, stopped early (`train_loop`)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if executor == "ray":
         model, history = train_with_ray(build, data, loss_fn, cfg, workers,
-                                        storage or Path(tempfile.mkdtemp(prefix="ray-train-")), validate)
+                                        storage or tempfile.mkdtemp(prefix="ray-train-"), validate, use_gpu)
         if on_epoch:
             for epoch, (loss, seconds) in enumerate(zip(history.epoch_losses, history.epoch_seconds)):
                 judged = {"validation_score": history.validation_scores[epoch]} if history.validation_scores else {}

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from recsys_assets.models.dataset import TrainingData, two_tower_inputs
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
-from recsys_assets.models.training import TrainConfig, fit
+from recsys_assets.models.training import TrainConfig, fit, storage_uri
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss
 
 OBJECTIVE = "recall@50"
@@ -101,8 +102,9 @@ def _trial(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningCo
     tune.report(train_and_score(values, data, catalogue, cfg))
 
 
-def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage: Path) -> dict:
-    """Run the search; the best values, the objective they reached and every finished trial."""
+def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage: str | Path) -> dict:
+    """Run the search; the best values, the objective they reached and every finished trial. `storage`: a
+    folder, or a URI every trial's pod reaches on a cluster (gs://...); each search gets a folder there."""
     import ray
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
@@ -120,7 +122,7 @@ def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage:
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=cfg.trials,
                                         time_budget_s=cfg.time_budget_s,
                                         search_alg=BasicVariantGenerator(random_state=cfg.seed)),
-            run_config=tune.RunConfig(storage_path=str(storage.resolve()), name="two_tower"),
+            run_config=tune.RunConfig(storage_path=storage_uri(storage), name=f"two_tower-{uuid.uuid4().hex[:12]}"),
         )
         results = tuner.fit()
     finally:

@@ -83,13 +83,12 @@ class SQLiteKV:
 
 
 def redis_client(url: str):
-    """A client from Feast's connection string style (host:port[,options]) or a redis:// URL."""
+    """A client from Feast's connection string style (host:port[,options]) or a redis[s]:// URL."""
     import redis  # only where Redis is configured
 
-    if "://" in url:
-        return redis.Redis.from_url(url)
-    host, _, port = url.split(",")[0].partition(":")
-    return redis.Redis(host=host, port=int(port or 6379))
+    from recsys_assets.redis_connection import client_kwargs
+
+    return redis.Redis(**client_kwargs(url))
 
 
 class RedisKV:
