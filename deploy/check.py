@@ -1,26 +1,32 @@
-"""Offline checks of the GKE manifests under deploy/ (`make deploy-check`, part of `make test`), no cluster:
+"""Offline checks of the GKE deployment under deploy/ (`make deploy-check`, part of `make test`), no cluster.
+
+The manifests, the Dagster Helm values and the Secrets are rendered from an example of Terraform's outputs
+(deploy/render.py, deploy/example/terraform-outputs.json) and what comes out is checked:
 
 * plain Kubernetes objects strictly against the schemas of the Kubernetes version the cluster runs
   (kubernetes-validate; unknown fields refused), and so every pod template inside the KubeRay objects;
-* KubeRay objects (RayService, RayCluster, RayJob) against the CRD schemas of the KubeRay version we pin
+* KubeRay objects (RayService, RayCluster, RayJob) and GKE's BackendConfig against their CRD schemas
   (deploy/schemas/), made strict: a field the CRD does not define is an error, pod templates included;
 * a RayService's serveConfigV2 through Ray Serve's own ServeDeploySchema, plus unknown keys (that schema
   lets them through), and each application's `import_path` imported and built from its `args`;
 * `rayVersion` equal to the installed Ray (the image is built from the same lock);
 * every RECSYS_* variable a manifest sets is one the code reads (a misspelled one would be ignored), and
   each workload gets what it cannot run without (`REQUIRED_ENVIRONMENT`), from its env, its ConfigMaps
-  and the keys of the Secrets it references (`SECRETS`, what the README tells a user to create);
-* Terraform (deploy/terraform) parsed and cross-checked: the buckets and datasets the code defaults to
-  exist, every Kubernetes service account is bound to the Google one Terraform makes for it, the
-  Kubernetes version the manifests are checked at is the one it pins; `terraform fmt -check` where the
-  binary exists;
-* the Dagster Helm values (deploy/dagster/values.yaml): the run pod dagster-k8s builds from our run launcher
-  config and runK8sConfig, and the user-code deployment's pod, strictly as Kubernetes objects; the gcp
-  executor's config through Dagster's own config validation; `helm template` where helm and the chart are
-  at hand (the chart's values schema is not available offline: said, never passed silently);
-* yamllint on every manifest, hadolint on the Dockerfile.
+  and the keys of the Secrets it references;
+* the Dagster Helm values against the chart's own values.schema.json, strictly (checks/dagster_chart.py);
+  the run and step pods dagster-k8s builds from them, and the user-code pod, as Kubernetes objects; the gcp
+  executor's config through Dagster's own config validation;
+* Terraform (deploy/terraform): every var., local., data. and resource reference resolves, every argument
+  and block is one the pinned provider defines, every API a resource calls is enabled and waited for, the
+  outputs render.py reads exist (checks/terraform.py); the buckets and datasets the code defaults to exist,
+  every Kubernetes service account is bound to the Google one Terraform makes for it; `terraform fmt`;
+* the flows the platform needs against the NetworkPolicies, as Kubernetes evaluates them (checks/flows.py);
+* wiring: Services select pods with their ports, the Ingress is GKE's with NEGs and its BackendConfig,
+  every Secret and key read is created by `render.py secrets`, the Redis string parses with Feast to
+  Memorystore with TLS and a mounted CA, MLflow's allowed hosts and database URI (checks/wiring.py);
+* no project-specific literal in the templates; yamllint on every manifest, hadolint on the Dockerfile.
 
-    python deploy/check.py [files...]     (default: every *.yaml under deploy/)
+    python deploy/check.py [files...]     (default: the rendered deployment; files: already-rendered manifests)
 """
 
 from __future__ import annotations
@@ -44,15 +50,25 @@ from jsonschema import Draft202012Validator
 
 DEPLOY = Path(__file__).resolve().parent
 REPO = DEPLOY.parent
+sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `python deploy/check.py` or imported
+
+import render  # noqa: E402
+from checks import dagster_chart, flows, network, wiring  # noqa: E402
+from checks import terraform as terraform_checks  # noqa: E402
+
 KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"
 KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
+# Other custom resources, each against its vendored CRD schema (deploy/schemas/README.md).
+CRD_SCHEMAS = {("cloud.google.com/v1", "BackendConfig"): DEPLOY / "schemas" / "gke" / "backendconfig-v1.json"}
 TERRAFORM = DEPLOY / "terraform"
-HELM_VALUES = DEPLOY / "dagster" / "values.yaml"
+HELM_VALUES = DEPLOY / "dagster" / "values.yaml"  # a template: render.py fills it
 DAGSTER_CHART = "1.13.27"  # = the dagster version in uv.lock
-# Secrets are referenced, never committed: the keys each one holds (README, "Deploy to GKE").
-SECRETS = {"recsys-api": {"RECSYS_API_TOKEN"}, "recsys-redis": {"RECSYS_REDIS_URL"},
-           "recsys-mlflow-db": {"MLFLOW_BACKEND_URI"}, "dagster-postgresql-secret": {"postgresql-password"}}
+EXAMPLE_OUTPUTS = DEPLOY / "example" / "terraform-outputs.json"
+EXAMPLE_TAG = "0.0.0-check"
+PROJECT_IN_NAMES = [r"docker\.pkg\.dev/([a-z][a-z0-9-]{4,28}[a-z0-9])/", r"@([a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount",
+                    r"\b([a-z][a-z0-9-]{4,28}[a-z0-9]):[a-z]+-[a-z]+[0-9]:", r"gs://([a-z][a-z0-9-]{4,28}[a-z0-9])-",
+                    r"\b([a-z][a-z0-9-]{4,28}[a-z0-9])\.svc\.id\.goog"]
 _GCP = {"RECSYS_ENV", "RECSYS_GCP_PROJECT", "RECSYS_MLFLOW_URI"}
 # What each workload (by its Kubernetes service account) cannot run without under RECSYS_ENV=gcp.
 REQUIRED_ENVIRONMENT = {
@@ -88,6 +104,23 @@ def kuberay_validator(kind: str) -> Draft202012Validator:
         raise FileNotFoundError(f"{path} is missing: the KubeRay {KUBERAY_VERSION} CRD schemas "
                                 "(deploy/schemas/README.md)")
     return Draft202012Validator(strict(json.loads(path.read_text())))
+
+
+@functools.cache
+def crd_validator(path: Path) -> Draft202012Validator:
+    """A vendored CRD schema made strict; the object's own apiVersion, kind and metadata are always allowed
+    (the API server's part, which some CRDs' schemas leave out)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (deploy/schemas/README.md)")
+    schema = json.loads(path.read_text())
+    schema["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                            "metadata": {"type": "object"}, **schema.get("properties", {})}
+    return Draft202012Validator(strict(schema))
+
+
+def crd_errors(obj: dict) -> list[str]:
+    validator = crd_validator(CRD_SCHEMAS[(obj.get("apiVersion"), obj.get("kind"))])
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
 
 
 def kuberay_errors(obj: dict) -> list[str]:
@@ -183,14 +216,14 @@ def _pod_environment(spec: dict, config_maps: dict[str, set[str]]) -> tuple[set[
                 names |= config_maps.get(ref, set())
             if "secretRef" in source:
                 ref = source["secretRef"]["name"]
-                if ref not in SECRETS:
-                    errors.append(f"envFrom Secret {ref}: not one the README tells a user to create")
-                names |= SECRETS.get(ref, set())
+                if ref not in created_secrets():
+                    errors.append(f"envFrom Secret {ref}: not one `deploy/render.py secrets` creates")
+                names |= set(created_secrets().get(ref, {}))
         for variable in container.get("env", []):
             secret = variable.get("valueFrom", {}).get("secretKeyRef")
-            if secret and secret["key"] not in SECRETS.get(secret["name"], set()):
+            if secret and secret["key"] not in created_secrets().get(secret["name"], {}):
                 errors.append(f"{variable['name']}: Secret {secret['name']} has no key {secret['key']!r} "
-                              f"(it holds {sorted(SECRETS.get(secret['name'], []))})")
+                              f"(it holds {sorted(created_secrets().get(secret['name'], []))})")
             names.add(variable["name"])
     return names, errors
 
@@ -237,17 +270,9 @@ def _containers(node) -> Iterator[dict]:
             yield from _containers(value)
 
 
-@functools.cache
 def terraform() -> dict:
     """Every block of deploy/terraform/*.tf, merged by block type (python-hcl2's shape)."""
-    import hcl2
-
-    merged: dict = {}
-    for path in sorted(TERRAFORM.glob("*.tf")):
-        with path.open() as f:
-            for kind, blocks in hcl2.load(f).items():
-                merged.setdefault(kind, []).extend(blocks)
-    return merged
+    return terraform_checks.parsed(TERRAFORM)
 
 
 def _unquoted(value):
@@ -274,7 +299,11 @@ def kubernetes_version() -> str:
 
 
 def _for_each_keys(resource: dict) -> set[str]:
-    """The keys of a `for_each = toset([...])`."""
+    """The keys of a `for_each = toset([...])`, or of the local it names (`for_each = local.buckets`)."""
+    named = re.fullmatch(r"\$\{local\.([a-z_]+)\}", str(resource["for_each"]))
+    if named:
+        value = next(b[named.group(1)] for b in terraform().get("locals", []) if named.group(1) in b)
+        return set(re.findall(r'"([a-z0-9_-]+)', str(value)))
     return set(re.findall(r'"([a-z0-9_-]+)"', str(resource["for_each"])))
 
 
@@ -343,7 +372,9 @@ def _pod_templates(node, where: str) -> Iterator[tuple[str, dict]]:
 
 def object_errors(obj: dict) -> list[str]:
     errors = environment_errors(obj)
-    if obj.get("kind") in KUBERAY_KINDS:
+    if (obj.get("apiVersion"), obj.get("kind")) in CRD_SCHEMAS:
+        errors += crd_errors(obj)
+    elif obj.get("kind") in KUBERAY_KINDS:
         errors += kuberay_errors(obj) + ray_version_errors(obj) + pod_template_errors(obj)
         if obj["kind"] == "RayService" and "serveConfigV2" in obj.get("spec", {}):
             errors += serve_config_errors(obj["spec"]["serveConfigV2"])
@@ -401,12 +432,14 @@ def user_code_pod(values: dict) -> dict:
 
 
 def dagster_values_errors(path: Path | None = None) -> list[str]:
+    """The rendered values (default: from the example outputs) against the chart's schema, and the pods they
+    make as Kubernetes objects."""
     from dagster._config import validate_config
 
     from recsys_assets.defs.resources import GCP_EXECUTOR_CONFIG, k8s_job_executor
 
-    values = yaml.safe_load((path or HELM_VALUES).read_text())
-    errors = []
+    values = yaml.safe_load(path.read_text()) if path else rendering().values
+    errors = [f"chart schema: {e}" for e in dagster_chart.errors(values, kubernetes_version())]
     for name, build in (("run pod", lambda: dagster_run_job(values)),
                         ("step pod", lambda: dagster_run_job(values, GCP_EXECUTOR_CONFIG["step_k8s_config"])),
                         ("user-code pod", lambda: user_code_pod(values))):
@@ -419,11 +452,11 @@ def dagster_values_errors(path: Path | None = None) -> list[str]:
     return errors
 
 
-def helm_template(values: Path = HELM_VALUES) -> tuple[list[str], str]:
-    """(errors, note): `helm template` of our values with the pinned chart where helm and the chart are at
-    hand; otherwise a note that says the values' keys were not checked against the chart."""
+def helm_template(values: Path) -> tuple[list[str], str]:
+    """(errors, note): `helm template` of the rendered values with the pinned chart where helm and the chart
+    are at hand, on top of the schema check that always runs."""
     if not shutil.which("helm"):
-        return [], "helm not found: the Dagster values' keys are not checked against the chart (no schema offline)"
+        return [], "helm not found: the Dagster values checked against the vendored chart schema only"
     out = subprocess.run(["helm", "template", "dagster", "dagster/dagster", "--version", DAGSTER_CHART, "-f",
                           str(values)], capture_output=True, text=True)
     if out.returncode == 0:
@@ -463,7 +496,7 @@ def _shown(path: Path) -> str:
 
 
 def check_files(paths: list[Path]) -> dict[str, list[str]]:
-    """Errors per `file: kind/name` (and for Terraform); empty when everything passes."""
+    """Errors per `file: kind/name` (and for Terraform) of rendered manifests; empty when everything passes."""
     found: dict[str, list[str]] = {}
     objects = []
     for path in paths:
@@ -478,28 +511,145 @@ def check_files(paths: list[Path]) -> dict[str, list[str]]:
     if errors:
         found["deploy/terraform"] = errors
     if _covers_deploy(paths):  # the workloads' environment is judged over all the manifests together
-        errors = required_environment_errors(objects, yaml.safe_load(HELM_VALUES.read_text()))
+        errors = required_environment_errors(objects, rendering().values)
         if errors:
             found["environment"] = errors
     return found
 
 
 def _covers_deploy(paths: list[Path]) -> bool:
-    """Whether `paths` include all of deploy/'s manifests."""
-    return set(paths) >= set(manifests())
+    """Whether `paths` include all of the rendered manifests."""
+    return {p.name for p in paths} >= set(rendering().manifest_files)
 
 
 def manifests() -> list[Path]:
-    """The Kubernetes manifests (the Helm values are checked apart: `dagster_values_errors`)."""
-    return sorted(p for p in DEPLOY.rglob("*.yaml") if "schemas" not in p.parts and p != HELM_VALUES)
+    """The manifest templates (linted as written; checked as rendered)."""
+    return sorted(DEPLOY / source for sources in render.MANIFESTS.values() for source in sources)
+
+
+class _Recording(dict):
+    """Terraform's outputs, noting which ones are read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+class Rendering:
+    """The deployment rendered from the example outputs, into a folder of its own."""
+
+    def __init__(self, outputs_path: Path = EXAMPLE_OUTPUTS):
+        self.outputs = _Recording(render.terraform_outputs(outputs_path))
+        self.folder = Path(tempfile.mkdtemp(prefix="recsys-deploy-check-"))
+        texts = render.render(self.outputs, EXAMPLE_TAG)
+        for name, text in texts.items():
+            (self.folder / name).write_text(text)
+        self.manifest_files = [n for n in texts if n != "dagster-values.yaml"]
+        self.values = yaml.safe_load(texts["dagster-values.yaml"])
+        self.secrets = {s["metadata"]["name"]: s["stringData"] for s in render.secrets(self.outputs)}
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.folder / n for n in self.manifest_files]
+
+    @functools.cached_property
+    def objects(self) -> list[dict]:
+        return [o for path in self.paths for o in yaml.safe_load_all(path.read_text()) if o]
+
+
+@functools.cache
+def rendering() -> Rendering:
+    return Rendering()
+
+
+def created_secrets() -> dict[str, dict]:
+    return rendering().secrets
+
+
+def dagster_pods(values: dict) -> dict[str, dict]:
+    """The run pod, step pod and user-code pod (as Job/Pod objects) the chart and dagster-k8s make."""
+    from recsys_assets.defs.resources import GCP_EXECUTOR_CONFIG
+
+    user = user_code_pod(values)
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    user["metadata"]["annotations"] = deployment.get("annotations", {})
+    user["spec"]["volumes"] = deployment.get("volumes", [])
+    user["spec"]["containers"][0]["volumeMounts"] = deployment.get("volumeMounts", [])
+    return {"run": dagster_run_job(values), "step": dagster_run_job(values, GCP_EXECUTOR_CONFIG["step_k8s_config"]),
+            "user-code": user}
+
+
+def all_pod_templates(objects: list[dict], values: dict) -> dict[str, dict]:
+    """{where: pod template} of every pod the deployment runs that we configure."""
+    pods = {where: template for obj in objects
+            for where, template in wiring.pod_templates(obj.get("spec", {}), f"{obj['kind']}/{obj['metadata']['name']}")}
+    made = dagster_pods(values)
+    pods["Dagster run pods"] = made["run"]["spec"]["template"]
+    pods["Dagster step pods"] = made["step"]["spec"]["template"]
+    pods["Dagster user code"] = {"metadata": made["user-code"]["metadata"], "spec": made["user-code"]["spec"]}
+    return pods
+
+
+def platform_errors(r: Rendering) -> dict[str, list[str]]:
+    """Terraform's own checks, the flows, the wiring, and no project literal in the templates."""
+    objects, values, outputs = r.objects, r.values, r.outputs
+    pods = all_pod_templates(objects, values)
+    made = dagster_pods(values)
+    found = {
+        "deploy/terraform (references, provider arguments, APIs, outputs)": terraform_checks.errors(
+            terraform(), used_outputs=outputs.read | _outputs_read_by_ci(), example_outputs=set(outputs)),
+        "network flows": network.flow_errors(
+            flows.flows(int(outputs["redis_port"])),
+            flows.workloads(objects, made["run"], made["step"], made["user-code"], outputs),
+            [o for o in objects if o["kind"] == "NetworkPolicy"], flows.namespaces(objects)),
+        "wiring": (wiring.service_errors(objects, pods) + wiring.ingress_errors(objects, outputs["api_address_name"])
+                   + wiring.secret_errors(objects, values, r.secrets) + wiring.redis_errors(r.secrets, outputs, pods)
+                   + wiring.mlflow_errors(objects, r.secrets)
+                   + wiring.gcsfuse_errors(pods, set(outputs["buckets"].values()))),
+        "project-specific literals": literal_errors(outputs),
+    }
+    return {name: errors for name, errors in found.items() if errors}
+
+
+def _outputs_read_by_ci() -> set[str]:
+    """Outputs the release workflow reads (`terraform output -raw NAME`)."""
+    text = "".join(p.read_text() for p in (REPO / ".github" / "workflows").glob("*.yaml"))
+    return set(re.findall(r"terraform[^\n]*output -raw ([a-z_]+)", text))
+
+
+def literal_errors(outputs: dict) -> list[str]:
+    """The templates, the workflows and the Terraform variables' defaults name no project, bucket, service
+    account or address: those come from Terraform's outputs only."""
+    literals = {outputs["project_id"], outputs["postgres_host"], outputs["redis_host"],
+                *outputs["buckets"].values(), *outputs["workload_service_accounts"].values(),
+                outputs["image_repository"], outputs["postgres_connection_name"]}
+    files = [*manifests(), *(REPO / ".github" / "workflows").glob("*.yaml"), *TERRAFORM.glob("*.tf")]
+    errors = []
+    for path in files:
+        text = path.read_text()
+        for literal in sorted(literals):
+            if literal in text:
+                errors.append(f"{_shown(path)}: names {literal!r}: take it from Terraform's outputs "
+                              "(a ${FIELD} of deploy/render.py)")
+    for path in files:  # where a project id sits in Google's names: images, accounts, SQL, buckets, pools
+        for project in sorted({m for pattern in PROJECT_IN_NAMES for m in re.findall(pattern, path.read_text())}):
+            errors.append(f"{_shown(path)}: {project!r} looks like a project id written in place")
+    return errors
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(a).resolve() for a in argv] or manifests()
-    workflows = sorted((REPO / ".github" / "workflows").glob("*.yaml"))
-    found = {**check_files(paths), **lint_errors(paths if argv else [*paths, HELM_VALUES, *workflows])}
-    if not argv:
-        helm_errors, note = helm_template()
+    if argv:
+        paths = [Path(a).resolve() for a in argv]
+        found = {**check_files(paths), **lint_errors(paths)}
+    else:
+        r = rendering()
+        workflows = sorted((REPO / ".github" / "workflows").glob("*.yaml"))
+        found = {**check_files(r.paths), **lint_errors([*manifests(), HELM_VALUES, *workflows]), **platform_errors(r)}
+        helm_errors, note = helm_template(r.folder / "dagster-values.yaml")
         errors = dagster_values_errors() + helm_errors
         if errors:
             found[_shown(HELM_VALUES)] = errors
@@ -508,7 +658,8 @@ def main(argv: list[str]) -> int:
         print(f"FAIL {name}")
         for error in errors:
             print(f"  {error}")
-    print(f"deploy-check: {len(paths)} file(s), " + ("all valid" if not found else f"{len(found)} object(s) invalid"))
+    count = len(argv) or len(manifests())
+    print(f"deploy-check: {count} file(s), " + ("all valid" if not found else f"{len(found)} object(s) invalid"))
     return 1 if found else 0
 
 
