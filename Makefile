@@ -30,7 +30,7 @@ help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
 	@echo "make test      deploy-check + the test suite"
-	@echo "make deploy-check  the GKE manifests under deploy/ validated offline (KubeRay CRDs, Serve config)"
+	@echo "make deploy-check  the GKE deployment rendered from example Terraform outputs and validated offline"
 	@echo "make pipeline  materialize every asset (not the on-demand search) for every day in RECSYS_HOME/landing"
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make serve     the Ray Serve API + demo page on http://127.0.0.1:8000 (RECSYS_SERVE_PORT)"

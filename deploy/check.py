@@ -54,6 +54,7 @@ sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `
 
 import render  # noqa: E402
 from checks import dagster_chart, flows, network, wiring  # noqa: E402
+from checks.strict import strict  # noqa: E402
 from checks import terraform as terraform_checks  # noqa: E402
 
 KUBERAY_VERSION = "v1.7.0"
@@ -81,20 +82,6 @@ REQUIRED_ENVIRONMENT = {
 }
 YAMLLINT = ("{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
             "comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}")  # `on:` in workflows
-
-
-def strict(schema: dict) -> dict:
-    """The schema with unknown fields refused: `additionalProperties: false` on every object that lists
-    `properties`, does not preserve unknown fields and says nothing of additional properties itself."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if ("properties" in out and "additionalProperties" not in out
-                and not out.get("x-kubernetes-preserve-unknown-fields")):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
 
 
 @functools.cache

@@ -486,7 +486,7 @@ def test_two_tower_examples_come_in_time_local_batches_with_their_chunks_item_sh
 @pytest.mark.timeout(600)
 def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
     """The same two-tower training, in-process and as a 2-worker Ray Train (DDP, gloo) job, each stopped early
-    on the validation period's loss."""
+    on the validation period's Recall@50."""
     from recsys_assets.models.dataset import two_tower_inputs
     from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
     from recsys_assets.models.features import Catalogue
@@ -507,8 +507,10 @@ def test_ray_train_reaches_in_process_quality(trained_home, tmp_path):
 
     cfg = TrainConfig(epochs=4, batch_size=256, lr=0.003, shuffle="batches", patience=1)
     local, local_history = fit(build, inputs, in_batch_softmax_loss, cfg, validate=validate)
+    # storage as a URI, as on a cluster (gs://...): every run checkpoints into a folder of its own there
     distributed, ray_history = fit(build, inputs, in_batch_softmax_loss, cfg, executor="ray", workers=2,
-                                   storage=tmp_path, validate=validate)
+                                   storage=tmp_path.as_uri(), validate=validate)
+    assert [p.name.startswith("train-") for p in tmp_path.iterdir()] == [True]
     assert ray_history.workers == 2 and len(ray_history.validation_scores) == len(ray_history.epoch_losses) > 1
     assert ray_history.validation_scores[ray_history.best_epoch] == max(ray_history.validation_scores)
     assert validate(distributed) == pytest.approx(max(ray_history.validation_scores))  # the best epoch's weights

@@ -17,6 +17,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from .strict import strict
+
 DEPLOY = Path(__file__).resolve().parent.parent
 CHART_SCHEMA = DEPLOY / "schemas" / "dagster-master-2bdb2395" / "values.schema.json"
 KUBERNETES_DEFINITIONS = "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/v1.19.0/_definitions.json"
@@ -51,19 +53,6 @@ def without_merged_requirements(schema: dict) -> dict:
     out = strip({k: v for k, v in schema.items() if k != "$defs"}, False)
     out["$defs"] = {name: strip(body, name in keep) for name, body in schema.get("$defs", {}).items()}
     return out
-
-
-def strict(schema):
-    """`additionalProperties: false` on every object schema that lists `properties` and says nothing of
-    additional ones (the chart's pydantic models leave most of them open)."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
 
 
 @functools.cache
