@@ -67,9 +67,10 @@ HELM_VALUES = DEPLOY / "dagster" / "values.yaml"  # a template: render.py fills 
 DAGSTER_CHART = "1.13.27"  # = the dagster version in uv.lock
 EXAMPLE_OUTPUTS = DEPLOY / "example" / "terraform-outputs.json"
 EXAMPLE_TAG = "0.0.0-check"
-PROJECT_IN_NAMES = [r"docker\.pkg\.dev/([a-z][a-z0-9-]{4,28}[a-z0-9])/", r"@([a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount",
-                    r"\b([a-z][a-z0-9-]{4,28}[a-z0-9]):[a-z]+-[a-z]+[0-9]:", r"gs://([a-z][a-z0-9-]{4,28}[a-z0-9])-",
-                    r"\b([a-z][a-z0-9-]{4,28}[a-z0-9])\.svc\.id\.goog"]
+_PROJECT = r"([a-z][a-z0-9-]{4,28}[a-z0-9])"  # a GCP project id
+# Where a project id sits in Google's names: images, service accounts, SQL connection names, buckets, pools.
+PROJECT_IN_NAMES = [rf"docker\.pkg\.dev/{_PROJECT}/", rf"@{_PROJECT}\.iam\.gserviceaccount",
+                    rf"\b{_PROJECT}:[a-z]+-[a-z]+[0-9]:", rf"gs://{_PROJECT}-", rf"\b{_PROJECT}\.svc\.id\.goog"]
 _GCP = {"RECSYS_ENV", "RECSYS_GCP_PROJECT", "RECSYS_MLFLOW_URI"}
 # What each workload (by its Kubernetes service account) cannot run without under RECSYS_ENV=gcp.
 REQUIRED_ENVIRONMENT = {
@@ -219,7 +220,7 @@ def required_environment_errors(objects: list[dict], dagster_values: dict | None
     """Each workload's pods get the variables it cannot run without."""
     config_maps, errors = _config_maps(objects), []
     pods = [(where, template["spec"]) for obj in objects
-            for where, template in _pod_templates(obj, f"{obj['kind']}/{obj['metadata']['name']}")]
+            for where, template in wiring.pod_templates(obj, f"{obj['kind']}/{obj['metadata']['name']}")]
     if dagster_values is not None:
         launcher = dagster_values["runLauncher"]["config"]["k8sRunLauncher"]
         env_from = [*({"configMapRef": {"name": c["name"]}} for c in launcher.get("envConfigMaps", [])),
@@ -338,23 +339,11 @@ def kubernetes_errors(obj: dict) -> list[str]:
 def pod_template_errors(obj: dict) -> list[str]:
     """Each pod template of a KubeRay object, as the Pod Kubernetes would create from it."""
     errors = []
-    for where, template in _pod_templates(obj.get("spec", {}), "spec"):
+    for where, template in wiring.pod_templates(obj.get("spec", {}), "spec"):
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check", **template.get("metadata", {})},
                "spec": template.get("spec", {})}
         errors += [f"{where}.template: {e}" for e in kubernetes_errors(pod)]
     return errors
-
-
-def _pod_templates(node, where: str) -> Iterator[tuple[str, dict]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "template" and isinstance(value, dict) and "spec" in value:
-                yield where, value
-            else:
-                yield from _pod_templates(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for n, value in enumerate(node):
-            yield from _pod_templates(value, f"{where}[{n}]")
 
 
 def object_errors(obj: dict) -> list[str]:
@@ -572,8 +561,8 @@ def dagster_pods(values: dict) -> dict[str, dict]:
 
 def all_pod_templates(objects: list[dict], values: dict) -> dict[str, dict]:
     """{where: pod template} of every pod the deployment runs that we configure."""
-    pods = {where: template for obj in objects
-            for where, template in wiring.pod_templates(obj.get("spec", {}), f"{obj['kind']}/{obj['metadata']['name']}")}
+    pods = {where: template for obj in objects for where, template in
+            wiring.pod_templates(obj.get("spec", {}), f"{obj['kind']}/{obj['metadata']['name']}")}
     made = dagster_pods(values)
     pods["Dagster run pods"] = made["run"]["spec"]["template"]
     pods["Dagster step pods"] = made["step"]["spec"]["template"]
@@ -596,7 +585,9 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
         "wiring": (wiring.service_errors(objects, pods) + wiring.ingress_errors(objects, outputs["api_address_name"])
                    + wiring.secret_errors(objects, values, r.secrets) + wiring.redis_errors(r.secrets, outputs, pods)
                    + wiring.mlflow_errors(objects, r.secrets)
-                   + wiring.gcsfuse_errors(pods, set(outputs["buckets"].values()))),
+                   + wiring.gcsfuse_errors(pods, set(outputs["buckets"].values())) + wiring.qdrant_errors(objects)
+                   + wiring.apply_order_errors([o for o in yaml.safe_load_all((r.folder / "manifests.yaml").read_text())
+                                                if o])),
         "project-specific literals": literal_errors(outputs),
     }
     return {name: errors for name, errors in found.items() if errors}
@@ -622,7 +613,7 @@ def literal_errors(outputs: dict) -> list[str]:
             if literal in text:
                 errors.append(f"{_shown(path)}: names {literal!r}: take it from Terraform's outputs "
                               "(a ${FIELD} of deploy/render.py)")
-    for path in files:  # where a project id sits in Google's names: images, accounts, SQL, buckets, pools
+    for path in files:
         for project in sorted({m for pattern in PROJECT_IN_NAMES for m in re.findall(pattern, path.read_text())}):
             errors.append(f"{_shown(path)}: {project!r} looks like a project id written in place")
     return errors

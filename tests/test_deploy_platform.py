@@ -130,6 +130,10 @@ def test_the_policy_evaluation_follows_kubernetes_semantics():
     (lambda o: [c for c in _find(o, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
                 if c["name"] == "cloud-sql-proxy"][0].update(args=["--private-ip", "--port=5433", "x:y:z"]),
      "the pod's Cloud SQL Auth Proxy listens on 127.0.0.1:[5433]"),
+    (lambda o: _find(o, "StatefulSet", "qdrant")["spec"]["template"]["spec"]["containers"][0].update(
+        image="qdrant/qdrant:v1.15.4-unprivileged"), "Qdrant 1.15.4 is not compatible with qdrant-client"),
+    (lambda o: _find(o, "StatefulSet", "qdrant")["spec"]["template"]["spec"]["containers"][0].update(
+        image="qdrant/qdrant:v1.19.0"), "runs as root; the -unprivileged image runs as uid 1000"),
 ])
 def test_a_wiring_mistake_fails(edit, expected):
     errors = _platform_errors(edit).get("wiring", [])
@@ -269,6 +273,15 @@ def test_a_project_literal_in_a_template_fails(tmp_path, monkeypatch):
     template.write_text(template.read_text().replace("example-project", "acme-prod"))
     errors = _platform_errors().get("project-specific literals", [])
     assert any("'acme-prod' looks like a project id" in e for e in errors), errors
+
+
+def test_the_namespace_is_applied_before_what_lives_in_it():
+    from checks.wiring import apply_order_errors
+
+    documents = [d for d in check.yaml.safe_load_all((check.rendering().folder / "manifests.yaml").read_text()) if d]
+    assert documents[0]["kind"] == "Namespace" and apply_order_errors(documents) == []
+    assert apply_order_errors(documents[1:] + documents[:1])[0] == \
+        "ServiceAccount/recsys-dagster comes before its Namespace recsys"
 
 
 def test_rendering_refuses_a_field_without_a_value_and_keeps_kubernetes_variables():

@@ -21,7 +21,8 @@ from .strict import strict
 
 DEPLOY = Path(__file__).resolve().parent.parent
 CHART_SCHEMA = DEPLOY / "schemas" / "dagster-master-2bdb2395" / "values.schema.json"
-KUBERNETES_DEFINITIONS = "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/v1.19.0/_definitions.json"
+KUBERNETES_DEFINITIONS = ("https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/v1.19.0/"
+                          "_definitions.json")
 
 
 def _item_definitions(schema) -> set[str]:
@@ -60,7 +61,8 @@ def validator(kubernetes_version: str) -> Draft202012Validator:
     import kubernetes_validate.utils as kv
 
     if not CHART_SCHEMA.exists():
-        raise FileNotFoundError(f"{CHART_SCHEMA} is missing: the Dagster chart's values schema (deploy/schemas/README.md)")
+        raise FileNotFoundError(f"{CHART_SCHEMA} is missing: the Dagster chart's values schema "
+                                "(deploy/schemas/README.md)")
     version = [v for v in kv.all_versions() if kv.major_minor(v) <= kv.major_minor(kubernetes_version)][-1]
     definitions = kv.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/_definitions.json",
                                      kubernetes_version)

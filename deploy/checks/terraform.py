@@ -193,7 +193,8 @@ def reference_errors(tf: dict) -> list[str]:
                 if (kind[5:], name) not in data:
                     errors.append(f"{where}: {kind}.{name} is not a declared data source")
                 elif attribute and not _has_attribute(schemas.get(("data", kind[5:])), attribute):
-                    errors.append(f"{where}: {kind}.{name}.{attribute}: the provider's {kind[5:]} has no such attribute")
+                    errors.append(f"{where}: {kind}.{name}.{attribute}: the provider's {kind[5:]} has no such "
+                                  "attribute")
             elif kind not in ("var", "local") and kind.startswith(("google_", "random_")):
                 if (kind, name) not in resources:
                     errors.append(f"{where}: {kind}.{name} is not a declared resource")

@@ -198,7 +198,8 @@ def redis_errors(created: dict[str, dict], outputs: dict, pods: dict[str, dict])
         return ["Secret recsys-redis has no RECSYS_REDIS_URL"]
     nodes, params = RedisOnlineStore._parse_connection_string(value)
     errors = []
-    if not nodes or nodes[0].get("host") != outputs["redis_host"] or str(nodes[0].get("port")) != str(outputs["redis_port"]):
+    where_feast_reads = (nodes[0].get("host"), str(nodes[0].get("port"))) if nodes else None
+    if where_feast_reads != (outputs["redis_host"], str(outputs["redis_port"])):
         errors.append(f"RECSYS_REDIS_URL: Feast reads host:port {nodes[:1]}, Memorystore is at "
                       f"{outputs['redis_host']}:{outputs['redis_port']}")
     if str(params.get("password")) != str(outputs["redis_auth"]):
@@ -272,4 +273,39 @@ def gcsfuse_errors(pods: dict[str, dict], buckets: set[str]) -> list[str]:
             bucket = (csi.get("volumeAttributes") or {}).get("bucketName")
             if bucket not in buckets:
                 errors.append(f"{where}: volume {volume['name']} mounts bucket {bucket}, not one Terraform makes")
+    return errors
+
+
+def qdrant_errors(objects: list[dict]) -> list[str]:
+    """The Qdrant server's image is one the installed qdrant-client calls compatible (its own check: the same
+    major version, at most one minor apart), the unprivileged variant (uid 1000 writes its own folders)."""
+    from importlib.metadata import version
+
+    from qdrant_client.common.version_check import is_compatible
+
+    errors = []
+    for where, template in (item for obj in objects for item in pod_templates(obj.get("spec", {}), obj["kind"])):
+        for container in template["spec"].get("containers", []):
+            image = container.get("image", "")
+            if not image.startswith("qdrant/qdrant:"):
+                continue
+            tag = image.split(":", 1)[1]
+            server = tag.removeprefix("v").removesuffix("-unprivileged")
+            if not is_compatible(version("qdrant-client"), server):
+                errors.append(f"{where}: Qdrant {server} is not compatible with qdrant-client "
+                              f"{version('qdrant-client')} (the client's own rule)")
+            if not tag.endswith("-unprivileged"):
+                errors.append(f"{where}: {image} runs as root; the -unprivileged image runs as uid 1000")
+    return errors
+
+
+def apply_order_errors(documents: list[dict]) -> list[str]:
+    """In one file kubectl applies documents in order: a namespace before what lives in it."""
+    errors, made = [], set()
+    for obj in documents:
+        if obj["kind"] == "Namespace":
+            made.add(obj["metadata"]["name"])
+        namespace = obj["metadata"].get("namespace")
+        if namespace and namespace not in made:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']} comes before its Namespace {namespace}")
     return errors

@@ -2,7 +2,8 @@
 
 Data is a dict of equal-length numpy arrays; a loss function maps (model, batch of tensors) to a scalar.
 Under Ray, each of N workers (DDP over gloo on CPUs, nccl on GPUs) trains on its shard of the rows with the
-same loop, and rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_ADDRESS` points at KubeRay.
+same loop, and rank 0's weights come back. Locally Ray starts its own cluster; under gcp `RAY_ADDRESS` points at
+KubeRay.
 """
 
 from __future__ import annotations
