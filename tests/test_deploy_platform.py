@@ -127,7 +127,7 @@ def test_the_policy_evaluation_follows_kubernetes_semantics():
                                             "/etc/recsys/redis/ca.pem"),
     (lambda o: _find(o, "ConfigMap", "recsys-serving-env")["data"].update(RECSYS_MLFLOW_URI="http://mlflow.ml:5000"),
      "the MLflow server answers 403 to Host mlflow.ml:5000"),
-    (lambda o: [c for c in _find(o, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
+    (lambda o: [c for c in _find(o, "Deployment", "mlflow")["spec"]["template"]["spec"]["initContainers"]
                 if c["name"] == "cloud-sql-proxy"][0].update(args=["--private-ip", "--port=5433", "x:y:z"]),
      "the pod's Cloud SQL Auth Proxy listens on 127.0.0.1:[5433]"),
     (lambda o: _find(o, "StatefulSet", "qdrant")["spec"]["template"]["spec"]["containers"][0].update(

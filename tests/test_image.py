@@ -55,6 +55,10 @@ def test_the_transform_points_torch_at_the_variant_as_uv_exports_it():
 def test_the_dockerfile_runs_the_tested_script_and_the_context_admits_it():
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert 'deploy/docker/install-dependencies.sh "${TORCH}"' in dockerfile
+    # the code runs from /app beside dbt_project/ (settings.REPO_ROOT), never from a site-packages copy
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "PYTHONPATH=/app" in final and "WORKDIR /app" in final
+    assert not any(line.startswith("RUN") and "install" in line and " ." in line for line in dockerfile.splitlines())
     assert "COPY deploy/docker/requirements.py deploy/docker/install-dependencies.sh ./deploy/docker/" in dockerfile
     ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[0].startswith("#") and "*" in ignore  # everything out unless named

@@ -249,8 +249,8 @@ def mlflow_errors(objects: list[dict], created: dict[str, dict]) -> list[str]:
     url = make_url(uri)
     if url.get_backend_name() != "postgresql":
         errors.append(f"MLFLOW_BACKEND_URI: backend {url.get_backend_name()}, Cloud SQL is PostgreSQL")
-    proxy_ports = {int(a.split("=", 1)[1]) for c in spec["containers"] if "cloud-sql-proxy" in c["image"]
-                   for a in c.get("args", []) if a.startswith("--port=")}
+    proxy_ports = {int(a.split("=", 1)[1]) for c in [*spec.get("initContainers", []), *spec["containers"]]
+                   if "cloud-sql-proxy" in c["image"] for a in c.get("args", []) if a.startswith("--port=")}
     if url.host not in ("127.0.0.1", "localhost") or url.port not in proxy_ports:
         errors.append(f"MLFLOW_BACKEND_URI: {url.host}:{url.port}, the pod's Cloud SQL Auth Proxy listens on "
                       f"127.0.0.1:{sorted(proxy_ports)}")

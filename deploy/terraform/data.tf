@@ -61,7 +61,9 @@ resource "google_sql_database_instance" "recsys" {
     google_service_networking_connection.private_services,
   ]
   settings {
-    tier = var.sql_tier
+    # Without an edition the API picks ENTERPRISE_PLUS for PostgreSQL 16, which refuses custom tiers.
+    edition = "ENTERPRISE"
+    tier    = var.sql_tier
     ip_configuration {
       ipv4_enabled    = false
       private_network = google_compute_network.recsys.id

@@ -5,7 +5,6 @@
 resource "google_container_cluster" "recsys" {
   name                     = "recsys"
   location                 = var.region
-  min_master_version       = var.kubernetes_version
   network                  = google_compute_network.recsys.id
   subnetwork               = google_compute_subnetwork.nodes.id
   remove_default_node_pool = true
@@ -55,6 +54,7 @@ resource "google_container_node_pool" "cpu" {
       mode = "GKE_METADATA"
     }
   }
+  depends_on = [google_project_iam_member.nodes] # nodes write logs and metrics from their first minute
 }
 
 resource "google_container_node_pool" "gpu" {
@@ -87,4 +87,5 @@ resource "google_container_node_pool" "gpu" {
       mode = "GKE_METADATA"
     }
   }
+  depends_on = [google_project_iam_member.nodes] # nodes write logs and metrics from their first minute
 }

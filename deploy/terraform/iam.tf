@@ -7,7 +7,7 @@ locals {
     dagster  = { ksa = "recsys-dagster", project_roles = ["roles/bigquery.jobUser"] }
     serving  = { ksa = "recsys-serving", project_roles = [] }
     training = { ksa = "recsys-training", project_roles = [] }
-    mlflow   = { ksa = "recsys-mlflow", project_roles = [] }
+    mlflow   = { ksa = "recsys-mlflow", project_roles = ["roles/cloudsql.client"] } # its Cloud SQL Auth Proxy
   }
   # Dagster loads landing files, writes RECSYS_HOME (mounted), compute logs and the Feast registry; serving
   # reads the Feast registry; Ray Train checkpoints to artifacts; MLflow keeps model artifacts there.

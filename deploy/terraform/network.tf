@@ -29,6 +29,7 @@ resource "google_compute_global_address" "private_services" {
   address_type  = "INTERNAL"
   prefix_length = 16
   network       = google_compute_network.recsys.id
+  depends_on    = [google_compute_subnetwork.nodes] # allocated around the subnet's ranges, not over them
 }
 
 resource "google_service_networking_connection" "private_services" {

@@ -16,10 +16,14 @@ variable "gpu_zones" {
   description = "Zones of the region with NVIDIA L4 GPUs (the GPU node pool's nodes); must lie in var.region."
   type        = list(string)
   default     = ["europe-west1-b", "europe-west1-c"]
+  validation {
+    condition     = alltrue([for zone in var.gpu_zones : startswith(zone, "${var.region}-")])
+    error_message = "Every zone of gpu_zones must lie in var.region."
+  }
 }
 
 variable "kubernetes_version" {
-  description = "GKE minimum master version; deploy/check.py validates the manifests at this version."
+  description = "The oldest Kubernetes the manifests must suit: deploy/check.py validates them at it. The cluster runs the REGULAR channel's version, which GKE keeps at or above it (no version is pinned: a pinned minor leaves the channel's offer within months)."
   type        = string
   default     = "1.33"
 }
