@@ -79,7 +79,9 @@ REQUIRED_ENVIRONMENT = {
                               "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"},
     "recsys-training": _GCP,
     "recsys-dagster": _GCP | {"RECSYS_HOME", "RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL",
-                              "RECSYS_QDRANT_URL", "RECSYS_DBT_TARGET", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS"},
+                              "RECSYS_QDRANT_URL", "RECSYS_DBT_TARGET", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS",
+                              # Ray Train's workers are other pods: checkpoints go where every one reaches
+                              "RECSYS_RAY_STORAGE", "RECSYS_BQ_LOCATION", "RECSYS_FEAST_REGISTRY"},
 }
 YAMLLINT = ("{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
             "comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}")  # `on:` in workflows
@@ -117,6 +119,16 @@ def kuberay_errors(obj: dict) -> list[str]:
     if obj.get("apiVersion") != "ray.io/v1":
         errors.append(f"apiVersion: {obj.get('apiVersion')!r}, the pinned CRDs serve ray.io/v1")
     return errors
+
+
+# Fields the pinned KubeRay still accepts but ignores ("Deprecated: This field is not used anymore",
+# ray-operator/apis/ray/v1/rayservice_types.go at v1.7.0): setting them changes nothing.
+DEPRECATED_FIELDS = {"RayService": ["serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"]}
+
+
+def deprecated_field_errors(obj: dict) -> list[str]:
+    return [f"spec.{field}: deprecated in KubeRay {KUBERAY_VERSION}, ignored (remove it)"
+            for field in DEPRECATED_FIELDS.get(obj.get("kind"), []) if field in obj.get("spec", {})]
 
 
 def ray_version_errors(obj: dict) -> list[str]:
@@ -351,7 +363,8 @@ def object_errors(obj: dict) -> list[str]:
     if (obj.get("apiVersion"), obj.get("kind")) in CRD_SCHEMAS:
         errors += crd_errors(obj)
     elif obj.get("kind") in KUBERAY_KINDS:
-        errors += kuberay_errors(obj) + ray_version_errors(obj) + pod_template_errors(obj)
+        errors += (kuberay_errors(obj) + deprecated_field_errors(obj) + ray_version_errors(obj)
+                   + pod_template_errors(obj))
         if obj["kind"] == "RayService" and "serveConfigV2" in obj.get("spec", {}):
             errors += serve_config_errors(obj["spec"]["serveConfigV2"])
     else:
@@ -577,7 +590,10 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
     made = dagster_pods(values)
     found = {
         "deploy/terraform (references, provider arguments, APIs, outputs)": terraform_checks.errors(
-            terraform(), used_outputs=outputs.read | _outputs_read_by_ci(), example_outputs=set(outputs)),
+            terraform(), used_outputs=outputs.read | _outputs_read_by_ci(), example_outputs=set(outputs))
+        + terraform_checks.platform_requirement_errors(terraform(), uses_gcsfuse=any(
+            (v.get("csi") or {}).get("driver") == wiring.GCSFUSE_DRIVER for t in pods.values()
+            for v in t["spec"].get("volumes", []))),
         "network flows": network.flow_errors(
             flows.flows(int(outputs["redis_port"])),
             flows.workloads(objects, made["run"], made["step"], made["user-code"], outputs),

@@ -244,6 +244,24 @@ def test_a_terraform_mistake_fails(tmp_path, file_name, old, new, expected):
     assert any(expected in e for e in errors), errors
 
 
+@pytest.mark.parametrize("file_name,old,new,expected", [
+    ("data.tf", "  password = random_password.database[each.key].result\n", "",
+     "no google_sql_user with a password for each database"),
+    ("gke.tf", "    machine_type    = var.cpu_machine_type\n    disk_size_gb    = 100\n"
+               "    service_account = google_service_account.nodes.email\n",
+     "    machine_type    = var.cpu_machine_type\n    disk_size_gb    = 100\n",
+     "resource google_container_node_pool.cpu: node_config runs as the Compute Engine default account"),
+    ("gke.tf", "enabled = true", "enabled = false", "gcs_fuse_csi_driver_config is not enabled"),
+    ("data.tf", 'transit_encryption_mode = "SERVER_AUTHENTICATION"', 'transit_encryption_mode = "DISABLED"',
+     "transit_encryption_mode is not SERVER_AUTHENTICATION"),
+    ("iam.tf", 'role = "roles/storage.objectViewer"', 'role = "roles/storage.objectAdmin"',
+     "local.bucket_roles: grants roles/storage.objectAdmin"),
+])
+def test_a_missing_platform_requirement_in_terraform_fails(tmp_path, file_name, old, new, expected):
+    errors = terraform.platform_requirement_errors(_tf_with(file_name, old, new, tmp_path), uses_gcsfuse=True)
+    assert any(expected in e for e in errors), errors
+
+
 def test_terraform_passes_and_every_output_render_reads_is_declared(tmp_path):
     assert terraform.errors(terraform.parsed()) == []
     tf = _tf_with("outputs.tf", 'output "redis_port" {', 'output "redis_tls_port" {', tmp_path)
@@ -273,6 +291,17 @@ def test_a_project_literal_in_a_template_fails(tmp_path, monkeypatch):
     template.write_text(template.read_text().replace("example-project", "acme-prod"))
     errors = _platform_errors().get("project-specific literals", [])
     assert any("'acme-prod' looks like a project id" in e for e in errors), errors
+
+
+def test_a_deprecated_rayservice_field_and_a_missing_ray_storage_fail():
+    service = copy.deepcopy(_find(check.rendering().objects, "RayService"))
+    service["spec"]["serviceUnhealthySecondThreshold"] = 900
+    assert "spec.serviceUnhealthySecondThreshold: deprecated in KubeRay v1.7.0, ignored (remove it)" in \
+        check.object_errors(service)
+    objects = copy.deepcopy(check.rendering().objects)
+    del _find(objects, "ConfigMap", "recsys-dagster-env")["data"]["RECSYS_RAY_STORAGE"]
+    assert "Dagster run pods: RECSYS_RAY_STORAGE missing" in \
+        check.required_environment_errors(objects, check.rendering().values)
 
 
 def test_the_namespace_is_applied_before_what_lives_in_it():

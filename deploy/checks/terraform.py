@@ -315,3 +315,54 @@ def errors(tf: dict | None = None, used_outputs: set[str] | None = None, example
     if used_outputs is not None and example_outputs is not None:
         found += output_errors(tf, used_outputs, example_outputs)
     return found
+
+
+BROAD_ROLES = {"roles/owner", "roles/editor", "roles/storage.admin", "roles/storage.objectAdmin",
+               "roles/bigquery.admin", "roles/container.admin", "roles/iam.serviceAccountAdmin"}
+
+
+def platform_requirement_errors(tf: dict, uses_gcsfuse: bool) -> list[str]:
+    """What the platform needs of these resources, beyond the provider's rules: a login for every database,
+    node pools that run as our node account, the FUSE driver where pods mount buckets, Redis with AUTH and
+    TLS, and no broad role granted."""
+    resources = labelled(tf, "resource")
+    errors = []
+    databases = [body for (t, _), body in resources.items() if t == "google_sql_database"]
+    users = [body for (t, _), body in resources.items() if t == "google_sql_user"]
+    for database in databases:
+        if not any(user.get("for_each") == database.get("for_each") and "password" in user for user in users):
+            errors.append(f"google_sql_database for_each {database.get('for_each')}: no google_sql_user with a "
+                          "password for each database (the Secrets carry one per login)")
+    for (type_, name), body in resources.items():
+        if type_ in ("google_container_node_pool", "google_container_cluster"):
+            for node_config in body.get("node_config", []):
+                account = str(node_config.get("service_account", ""))
+                if "google_service_account." not in account:
+                    errors.append(f"resource {type_}.{name}: node_config runs as the Compute Engine default "
+                                  "account (no roles in organisations made since May 2024: image pulls fail); "
+                                  "set service_account to our node account")
+            if type_ == "google_container_node_pool" and not any(node.get("service_account") for node in
+                                                                 body.get("node_config", [])):
+                errors.append(f"resource {type_}.{name}: no node_config.service_account")
+        if type_ == "google_container_cluster" and uses_gcsfuse:
+            addons = (body.get("addons_config") or [{}])[0]
+            fuse = (addons.get("gcs_fuse_csi_driver_config") or [{}])[0]
+            if fuse.get("enabled") is not True:
+                errors.append(f"resource {type_}.{name}: pods mount Cloud Storage FUSE volumes but "
+                              "addons_config.gcs_fuse_csi_driver_config is not enabled (they would hang in "
+                              "ContainerCreating)")
+        if type_ == "google_redis_instance":
+            if body.get("auth_enabled") is not True:
+                errors.append(f"resource {type_}.{name}: auth_enabled is not true")
+            if unquote(body.get("transit_encryption_mode")) != "SERVER_AUTHENTICATION":
+                errors.append(f"resource {type_}.{name}: transit_encryption_mode is not SERVER_AUTHENTICATION "
+                              "(AUTH strings would cross the VPC in clear)")
+        role = unquote(body.get("role", ""))
+        if role in BROAD_ROLES:
+            errors.append(f"resource {type_}.{name}: grants {role}; grant the narrow role the workload needs")
+    for block in tf.get("locals", []):
+        for name, value in block.items():
+            for role in sorted(BROAD_ROLES):
+                if role in str(value):
+                    errors.append(f"local.{name}: grants {role}; grant the narrow role the workload needs")
+    return errors
