@@ -25,11 +25,12 @@ export UV_PYTHON_DOWNLOADS := never
 RECSYS_API_TOKEN ?= demo-token
 export RECSYS_API_TOKEN
 
-.PHONY: help setup system-packages test deploy-check demo pipeline dev serve bench clean
+.PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve bench clean
 help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
-	@echo "make test      deploy-check + the test suite"
+	@echo "make test      deploy-check + validate-defs + the test suite"
+	@echo "make validate-defs  the code location loads (dagster definitions validate), locally and under gcp"
 	@echo "make deploy-check  the GKE deployment rendered from example Terraform outputs and validated offline"
 	@echo "make pipeline  materialize every asset (not the on-demand search) for every day in RECSYS_HOME/landing"
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
@@ -59,8 +60,14 @@ system-packages:
 
 setup: system-packages $(VENV)/.installed $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
-test: setup deploy-check
+test: setup deploy-check validate-defs
 	pytest
+
+# Dagster's own check that the code location loads, with the local resources and with the gcp ones (built
+# offline: no cloud call is made to construct them).
+validate-defs: setup
+	dagster definitions validate -w workspace.yaml
+	RECSYS_ENV=gcp dagster definitions validate -w workspace.yaml
 
 deploy-check: setup
 	python deploy/check.py

@@ -13,6 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from recsys_assets.defs.automation import FOLLOW_UPSTREAM, RunsWithItsAsset
 from recsys_assets.defs.dbt_project import dbt_project
 from recsys_assets.defs.partitions import daily_partitions, days_up_to
+from recsys_assets.feature_contract import dbt_vars as contract_vars
 
 
 class FeatureTranslator(DagsterDbtTranslator):
@@ -38,10 +39,11 @@ class FeatureTranslator(DagsterDbtTranslator):
         return None  # stg_reviews <- raw_reviews: the same day
 
 
-def dbt_vars(context: AssetExecutionContext) -> dict[str, str]:
-    """The partition range as dbt's [min_date, max_date) window."""
+def dbt_vars(context: AssetExecutionContext) -> dict[str, object]:
+    """The partition range as dbt's [min_date, max_date) window, and the feature contract."""
     window = context.partition_time_window
-    return {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+    return {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat(),
+            **contract_vars()}
 
 
 @dbt_assets(

@@ -19,12 +19,11 @@ from dagster import (
 from recsys_assets.defs.automation import NEWEST_LANDED_DAY
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.defs.resources import ServingResource, TrainingResource
+from recsys_assets.feature_contract import INDEX_ALIASES
 from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.serving_data.index import VectorIndex
 
-INDEX_ALIASES = {"two_tower_index": "two_tower_items", "item2vec_index": "item2vec_items",
-                 "tag_index": "tag_embeddings"}
 SERVING_ASSET = dict(partitions_def=daily_partitions, group_name="serving",
                      automation_condition=NEWEST_LANDED_DAY)
 

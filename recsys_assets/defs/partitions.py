@@ -2,6 +2,7 @@
 
 from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
 
+from recsys_assets.feature_contract import LOOKBACK_DAYS
 from recsys_assets.settings import get_settings
 
 # end_offset=1: today's file (live interactions land during the day) has a partition too.
@@ -9,10 +10,10 @@ daily_partitions = DailyPartitionsDefinition(
     start_date=get_settings().partitions_start().isoformat(), end_offset=1, timezone="UTC"
 )
 
-# The feature windows reach this many days back (the `partition_window(lookback_days=...)` of the dbt SQL):
-# a day depends on the days before it, so a replaced day refreshes (and the UI marks stale) every day up to
-# this far after it.
-FEATURE_LOOKBACK_DAYS = 366
+# The feature windows reach this many days back (the contract's, which the dbt SQL reads as a var): a day
+# depends on the days before it, so a replaced day refreshes (and the UI marks stale) every day up to this far
+# after it.
+FEATURE_LOOKBACK_DAYS = LOOKBACK_DAYS
 
 
 def days_up_to(lookback_days: int = FEATURE_LOOKBACK_DAYS) -> TimeWindowPartitionMapping:

@@ -23,9 +23,10 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.defs.index import INDEX_ALIASES, SERVING_ASSET, built_from
+from recsys_assets.defs.index import SERVING_ASSET, built_from
 from recsys_assets.defs.models import recorded_metadata
 from recsys_assets.defs.resources import ServingResource
+from recsys_assets.feature_contract import INDEX_ALIASES, ITEM2VEC_ITEMS, TWO_TOWER_ITEMS
 from recsys_assets.models.registry import champion_versions
 from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, RECENT, SEQUENCE, U2I, CandidateStore
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
@@ -76,8 +77,8 @@ def _model_release(context: AssetExecutionContext, index, models: dict[str, str]
     collections = {alias: index.resolve(alias) for alias in INDEX_ALIASES.values()}
     candidates = {kind: recorded_metadata(context, asset_name, "version")
                   for kind, asset_name in CANDIDATE_ASSETS.items()}
-    expected = {collections["two_tower_items"]: models["two_tower"], candidates[U2I]: models["two_tower"],
-                collections["item2vec_items"]: models["item2vec"], candidates[I2I]: models["item2vec"],
+    expected = {collections[TWO_TOWER_ITEMS]: models["two_tower"], candidates[U2I]: models["two_tower"],
+                collections[ITEM2VEC_ITEMS]: models["item2vec"], candidates[I2I]: models["item2vec"],
                 candidates[EASE]: models["ranker"], candidates[RECENT]: models["ranker"]}
     stale = [name for name, version in expected.items() if not name or not built_from(name, version)]
     if stale:

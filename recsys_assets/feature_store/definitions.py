@@ -19,6 +19,14 @@ from feast import Entity, FeatureService, FeatureView, Field, PushSource, ValueT
 from feast.data_source import DataSource
 from feast.types import Array, Float64, Int64, String
 
+from recsys_assets.feature_contract import (
+    RECENT_ITEMS,
+    RECENT_ITEMS_TIMESTAMPS,
+    USER_COLUMNS,
+    WINDOWS_DAYS,
+    item_window_columns,
+)
+
 PROJECT = "recsys"
 TIMESTAMP_FIELD = "timestamp"
 USER_KEY = "user_id"
@@ -27,20 +35,19 @@ USER_VIEW = "user_rating_stats"
 ITEM_VIEW = "parent_asin_rating_stats"
 FRESH_SUFFIX = "_fresh"
 FRESH_TTL = timedelta(days=1)
-WINDOWS_DAYS = (7, 30, 90, 365)
 
 USER_FEATURES = [
-    Field(name="user_rating_cnt_90d", dtype=Int64),
-    Field(name="user_rating_avg_prev_rating_90d", dtype=Float64),
-    Field(name="user_rating_list_10_recent_asin", dtype=Array(String)),
-    Field(name="user_rating_list_10_recent_asin_timestamp", dtype=Array(Int64)),
+    Field(name=USER_COLUMNS[0], dtype=Int64),
+    Field(name=USER_COLUMNS[1], dtype=Float64),
+    Field(name=RECENT_ITEMS, dtype=Array(String)),
+    Field(name=RECENT_ITEMS_TIMESTAMPS, dtype=Array(Int64)),
 ]
 ITEM_FEATURES = [
     field
     for days in WINDOWS_DAYS
     for field in (
-        Field(name=f"parent_asin_rating_cnt_{days}d", dtype=Int64),
-        Field(name=f"parent_asin_rating_avg_prev_rating_{days}d", dtype=Float64),
+        Field(name=item_window_columns(days)[0], dtype=Int64),
+        Field(name=item_window_columns(days)[1], dtype=Float64),
     )
 ]
 FEATURES_BY_VIEW = {USER_VIEW: USER_FEATURES, ITEM_VIEW: ITEM_FEATURES}
@@ -59,8 +66,9 @@ def push_source(view: str) -> str:
 
 def _definitions_digest() -> str:
     digest = hashlib.sha256()
-    for module in ("definitions.py", "offline.py"):  # the objects, and how their sources are described
-        digest.update((Path(__file__).parent / module).read_bytes())
+    here = Path(__file__).parent  # the objects, how their sources are described, and the contract they follow
+    for path in (here / "definitions.py", here / "offline.py", here.parent / "feature_contract.py"):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -13,18 +13,23 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
+from recsys_assets.feature_contract import (
+    HISTORY_LENGTH,
+    RECENT_ITEMS,
+    RECENT_ITEMS_TIMESTAMPS,
+    USER_COLUMNS,
+    WINDOWS_DAYS,
+    item_window_columns,
+)
 from recsys_assets.feature_store.definitions import (
     ITEM_KEY,
     ITEM_VIEW,
     TIMESTAMP_FIELD,
     USER_KEY,
     USER_VIEW,
-    WINDOWS_DAYS,
     push_source,
 )
 from recsys_assets.feature_store.online import OnlineFeatures
-
-RECENT_ITEMS = 10
 
 
 def _add_rating(count: int, average: float | None, rating: float) -> tuple[int, float]:
@@ -33,21 +38,20 @@ def _add_rating(count: int, average: float | None, rating: float) -> tuple[int, 
 
 
 def user_state_after(state: dict, parent_asin: str, rating: float, timestamp_ms: int) -> dict:
-    count, average = _add_rating(state["user_rating_cnt_90d"], state["user_rating_avg_prev_rating_90d"], rating)
-    items = [*state["user_rating_list_10_recent_asin"], parent_asin][-RECENT_ITEMS:]
-    stamps = [*state["user_rating_list_10_recent_asin_timestamp"], timestamp_ms][-RECENT_ITEMS:]
+    cnt, avg = USER_COLUMNS
+    count, average = _add_rating(state[cnt], state[avg], rating)
     return {
-        "user_rating_cnt_90d": count,
-        "user_rating_avg_prev_rating_90d": average,
-        "user_rating_list_10_recent_asin": items,
-        "user_rating_list_10_recent_asin_timestamp": stamps,
+        cnt: count,
+        avg: average,
+        RECENT_ITEMS: [*state[RECENT_ITEMS], parent_asin][-HISTORY_LENGTH:],
+        RECENT_ITEMS_TIMESTAMPS: [*state[RECENT_ITEMS_TIMESTAMPS], timestamp_ms][-HISTORY_LENGTH:],
     }
 
 
 def item_state_after(state: dict, rating: float) -> dict:
     new = {}
     for days in WINDOWS_DAYS:
-        cnt, avg = f"parent_asin_rating_cnt_{days}d", f"parent_asin_rating_avg_prev_rating_{days}d"
+        cnt, avg = item_window_columns(days)
         new[cnt], new[avg] = _add_rating(state[cnt], state[avg], rating)
     return new
 

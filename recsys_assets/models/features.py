@@ -15,10 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_assets.feature_contract import (
+    HISTORY_LENGTH,
+    RECENT_ITEMS,
+    RECENT_ITEMS_TIMESTAMPS,
+    USER_COLUMNS,
+    WINDOWS_DAYS,
+    item_window_columns,
+)
 from recsys_assets.models.data import PAD, Vocabulary
 
-HISTORY = 10
-WINDOWS_DAYS = (7, 30, 90, 365)
+HISTORY = HISTORY_LENGTH  # slots of a user's recent items in the models' inputs
 # Time since a history item, bucket upper bounds in ms: <10 min, <1 h, <1 d, <7 d, <30 d, <1 y, <3 y, <5 y,
 # <10 y, and >= 10 y. Bucket index 0 is padding, so the 10 buckets are 1..10.
 _MIN, _HOUR, _DAY, _YEAR = 60_000, 3_600_000, 86_400_000, 365 * 86_400_000
@@ -69,19 +76,20 @@ def _floats(values) -> np.ndarray:
 
 
 def user_dense(frame: pd.DataFrame | Mapping) -> np.ndarray:
-    """The user's 90-day rating count (log) and average (/5, 0 when none)."""
-    count = np.log1p(_floats(frame["user_rating_cnt_90d"]))
-    average = _floats(frame["user_rating_avg_prev_rating_90d"]) / 5.0
+    """The user's rating count (log) and average (/5, 0 when none) over the contract's user window."""
+    count = np.log1p(_floats(frame[USER_COLUMNS[0]]))
+    average = _floats(frame[USER_COLUMNS[1]]) / 5.0
     return np.stack([count, average], axis=1)
 
 
 def item_stats_dense(frame: pd.DataFrame | Mapping) -> np.ndarray:
-    """An item's rating counts (log) and averages (/5) over the 7/30/90/365-day windows (columns of a frame,
-    or lists in a mapping)."""
+    """An item's rating counts (log) and averages (/5) over the contract's windows (columns of a frame, or
+    lists in a mapping)."""
     cols = []
     for days in WINDOWS_DAYS:
-        cols.append(np.log1p(_floats(frame[f"parent_asin_rating_cnt_{days}d"])))
-        cols.append(_floats(frame[f"parent_asin_rating_avg_prev_rating_{days}d"]) / 5.0)
+        cnt, avg = item_window_columns(days)
+        cols.append(np.log1p(_floats(frame[cnt])))
+        cols.append(_floats(frame[avg]) / 5.0)
     return np.stack(cols, axis=1)
 
 
@@ -90,8 +98,7 @@ def history_indices(frame: pd.DataFrame, items: Vocabulary, now_ms: np.ndarray) 
     n = len(frame)
     idx = np.zeros((n, HISTORY), dtype=np.int64)
     stamps = np.zeros((n, HISTORY), dtype=np.int64)
-    for row, (asins, times) in enumerate(zip(frame["user_rating_list_10_recent_asin"],
-                                             frame["user_rating_list_10_recent_asin_timestamp"])):
+    for row, (asins, times) in enumerate(zip(frame[RECENT_ITEMS], frame[RECENT_ITEMS_TIMESTAMPS])):
         asins, times = list(asins)[-HISTORY:], list(times)[-HISTORY:]
         if asins:
             idx[row, HISTORY - len(asins):] = items.index(asins)

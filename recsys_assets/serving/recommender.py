@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets.data.schema import day_start_ms
+from recsys_assets.feature_contract import RECENT_ITEMS, RECENT_ITEMS_TIMESTAMPS, TWO_TOWER_ITEMS
 from recsys_assets.feature_store.online import BATCH, MISSING, ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.models.bundles import Ranker, Retriever
@@ -41,9 +42,8 @@ from recsys_assets.serving_data.release import Release
 
 SHARED_KINDS = frozenset({ITEM, I2I, POPULAR, RECENT})  # keyed by item (or one key), not by user
 MAX_SHARED_ENTRIES = 500_000  # per kind and replica; past it, reads go to the store
-HISTORY_ITEMS = "user_rating_list_10_recent_asin"
-HISTORY_TIMES = "user_rating_list_10_recent_asin_timestamp"
-TWO_TOWER_INDEX = "two_tower_items"
+HISTORY_ITEMS, HISTORY_TIMES = RECENT_ITEMS, RECENT_ITEMS_TIMESTAMPS
+TWO_TOWER_INDEX = TWO_TOWER_ITEMS
 
 
 def _number(value) -> float | None:

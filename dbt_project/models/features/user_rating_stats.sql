@@ -1,5 +1,7 @@
 {{ config(**partitioned_incremental_config()) }}
 {% set w = partition_window() %}
+{% set days = var('user_window_days') %}
+{% set n = var('history_length') %}
 -- One row per user and review moment t in the window: the user's state once the reviews at t are in,
 -- stamped `timestamp` = t + 1 ms. Point in time: a row uses only events strictly before its `timestamp`, so a
 -- point-in-time join for an event at t (feature timestamp <= t) sees the state before t and never the event
@@ -11,7 +13,7 @@ with window_users as (
     where partition_date >= '{{ w.min_date }}' and partition_date < '{{ w.max_date }}'
 ),
 
--- The whole earlier history of those users: "last 10 items" may reach back any distance.
+-- The whole earlier history of those users: "last N items" may reach back any distance.
 history as (
     select
         r.user_id,
@@ -34,12 +36,12 @@ moments as (
         event_ms,
         partition_date,
         events_through,
-        count(rating) over prev_90d as user_rating_cnt_90d,
-        avg(rating) over prev_90d as user_rating_avg_prev_rating_90d
+        count(rating) over prev_window as user_rating_cnt_{{ days }}d,
+        avg(rating) over prev_window as user_rating_avg_prev_rating_{{ days }}d
     from history
-    window prev_90d as (
+    window prev_window as (
         partition by user_id order by event_ms
-        range between {{ days_before_stamp_ms(90) }} preceding and current row
+        range between {{ days_before_stamp_ms(days) }} preceding and current row
     )
 ),
 
@@ -51,14 +53,14 @@ targets as (
 select
     t.user_id,
     {{ ms_to_timestamp('t.event_ms + 1') }} as timestamp,
-    t.user_rating_cnt_90d,
-    t.user_rating_avg_prev_rating_90d,
-    {{ ordered_list('h.parent_asin', 'h.seq') }} as user_rating_list_10_recent_asin,
-    {{ ordered_list('h.event_ms', 'h.seq') }} as user_rating_list_10_recent_asin_timestamp,
+    t.user_rating_cnt_{{ days }}d,
+    t.user_rating_avg_prev_rating_{{ days }}d,
+    {{ ordered_list('h.parent_asin', 'h.seq') }} as user_rating_list_{{ n }}_recent_asin,
+    {{ ordered_list('h.event_ms', 'h.seq') }} as user_rating_list_{{ n }}_recent_asin_timestamp,
     t.partition_date
 from targets as t
 left join history as h
     on h.user_id = t.user_id
     and h.seq <= t.events_through
-    and h.seq > t.events_through - 10
-group by t.user_id, t.event_ms, t.partition_date, t.user_rating_cnt_90d, t.user_rating_avg_prev_rating_90d
+    and h.seq > t.events_through - {{ n }}
+group by t.user_id, t.event_ms, t.partition_date, t.user_rating_cnt_{{ days }}d, t.user_rating_avg_prev_rating_{{ days }}d
