@@ -46,8 +46,8 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-$(MANIFEST): $(VENV)/.installed $(DBT_SOURCES) recsys_assets/defs/dbt_project.py
-	dagster-dbt project prepare-and-package --file recsys_assets/defs/dbt_project.py
+$(MANIFEST): $(VENV)/.installed $(DBT_SOURCES) recsys_assets/defs/features/dbt_project.py
+	dagster-dbt project prepare-and-package --file recsys_assets/defs/features/dbt_project.py
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: recsys_assets/settings.py

@@ -14,7 +14,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
-from recsys_assets.defs.resources import resources_for  # noqa: E402
+from recsys_assets.defs.shared.resources import resources_for  # noqa: E402
 from recsys_assets.settings import Settings  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"

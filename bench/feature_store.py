@@ -25,8 +25,8 @@ import duckdb
 import pandas as pd
 from feast import FeatureStore
 from recsys_assets.data.generator import GeneratorConfig
-from recsys_assets.defs.features import dbt_features
-from recsys_assets.defs.ingest import raw_reviews
+from recsys_assets.defs.features.assets import dbt_features
+from recsys_assets.defs.ingest.assets import raw_reviews
 from recsys_assets.feature_store.online import OnlineFeatures
 from recsys_assets.feature_store.redis_server import local_redis
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig

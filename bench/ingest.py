@@ -20,9 +20,9 @@ from common import run_range, write_generated, write_result  # first: sets the p
 
 import duckdb
 from recsys_assets.data.generator import GeneratorConfig
-from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
-from recsys_assets.defs.features import dbt_features
-from recsys_assets.defs.ingest import raw_reviews
+from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
+from recsys_assets.defs.features.assets import dbt_features
+from recsys_assets.defs.ingest.assets import raw_reviews
 
 FEATURE_MODELS = ("user_rating_stats", "parent_asin_rating_stats")
 

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.data.schema import ITEMS_FILE
-from recsys_assets.defs.feature_store import online_features
-from recsys_assets.defs.features import dbt_features
-from recsys_assets.defs.ingest import raw_reviews
+from recsys_assets.defs.feature_store.assets import online_features
+from recsys_assets.defs.features.assets import dbt_features
+from recsys_assets.defs.ingest.assets import raw_reviews
 from recsys_assets.models.dataset import two_tower_inputs
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features

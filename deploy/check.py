@@ -425,7 +425,7 @@ def dagster_values_errors(path: Path | None = None) -> list[str]:
     make as Kubernetes objects."""
     from dagster._config import validate_config
 
-    from recsys_assets.defs.resources import GCP_EXECUTOR_CONFIG, k8s_job_executor
+    from recsys_assets.defs.shared.resources import GCP_EXECUTOR_CONFIG, k8s_job_executor
 
     values = yaml.safe_load(path.read_text()) if path else rendering().values
     errors = [f"chart schema: {e}" for e in dagster_chart.errors(values, kubernetes_version())]
@@ -561,7 +561,7 @@ def created_secrets() -> dict[str, dict]:
 
 def dagster_pods(values: dict) -> dict[str, dict]:
     """The run pod, step pod and user-code pod (as Job/Pod objects) the chart and dagster-k8s make."""
-    from recsys_assets.defs.resources import GCP_EXECUTOR_CONFIG
+    from recsys_assets.defs.shared.resources import GCP_EXECUTOR_CONFIG
 
     user = user_code_pod(values)
     deployment = values["dagster-user-deployments"]["deployments"][0]

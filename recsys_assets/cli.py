@@ -171,7 +171,7 @@ def served_release_summary(settings) -> str:
     if release.pipeline == POPULARITY:
         return (f"WARNING: release {release.id} ({release.day}) serves POPULARITY: no model beats it on the "
                 "validation period (see `recsys evaluate`); the first model that does takes over")
-    from recsys_assets.defs.resources import mlflow_store
+    from recsys_assets.defs.shared.resources import mlflow_store
     from recsys_assets.models.registry import ranker_fusion
 
     fusion = ranker_fusion(mlflow_store(settings).client(), release.models["ranker"])
@@ -218,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from recsys_assets.defs.resources import mlflow_store  # the one place that knows local vs gcp
+    from recsys_assets.defs.shared.resources import mlflow_store  # the one place that knows local vs gcp
     from recsys_assets.models.registry import set_champion
 
     client = mlflow_store(get_settings()).client()

@@ -18,7 +18,7 @@ from dagster import DagsterInstance, materialize  # noqa: E402
 from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
-from recsys_assets.defs.resources import resources_for  # noqa: E402
+from recsys_assets.defs.shared.resources import resources_for  # noqa: E402
 from recsys_assets.settings import Settings  # noqa: E402
 
 SMALL = GeneratorConfig(users=400, items=150, days=6, reviews=4_000, start=date(2024, 1, 1), seed=7)
@@ -95,8 +95,8 @@ def home(tmp_path) -> Home:
 @pytest.fixture(scope="session")
 def generated_home(tmp_path_factory) -> Home:
     """Small generated data, ingested and featurized once for the session (read-only for tests)."""
-    from recsys_assets.defs.features import dbt_features
-    from recsys_assets.defs.ingest import item_metadata, raw_reviews
+    from recsys_assets.defs.features.assets import dbt_features
+    from recsys_assets.defs.ingest.assets import item_metadata, raw_reviews
 
     h = Home(tmp_path_factory.mktemp("generated") / "recsys_home")
     days = h.write_generated()
@@ -109,7 +109,7 @@ def generated_home(tmp_path_factory) -> Home:
 @pytest.fixture(scope="session")
 def featured_home(generated_home) -> Home:
     """generated_home with the Feast definitions applied and every day in the SQLite online store."""
-    from recsys_assets.defs.feature_store import feast_definitions, online_features
+    from recsys_assets.defs.feature_store.assets import feast_definitions, online_features
 
     generated_home.materialize_unpartitioned([feast_definitions])
     generated_home.materialize([online_features], str(generated_home.days[0]), str(generated_home.days[-1]))
@@ -153,10 +153,10 @@ SMALL_TRAINING = dict(item2vec_epochs=2, two_tower_epochs=2, ranker_epochs=2, ba
 
 
 def model_assets() -> list:
-    from recsys_assets.defs.evaluation import model_evaluation, promotion
-    from recsys_assets.defs.models import item2vec, ranker, two_tower
-    from recsys_assets.defs.tags import item_tags, tag_embeddings
-    from recsys_assets.defs.training_data import training_dataset
+    from recsys_assets.defs.models.evaluation import model_evaluation, promotion
+    from recsys_assets.defs.models.assets import item2vec, ranker, two_tower
+    from recsys_assets.defs.tags.assets import item_tags, tag_embeddings
+    from recsys_assets.defs.training.assets import training_dataset
 
     return [item_tags, tag_embeddings, training_dataset, item2vec, two_tower, ranker, model_evaluation, promotion]
 
@@ -170,7 +170,7 @@ def trained_home(featured_home) -> Home:
 
 
 def serving_assets() -> list:
-    from recsys_assets.defs.candidates import (
+    from recsys_assets.defs.serving.candidates import (
         ease_candidates,
         i2i_candidates,
         item_catalog,
@@ -179,8 +179,8 @@ def serving_assets() -> list:
         u2i_candidates,
         user_sequences,
     )
-    from recsys_assets.defs.index import item2vec_index, tag_index, two_tower_index
-    from recsys_assets.defs.serving import serving_release
+    from recsys_assets.defs.serving.index import item2vec_index, tag_index, two_tower_index
+    from recsys_assets.defs.serving.release import serving_release
 
     return [two_tower_index, item2vec_index, tag_index, popular_items, i2i_candidates, u2i_candidates, ease_candidates,
             recent_popularity, user_sequences, item_catalog, serving_release]

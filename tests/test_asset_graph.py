@@ -65,3 +65,18 @@ def test_the_asset_graph_matches_its_snapshot():
                      if committed["assets"].get(k) != current["assets"].get(k))
     assert current == committed, (f"the asset graph changed ({', '.join(changed) or 'jobs/schedules/sensors'}): "
                                   "review, then RECSYS_UPDATE_SNAPSHOT=1 pytest tests/test_asset_graph.py")
+
+
+def test_every_asset_lives_in_the_folder_of_its_group_and_links_to_its_source():
+    """Dagster's layout: recsys_assets/defs/<group>/, loaded by load_from_defs_folder; the UI links each asset
+    to the file and line that defines it."""
+    from recsys_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        references = node.metadata.get("dagster/code_references")
+        assert references is not None, key
+        (reference,) = {r.file_path for r in references.code_references}
+        folder = REPO_ROOT / "recsys_assets" / "defs" / node.group_name
+        assert reference.startswith(str(folder) + os.sep), (key.to_user_string(), reference, node.group_name)

@@ -139,7 +139,7 @@ def test_an_old_day_landing_late_does_not_move_the_newest_day(world):
 def test_cross_partition_dependency_is_declared(graph):
     """The UI's lineage and stale markers see that a feature day reads the days before it."""
     _, asset_graph = graph
-    from recsys_assets.defs.partitions import FEATURE_LOOKBACK_DAYS
+    from recsys_assets.defs.shared.partitions import FEATURE_LOOKBACK_DAYS
 
     for name in ("user_rating_stats", "parent_asin_rating_stats", "popular_items", "user_sequences"):
         node = asset_graph.get(AssetKey(name))
@@ -152,7 +152,7 @@ def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and
     """The checks judge by the newest landed day: stale while a new day is on its way, fresh once served."""
     from dagster import build_asset_check_context, build_sensor_context
 
-    from recsys_assets.defs.freshness import fresh_for_newest_landed_day, freshness_sensor, serves_newest_landed_day
+    from recsys_assets.defs.automation.freshness import fresh_for_newest_landed_day, freshness_sensor, serves_newest_landed_day
     from recsys_assets.serving_data.release import Release, ReleaseStore
 
     instance = DagsterInstance.ephemeral()

@@ -79,9 +79,9 @@ def test_new_raw_partition_flows_to_features_and_online_store_by_automation(feat
     for that day, and nothing else."""
     from dagster import Definitions, evaluate_automation_conditions
 
-    from recsys_assets.defs.feature_store import feast_definitions, online_features
-    from recsys_assets.defs.features import dbt_features
-    from recsys_assets.defs.ingest import item_metadata, raw_reviews
+    from recsys_assets.defs.feature_store.assets import feast_definitions, online_features
+    from recsys_assets.defs.features.assets import dbt_features
+    from recsys_assets.defs.ingest.assets import item_metadata, raw_reviews
 
     home = featured_home
     defs = Definitions(assets=[raw_reviews, item_metadata, dbt_features, feast_definitions, online_features],

@@ -181,7 +181,7 @@ def test_a_misspelled_field_in_the_dagster_values_fails(tmp_path, edit, expected
 
 def test_the_dagster_values_and_the_gcp_executor_config_pass(monkeypatch):
     assert check.dagster_values_errors() == []
-    from recsys_assets.defs import resources
+    from recsys_assets.defs.shared import resources
 
     monkeypatch.setattr(resources, "GCP_EXECUTOR_CONFIG", {**resources.GCP_EXECUTOR_CONFIG, "max_concurent": 4})
     errors = check.dagster_values_errors()

@@ -182,7 +182,7 @@ def test_a_secret_nothing_creates_fails():
 
 
 def test_a_cloud_storage_fuse_volume_without_the_sidecar_annotation_fails(monkeypatch):
-    from recsys_assets.defs import resources
+    from recsys_assets.defs.shared import resources
 
     step = copy.deepcopy(resources.GCP_EXECUTOR_CONFIG)
     step["step_k8s_config"]["pod_template_spec_metadata"]["annotations"] = {}

@@ -67,7 +67,7 @@ def test_the_sql_follows_other_contract_values(tmp_path, variables):
 
 
 def test_the_lineage_reads_as_far_back_as_the_sql():
-    from recsys_assets.defs.partitions import days_up_to
+    from recsys_assets.defs.shared.partitions import days_up_to
 
     assert days_up_to().start_offset == -contract.LOOKBACK_DAYS
     assert contract.LOOKBACK_DAYS == max(contract.WINDOWS_DAYS) + 1

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from recsys_assets.defs.feature_store import APPLY_WHEN_NEW_OR_CHANGED, feast_definitions, online_features
-from recsys_assets.defs.resources import FeatureStoreResource
+from recsys_assets.defs.feature_store.assets import APPLY_WHEN_NEW_OR_CHANGED, feast_definitions, online_features
+from recsys_assets.defs.shared.resources import FeatureStoreResource
 from recsys_assets.feature_store.asof_offline_store import asof_applies
 from recsys_assets.feature_store.consistency import compare_online_with_offline
 from recsys_assets.feature_store.definitions import DEFINITIONS_VERSION, ITEM_VIEW, USER_VIEW, fresh_view

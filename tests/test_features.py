@@ -12,8 +12,8 @@ import pytest
 from conftest import Home
 
 from recsys_assets.data.schema import REVIEW_SCHEMA, day_of_ms, review_file_name
-from recsys_assets.defs.features import dbt_features
-from recsys_assets.defs.ingest import raw_reviews
+from recsys_assets.defs.features.assets import dbt_features
+from recsys_assets.defs.ingest.assets import raw_reviews
 
 DAY_MS = 86_400_000
 

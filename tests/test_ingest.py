@@ -9,7 +9,7 @@ from conftest import recsys_env
 from dagster import materialize
 
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
-from recsys_assets.defs.ingest import item_metadata, raw_reviews
+from recsys_assets.defs.ingest.assets import item_metadata, raw_reviews
 from recsys_assets.warehouse.stores import DuckDBWarehouse
 
 DAY = date(2024, 1, 2)

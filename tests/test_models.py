@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import recsys_env
 
-from recsys_assets.defs.evaluation import promotion
-from recsys_assets.defs.resources import mlflow_store
+from recsys_assets.defs.models.evaluation import promotion
+from recsys_assets.defs.shared.resources import mlflow_store
 from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.baselines import BaselineConfig
@@ -49,7 +49,7 @@ def test_the_ranker_is_scored_on_validation_after_every_epoch(trained_home):
     before the refresh): they score what the metadata says, more than the same ranker untrained."""
     import torch
 
-    from recsys_assets.defs.models import _sizes
+    from recsys_assets.defs.models.assets import _sizes
     from recsys_assets.models.bundles import load_pipeline
     from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
     from recsys_assets.models.features import Catalogue
@@ -588,8 +588,8 @@ def test_serving_packs_and_scores_one_user_like_training(trained_home):
 @pytest.mark.timeout(900)
 def test_two_tower_tuning_searches_on_validation_and_training_uses_its_best(trained_home, tmp_path):
     """Ray Tune trials judged on validation Recall@50; the daily two_tower then trains with the best values."""
-    from recsys_assets.defs.models import two_tower
-    from recsys_assets.defs.tuning import two_tower_tuning
+    from recsys_assets.defs.models.assets import two_tower
+    from recsys_assets.defs.models.tuning import two_tower_tuning
 
     day = str(trained_home.days[-1])
     saved = dict(trained_home.training_overrides)

@@ -6,7 +6,7 @@ from datetime import date
 from dagster import DagsterInstance, build_sensor_context
 
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
-from recsys_assets.defs.sensors import landing_sensor
+from recsys_assets.defs.ingest.sensors import landing_sensor
 
 
 def _tick(home, cursor=None, instance=None):
@@ -66,7 +66,7 @@ def test_non_landing_files_are_ignored(home):
 def test_files_already_loaded_by_a_run_are_not_loaded_again(home):
     """`make pipeline` before `make dev`: the sensor's first tick skips days and the catalogue loaded from
     the same file (reloading them would retrain the newest day for nothing)."""
-    from recsys_assets.defs.ingest import item_metadata, raw_reviews
+    from recsys_assets.defs.ingest.assets import item_metadata, raw_reviews
 
     days = home.write_generated()
     home.materialize_unpartitioned([item_metadata])
@@ -85,7 +85,7 @@ def test_logged_interactions_land_in_their_day_and_the_day_is_ingested_again(hom
     """POST /interactions logs events; landed_interactions merges a day's events into its landing file
     (once), and the landing sensor requests that day again."""
     from recsys_assets.data.schema import day_start_ms
-    from recsys_assets.defs.interactions import landed_interactions
+    from recsys_assets.defs.ingest.interactions import landed_interactions
     from recsys_assets.serving_data.events import EventLog
 
     days = home.write_generated()
@@ -113,7 +113,7 @@ def test_interactions_land_for_the_day_that_ended():
 
     from dagster import build_schedule_context
 
-    from recsys_assets.defs.interactions import land_interactions_schedule
+    from recsys_assets.defs.ingest.interactions import land_interactions_schedule
 
     for tick, day in ((datetime(2026, 11, 27, 0, 15, tzinfo=timezone.utc), "2026-11-26"),
                       (datetime(2027, 1, 1, 0, 15, tzinfo=timezone.utc), "2026-12-31")):

@@ -203,9 +203,9 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     and every replica moves to the other model and index within 60 s while requests keep succeeding."""
     from dagster import AssetKey, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
 
-    from recsys_assets.defs.models import item2vec, ranker, two_tower
-    from recsys_assets.defs.resources import mlflow_store
-    from recsys_assets.defs.serving import champion_sensor
+    from recsys_assets.defs.models.assets import item2vec, ranker, two_tower
+    from recsys_assets.defs.shared.resources import mlflow_store
+    from recsys_assets.defs.serving.release import champion_sensor
     from recsys_assets.models.registry import MODEL_NAMES, set_champion
 
     day = str(served_home.days[-1])
@@ -321,7 +321,7 @@ def test_without_a_champion_the_release_serves_popularity(service, served_home, 
     """No model has ever passed the gate (popularity wins on some data): the serving assets still
     materialize, the release serves popularity, every endpoint answers and says so; the first champion
     that appears takes over again."""
-    from recsys_assets.defs.resources import mlflow_store
+    from recsys_assets.defs.shared.resources import mlflow_store
     from recsys_assets.models.registry import CHAMPION, champion_versions, set_champion
 
     day = str(served_home.days[-1])

@@ -23,9 +23,9 @@ from dagster import (
     asset,
 )
 
-from recsys_assets.defs.automation import FOLLOW_UPSTREAM
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import FeatureStoreResource, WarehouseResource
+from recsys_assets.defs.automation.conditions import FOLLOW_UPSTREAM
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import FeatureStoreResource, WarehouseResource
 from recsys_assets.feature_store.consistency import compare_online_with_offline
 from recsys_assets.feature_store.definitions import BATCH_VIEWS, DEFINITIONS_VERSION
 

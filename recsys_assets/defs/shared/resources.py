@@ -14,7 +14,7 @@ from dagster_k8s import k8s_job_executor
 from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
-from recsys_assets.defs.dbt_project import DBT_PROJECT_DIR
+from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.models.dataset import DatasetConfig
 from recsys_assets.models.registry import MlflowStore

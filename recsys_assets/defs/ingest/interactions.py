@@ -15,8 +15,8 @@ from dagster import (
     schedule,
 )
 
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import LandingResource, ServingResource
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import LandingResource, ServingResource
 from recsys_assets.serving_data.events import land_events
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from recsys_assets.defs.automation import NEWEST_LANDED_DAY
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import TrainingResource, WarehouseResource
+from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import TrainingResource, WarehouseResource
 from recsys_assets.models.tags import (
     EMBEDDINGS_FILE,
     TAGS_FILE,

@@ -30,7 +30,7 @@ from dagster import (
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from recsys_assets.defs.resources import ServingResource
+from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.serving_data.release import ReleaseStore
 
 LANDED, ONLINE = AssetKey("raw_reviews"), AssetKey("online_features")

@@ -23,9 +23,9 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.defs.index import SERVING_ASSET, built_from
-from recsys_assets.defs.models import recorded_metadata
-from recsys_assets.defs.resources import ServingResource
+from recsys_assets.defs.serving.index import SERVING_ASSET, built_from
+from recsys_assets.defs.models.assets import recorded_metadata
+from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.feature_contract import INDEX_ALIASES, ITEM2VEC_ITEMS, TWO_TOWER_ITEMS
 from recsys_assets.models.registry import champion_versions
 from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, RECENT, SEQUENCE, U2I, CandidateStore

@@ -32,9 +32,9 @@ from dagster import (
 )
 from dagster_mlflow.resources import MlFlow
 
-from recsys_assets.defs.automation import NEWEST_LANDED_DAY
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource, WarehouseResource
+from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity

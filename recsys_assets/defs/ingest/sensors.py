@@ -5,8 +5,6 @@ import json
 
 from dagster import (
     AssetRecordsFilter,
-    AssetSelection,
-    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -16,9 +14,9 @@ from dagster import (
 )
 
 from recsys_assets.data.schema import ITEMS_FILE, day_of_review_file
-from recsys_assets.defs.ingest import LANDING_FINGERPRINT, item_metadata, raw_reviews
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import LandingResource
+from recsys_assets.defs.ingest.assets import LANDING_FINGERPRINT, item_metadata, raw_reviews
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import LandingResource
 
 
 def loaded_fingerprint(instance, name: str) -> str | None:
@@ -82,14 +80,3 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource):
     if not requests:
         return SensorResult(skip_reason=SkipReason("no new landing files"), cursor=cursor)
     return SensorResult(run_requests=requests, cursor=cursor)
-
-
-# Carries new partitions downstream (dbt, and later stages) per each asset's AutomationCondition. Evaluated
-# in the code server: the "newest landed day" conditions (`automation.py`) are Python of ours.
-automation_sensor = AutomationConditionSensorDefinition(
-    "automation_sensor",
-    target=AssetSelection.all(),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,  # ~1 s of evaluation; every tick saved is a stage sooner
-    use_user_code_server=True,
-)

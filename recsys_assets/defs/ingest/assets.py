@@ -23,8 +23,8 @@ from dagster import (
 
 from recsys_assets.data.landing import read_items, read_review_day
 from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import LandingResource, WarehouseResource
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import LandingResource, WarehouseResource
 from recsys_assets.warehouse.validation import (
     ITEM_CHECKS,
     REVIEW_CHECKS,

@@ -16,9 +16,9 @@ from dagster import (
     asset,
 )
 
-from recsys_assets.defs.automation import NEWEST_LANDED_DAY
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import ServingResource, TrainingResource
+from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import ServingResource, TrainingResource
 from recsys_assets.feature_contract import INDEX_ALIASES
 from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings

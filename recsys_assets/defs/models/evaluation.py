@@ -15,8 +15,8 @@ import json
 import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
-from recsys_assets.defs.models import MODEL_ASSET, Tracking, latest_version, load_inputs
-from recsys_assets.defs.resources import ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.defs.models.assets import MODEL_ASSET, Tracking, latest_version, load_inputs
+from recsys_assets.defs.shared.resources import ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.models.baselines import BASELINES, BaselineConfig
 from recsys_assets.models.bundles import load_pipeline
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate

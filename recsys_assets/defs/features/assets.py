@@ -10,9 +10,9 @@ from typing import Any
 from dagster import AssetCheckSpec, AssetExecutionContext, AutomationCondition, BackfillPolicy, PartitionMapping
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from recsys_assets.defs.automation import FOLLOW_UPSTREAM, RunsWithItsAsset
-from recsys_assets.defs.dbt_project import dbt_project
-from recsys_assets.defs.partitions import daily_partitions, days_up_to
+from recsys_assets.defs.automation.conditions import FOLLOW_UPSTREAM, RunsWithItsAsset
+from recsys_assets.defs.features.dbt_project import dbt_project
+from recsys_assets.defs.shared.partitions import daily_partitions, days_up_to
 from recsys_assets.feature_contract import dbt_vars as contract_vars
 
 

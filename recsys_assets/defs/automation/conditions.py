@@ -5,12 +5,12 @@ that has been loaded. A day that lands after it ended (every imported or generat
 daily case) is still the newest landed day, whatever the clock says.
 
 * Feature assets follow every updated day up to the newest landed day (a replaced old day refreshes the
-  days whose windows reach it; see the partition mappings in `features.py`).
+  days whose windows reach it; see the partition mappings in `features/assets.py`).
 * Models, evaluation, promotion and the serving assets follow the newest landed day only: a replaced old
   file retrains the newest day's models, never old ones.
 
 The conditions are Python subclasses, so the automation sensor evaluates them in the code server
-(`use_user_code_server=True` in `sensors.py`).
+(`use_user_code_server=True` in `sensor.py`).
 """
 
 from dagster import AssetKey, AutomationCondition

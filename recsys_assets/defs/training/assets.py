@@ -5,9 +5,9 @@ from datetime import date, timedelta
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from recsys_assets.defs.automation import NEWEST_LANDED_DAY
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import FeatureStoreResource, TrainingResource, WarehouseResource
+from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
+from recsys_assets.defs.shared.partitions import daily_partitions
+from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.dataset import DatasetConfig, build_training_data
 

@@ -15,9 +15,9 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext, MaterializeResult, asset
 
 from recsys_assets.data.schema import day_start_ms
-from recsys_assets.defs.index import SERVING_ASSET, build_version, champion_version, without_champion
-from recsys_assets.defs.partitions import days_up_to
-from recsys_assets.defs.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.defs.serving.index import SERVING_ASSET, build_version, champion_version, without_champion
+from recsys_assets.defs.shared.partitions import days_up_to
+from recsys_assets.defs.shared.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
 from recsys_assets.models.bundles import Retriever
