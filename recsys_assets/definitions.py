@@ -11,16 +11,22 @@ from recsys_assets.settings import get_settings
 
 settings = get_settings()
 
-_loaded = load_from_defs_folder(path_within_project=Path(__file__).parent)
-# An asset that another module imports is found once per module: the same object, wrapped once.
-_assets = list({id(asset): asset for asset in _loaded.assets or []}.values())
-defs = Definitions(
-    # Each asset links to its source in the UI (the file and line of its definition).
-    assets=with_source_code_references(_assets),
-    asset_checks=_loaded.asset_checks,
-    jobs=_loaded.jobs,
-    schedules=_loaded.schedules,
-    sensors=_loaded.sensors,
-    resources=resources_for(settings),
-    executor=EXECUTOR_BY_ENV[settings.env],
-)
+
+def _definitions() -> Definitions:
+    loaded = load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # An asset that another module imports is found once per module: the same object, wrapped once.
+    assets = list({id(asset): asset for asset in loaded.assets or []}.values())
+    return Definitions(
+        # Each asset links to its source in the UI (the file and line of its definition).
+        assets=with_source_code_references(assets),
+        asset_checks=loaded.asset_checks,
+        jobs=loaded.jobs,
+        schedules=loaded.schedules,
+        sensors=loaded.sensors,
+        resources=resources_for(settings),
+        executor=EXECUTOR_BY_ENV[settings.env],
+    )
+
+
+# The one Definitions object at module scope (Dagster refuses a module with two).
+defs = _definitions()
