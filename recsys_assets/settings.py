@@ -88,10 +88,6 @@ class Settings:
         """An MLflow server (RECSYS_MLFLOW_URI; the cluster's under gcp); None: SQLite under RECSYS_HOME/mlflow."""
         return os.environ.get("RECSYS_MLFLOW_URI") or ("http://mlflow:5000" if self.env == "gcp" else None)
 
-    @property
-    def dataset_file(self) -> Path:
-        return self.home / DATASET_FILE
-
     def partitions_start(self) -> date:
         """First daily partition: RECSYS_START_DATE, else the first day of the data set in RECSYS_HOME."""
         explicit = os.environ.get("RECSYS_START_DATE")

@@ -171,10 +171,6 @@ class TimeAwareEase:
         return cls(fusion.ease_l2, fusion.ease_gram_half_life_days, fusion.ease_history_half_life_days)
 
 
-def fit_item_knn(x: sp.csr_matrix, neighbours: int, max_items: int) -> ItemItemModel:
-    return ItemGram.of(x, max_items).model(cosine_neighbours, neighbours)
-
-
 @dataclass
 class Protocol:
     """Who is evaluated and against what: rows of `history` are the evaluated users' training items,
