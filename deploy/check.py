@@ -590,7 +590,7 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
     made = dagster_pods(values)
     found = {
         "deploy/terraform (references, provider arguments, APIs, outputs)": terraform_checks.errors(
-            terraform(), used_outputs=outputs.read | _outputs_read_by_ci(), example_outputs=set(outputs))
+            terraform(), used_outputs=outputs.read | _outputs_read_elsewhere(), example_outputs=set(outputs))
         + terraform_checks.platform_requirement_errors(terraform(), uses_gcsfuse=any(
             (v.get("csi") or {}).get("driver") == wiring.GCSFUSE_DRIVER for t in pods.values()
             for v in t["spec"].get("volumes", []))),
@@ -609,10 +609,10 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
     return {name: errors for name, errors in found.items() if errors}
 
 
-def _outputs_read_by_ci() -> set[str]:
-    """Outputs the release workflow reads (`terraform output -raw NAME`)."""
-    text = "".join(p.read_text() for p in (REPO / ".github" / "workflows").glob("*.yaml"))
-    return set(re.findall(r"terraform[^\n]*output -raw ([a-z_]+)", text))
+def _outputs_read_elsewhere() -> set[str]:
+    """Outputs the release workflow and the README's steps read (`terraform ... output -raw NAME`)."""
+    text = "".join(p.read_text() for p in [*(REPO / ".github" / "workflows").glob("*.yaml"), REPO / "README.md"])
+    return set(re.findall(r"terraform[^`\n]*?output\s+-raw\s+([a-z_]+)", text.replace("\n   ", " ")))
 
 
 def literal_errors(outputs: dict) -> list[str]:
