@@ -23,7 +23,9 @@ def _definitions() -> Definitions:
         jobs=loaded.jobs,
         schedules=loaded.schedules,
         sensors=loaded.sensors,
-        resources=resources_for(settings),
+        loggers=loaded.loggers,
+        metadata=loaded.metadata,
+        resources={**(loaded.resources or {}), **resources_for(settings)},
         executor=EXECUTOR_BY_ENV[settings.env],
     )
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from recsys_assets.feature_contract import HISTORY_LENGTH
 from recsys_assets.models import data
 from recsys_assets.models.data import ITEM as ITEM_ID
 from recsys_assets.models.data import Vocabulary
@@ -100,7 +101,7 @@ def user_top_items(user_ids: list[str], user_vectors: np.ndarray, item_ids: list
                            lambda a, b: np.asarray(user_vectors[a:b], dtype=np.float32) @ items.T, seen, k, chunk)
 
 
-def last_items(events: pd.DataFrame, n: int = 10) -> Iterator[tuple[str, dict]]:
+def last_items(events: pd.DataFrame, n: int = HISTORY_LENGTH) -> Iterator[tuple[str, dict]]:
     """Each user's last n items with their timestamps (ms), oldest first; ties by item id."""
     ordered = events.sort_values(["user_id", "timestamp", "parent_asin"])
     tail = ordered.groupby("user_id", sort=True).tail(n)

@@ -17,7 +17,13 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionCo
 from recsys_assets.data.schema import day_start_ms
 from recsys_assets.defs.serving.index import SERVING_ASSET, build_version, champion_version, without_champion
 from recsys_assets.defs.shared.partitions import days_up_to
-from recsys_assets.defs.shared.resources import FeatureStoreResource, ServingResource, TrainingResource, WarehouseResource
+from recsys_assets.defs.shared.resources import (
+    FeatureStoreResource,
+    ServingResource,
+    TrainingResource,
+    WarehouseResource,
+)
+from recsys_assets.feature_contract import HISTORY_LENGTH
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
 from recsys_assets.models.bundles import Retriever
@@ -180,7 +186,8 @@ def ease_candidates(context: AssetExecutionContext, serving: ServingResource, wa
 
 
 @asset(deps=LANDED_WINDOW, code_version="1", kinds={"sqlite", "redis"}, check_specs=_spec("user_sequences"),
-       description="Each user's last 10 items with their timestamps (ms), oldest first.", **SERVING_ASSET)
+       description=f"Each user's last {HISTORY_LENGTH} items with their timestamps (ms), oldest first.",
+       **SERVING_ASSET)
 def user_sequences(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                    training: TrainingResource) -> MaterializeResult:
     events = _window_events(context, warehouse, training)
