@@ -93,7 +93,7 @@ def kuberay_validator(kind: str) -> Draft202012Validator:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the KubeRay {KUBERAY_VERSION} CRD schemas "
                                 "(deploy/schemas/README.md)")
-    return Draft202012Validator(strict(json.loads(path.read_text())))
+    return crd_validator(path)
 
 
 @functools.cache

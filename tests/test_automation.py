@@ -139,13 +139,13 @@ def test_an_old_day_landing_late_does_not_move_the_newest_day(world):
 def test_cross_partition_dependency_is_declared(graph):
     """The UI's lineage and stale markers see that a feature day reads the days before it."""
     _, asset_graph = graph
-    from recsys_assets.defs.shared.partitions import FEATURE_LOOKBACK_DAYS
+    from recsys_assets.feature_contract import LOOKBACK_DAYS
 
     for name in ("user_rating_stats", "parent_asin_rating_stats", "popular_items", "user_sequences"):
         node = asset_graph.get(AssetKey(name))
         parent = next(k for k in node.parent_keys if k.to_user_string() in ("stg_reviews", "raw_reviews"))
         mapping = asset_graph.get_partition_mapping(node.key, parent)
-        assert mapping.start_offset == -FEATURE_LOOKBACK_DAYS, name
+        assert mapping.start_offset == -LOOKBACK_DAYS, name
 
 
 def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and_serving(home):

@@ -121,7 +121,8 @@ def _ray_worker(config: dict) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    model = ray.train.torch.prepare_model(config["build"]())  # DDP (gloo on CPU, nccl on GPUs), on the worker's device
+    # DDP (gloo on CPUs, nccl on GPUs), the model on the worker's device
+    model = ray.train.torch.prepare_model(config["build"]())
     device = ray.train.torch.get_device()
     validate = config["validate"]
     if validate is not None and device.type != "cpu":  # validation scores numpy/CPU tensors: a CPU copy is judged

@@ -42,8 +42,6 @@ from recsys_assets.serving_data.release import Release
 
 SHARED_KINDS = frozenset({ITEM, I2I, POPULAR, RECENT})  # keyed by item (or one key), not by user
 MAX_SHARED_ENTRIES = 500_000  # per kind and replica; past it, reads go to the store
-HISTORY_ITEMS, HISTORY_TIMES = RECENT_ITEMS, RECENT_ITEMS_TIMESTAMPS
-TWO_TOWER_INDEX = TWO_TOWER_ITEMS
 
 
 def _number(value) -> float | None:
@@ -104,7 +102,7 @@ class Recommender:
     @property
     def versions(self) -> dict:
         return {"model_version": dict(self.release.models), "index_version": self.release.collections.get(
-            TWO_TOWER_INDEX), "release": self.release.id, "pipeline": self.release.pipeline}
+            TWO_TOWER_ITEMS), "release": self.release.id, "pipeline": self.release.pipeline}
 
     @property
     def serves_models(self) -> bool:
@@ -169,7 +167,7 @@ class Recommender:
 
     def last_item_i2i(self, user_id: str, count: int) -> dict:
         user, source = self._user(user_id)
-        history = list(user[HISTORY_ITEMS])
+        history = list(user[RECENT_ITEMS])
         if source == MISSING or not history:
             return {"cold_start": True, "items": self.popular(count)}
         last = history[-1]
@@ -187,7 +185,7 @@ class Recommender:
         return {i: s for i, s in self._read(EASE, [user_id])[0] or []}
 
     def _now_ms(self, user: dict) -> int:
-        stamps = list(user[HISTORY_TIMES])
+        stamps = list(user[RECENT_ITEMS_TIMESTAMPS])
         return max(self.data_time_ms, max(stamps) + 1 if stamps else 0)
 
     def rerank(self, user_id: str, top_k_retrieval: int, count: int, debug: bool = False,
@@ -207,7 +205,7 @@ class Recommender:
             if source == MISSING:
                 answers[n] = {"cold_start": True, "items": self.popular(query.count)}
             elif not self.serves_models:
-                answers[n] = {"cold_start": False, "items": self.popular(query.count, exclude=set(user[HISTORY_ITEMS]))}
+                answers[n] = {"cold_start": False, "items": self.popular(query.count, exclude=set(user[RECENT_ITEMS]))}
             else:
                 pending.append(_Pending(n, query, query.ranker or self.ranker, user, source, self._now_ms(user)))
         if not pending:
@@ -238,7 +236,7 @@ class Recommender:
     def _candidates(self, p: _Pending) -> None:
         """The user's candidates (unseen): the two-tower's (precomputed, or from the index), EASE's, the
         recently popular, the last item's neighbours, the popular; each item's first source in `origin`."""
-        history = list(p.user[HISTORY_ITEMS])
+        history = list(p.user[RECENT_ITEMS])
         seen = set(history)
         # A user with no event since the batch has the same ANN answer precomputed (u2i): one key read.
         precomputed = self._read(U2I, [p.query.user_id])[0] if p.source == BATCH else None
@@ -312,4 +310,4 @@ class Recommender:
     def record_interaction(self, user_id: str, item_id: str, rating: float, timestamp_ms: int) -> dict:
         self.known_items([item_id])
         state = push_interaction(self.features.store, user_id, item_id, rating, timestamp_ms)
-        return {"user_id": user_id, "recent_items": state[HISTORY_ITEMS]}
+        return {"user_id": user_id, "recent_items": state[RECENT_ITEMS]}

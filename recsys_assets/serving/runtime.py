@@ -14,11 +14,12 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
+from recsys_assets.feature_contract import TWO_TOWER_ITEMS
 from recsys_assets.feature_store.online import ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.repository import FeatureRepository
 from recsys_assets.models.bundles import Ranker, Retriever
 from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
-from recsys_assets.serving.recommender import TWO_TOWER_INDEX, Recommender
+from recsys_assets.serving.recommender import Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import open_event_log
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
@@ -107,7 +108,7 @@ class Runtime:
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.release.info({"release": release.id, "day": release.day,
                                        **{f"{name}_version": v for name, v in release.models.items()},
-                                       "index": release.collections.get(TWO_TOWER_INDEX, "")})
+                                       "index": release.collections.get(TWO_TOWER_ITEMS, "")})
             log.info("serving release %s (models %s)", release.id, release.models)
             if old is not None and old.index is not None:
                 timer = threading.Timer(CLOSE_GRACE_S, old.index.close)
@@ -121,7 +122,7 @@ class Runtime:
                                features=self.features, item_features=self.item_features)
         store = self.config.mlflow
         challenger = release.challengers.get("ranker")
-        index = self.index.open_reader(release.collections[TWO_TOWER_INDEX])
+        index = self.index.open_reader(release.collections[TWO_TOWER_ITEMS])
         try:
             return Recommender(
                 release=release, retriever=Retriever.load(store, release.models["two_tower"]),

@@ -10,13 +10,10 @@ daily_partitions = DailyPartitionsDefinition(
     start_date=get_settings().partitions_start().isoformat(), end_offset=1, timezone="UTC"
 )
 
-# The feature windows reach this many days back (the contract's, which the dbt SQL reads as a var): a day
-# depends on the days before it, so a replaced day refreshes (and the UI marks stale) every day up to this far
-# after it.
-FEATURE_LOOKBACK_DAYS = LOOKBACK_DAYS
 
-
-def days_up_to(lookback_days: int = FEATURE_LOOKBACK_DAYS) -> TimeWindowPartitionMapping:
+# The feature windows reach LOOKBACK_DAYS back (the contract's, which the dbt SQL reads as a var): a day depends
+# on the days before it, so a replaced day refreshes (and the UI marks stale) every day up to this far after it.
+def days_up_to(lookback_days: int = LOOKBACK_DAYS) -> TimeWindowPartitionMapping:
     """A day reads the `lookback_days` days before it and itself (days before the first partition: none)."""
     return TimeWindowPartitionMapping(start_offset=-lookback_days, end_offset=0,
                                       allow_nonexistent_upstream_partitions=True)
