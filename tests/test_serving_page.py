@@ -7,6 +7,7 @@ import httpx
 import pandas as pd
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -24,7 +25,7 @@ def browser():
         pytest.fail("chromium and chromedriver are needed: `make setup` installs them (or: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-proxy-server"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
@@ -39,8 +40,13 @@ def test_like_and_reload_reranks_in_the_browser(served_home, browser):
     user = reviews["user_id"].value_counts().index[5]
     with serve_process(served_home.path, env={"RECSYS_API_TOKEN": TOKEN}) as url:
         wait = WebDriverWait(browser, 30)
+        page = httpx.get(url + "/", timeout=30)
+        assert page.status_code == 200 and 'id="user-id"' in page.text, (page.status_code, page.text[:300])
         browser.get(url + "/")
-        browser.find_element(By.ID, "user-id").send_keys(user)
+        try:
+            wait.until(ec.presence_of_element_located((By.ID, "user-id"))).send_keys(user)
+        except TimeoutException:
+            pytest.fail(f"the page at {browser.current_url} has no user box: {browser.page_source[:500]}")
         count = browser.find_element(By.ID, "count")
         count.clear()
         count.send_keys("8")
