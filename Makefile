@@ -67,7 +67,7 @@ test: setup deploy-check validate-defs
 # offline: no cloud call is made to construct them).
 validate-defs: setup
 	dagster definitions validate -w workspace.yaml
-	RECSYS_ENV=gcp dagster definitions validate -w workspace.yaml
+	RECSYS_ENV=gcp RECSYS_GCP_PROJECT=example-project dagster definitions validate -w workspace.yaml
 
 deploy-check: setup
 	python deploy/check.py

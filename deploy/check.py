@@ -79,7 +79,7 @@ REQUIRED_ENVIRONMENT = {
                               "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"},
     "recsys-training": _GCP,
     "recsys-dagster": _GCP | {"RECSYS_HOME", "RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL",
-                              "RECSYS_QDRANT_URL", "RECSYS_DBT_TARGET", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS",
+                              "RECSYS_QDRANT_URL", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS",
                               # Ray Train's workers are other pods: checkpoints go where every one reaches
                               "RECSYS_RAY_STORAGE", "RECSYS_BQ_LOCATION", "RECSYS_FEAST_REGISTRY"},
 }
@@ -191,10 +191,13 @@ def serve_config_errors(text: str) -> list[str]:
 
 @functools.cache
 def variables_the_code_reads() -> frozenset[str]:
-    """RECSYS_* names that appear in the code (what `Settings`, the resources and serving read) and in the
-    dbt project (its profiles read some)."""
-    names = set()
-    for path in [*(REPO / "recsys_assets").rglob("*.py"), *(REPO / "dbt_project").glob("*.yml")]:
+    """RECSYS_* names the configuration reads (`Settings`), and those the tools' files read from the
+    environment it sets up for them (dbt's profiles.yml, Feast's feature_store.yaml files)."""
+    from recsys_assets.settings import Settings
+
+    names = set(Settings.environment_variables())
+    for path in [*(REPO / "dbt_project").glob("*.yml"),
+                 *(REPO / "recsys_assets" / "feature_store" / "environments").rglob("feature_store.yaml")]:
         names |= set(re.findall(r"\bRECSYS_[A-Z0-9_]+\b", path.read_text()))
     return frozenset(names)
 
@@ -307,14 +310,23 @@ def _for_each_keys(resource: dict) -> set[str]:
     return set(re.findall(r'"([a-z0-9_-]+)"', str(resource["for_each"])))
 
 
+def _gcp_defaults() -> dict[str, list[str]]:
+    """The bucket names and BigQuery datasets the configuration falls back to under gcp (project "project")."""
+    from recsys_assets.settings import GcpSettings
+
+    gcp = GcpSettings(gcp_project="project", landing_bucket=None, feast_registry=None)
+    return {"buckets": [gcp.landing, gcp.registry.split("/")[2]],
+            "datasets": [GcpSettings.model_fields[f].default for f in ("bq_raw_dataset", "bq_dataset")]}
+
+
 def terraform_errors(objects: list[dict]) -> list[str]:
     errors = []
     buckets = _for_each_keys(_block("resource", "google_storage_bucket", "recsys"))
-    code = "".join(p.read_text() for p in (REPO / "recsys_assets").rglob("*.py"))
-    for suffix in sorted(set(re.findall(r'\{project\}-([a-z]+)', code)) - buckets):  # f"{project}-landing", ...
+    defaults = _gcp_defaults()
+    for suffix in sorted(set(re.findall(r"(?:gs://)?project-([a-z]+)", " ".join(defaults["buckets"]))) - buckets):
         errors.append(f"the code defaults to bucket <project>-{suffix}, deploy/terraform creates none")
     datasets = _for_each_keys(_block("resource", "google_bigquery_dataset", "recsys"))
-    for dataset in sorted(set(re.findall(r'"RECSYS_BQ_[A-Z_]*DATASET", "([a-z_]+)"', code)) - datasets):
+    for dataset in sorted(set(defaults["datasets"]) - datasets):
         errors.append(f"the code defaults to BigQuery dataset {dataset!r}, deploy/terraform creates none")
     workloads = _block("locals", "workloads") if "locals" in terraform() else {}
     bound = {_unquoted(w["ksa"]): f"recsys-{key}" for key, w in workloads.items()}

@@ -22,7 +22,7 @@ from recsys_assets.models.promotion import (
     metrics_table,
     read_latest,
 )
-from recsys_assets.settings import get_settings, init_dagster_home, record_dataset
+from recsys_assets.settings import ServingSettings, get_settings, init_dagster_home, record_dataset
 
 
 def _progress(iterable, total: int, desc: str):
@@ -267,6 +267,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+SECRET_SETTINGS = ("api_token", "qdrant_api_key", "redis_url")  # may hold a password
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import shlex
+
+    settings = get_settings()
+    if args.markdown:
+        print(settings.markdown_table())
+        return 0
+    if args.export:
+        for name, value in settings.tool_environment().items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
+    for variable, (section, field) in settings.environment_variables().items():
+        # A store's effective value (the environment's default decided), where Settings resolves one.
+        owner = settings if section in ("", "stores") and hasattr(settings, field) else getattr(settings, section)
+        value = getattr(owner, field)
+        shown = "(set, hidden)" if field in SECRET_SETTINGS and value else value
+        print(f"{variable:28} {shown!s:44} {'environment' if os.environ.get(variable) else 'default'}")
+    return 0
+
+
+# `feast apply` and `teardown` from the state folder would find no definitions there (they are code, applied
+# by the `feast_definitions` asset) and remove every view the pipeline built.
+FEAST_WRITES = ("apply", "teardown")
+
+
+def cmd_feast(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from recsys_assets.feature_store.repository import FeatureStoreConfig
+
+    command_word = next((word for word in args.feast_args if not word.startswith("-")), None)
+    if command_word in FEAST_WRITES:
+        print("the pipeline applies Feast's definitions (asset feast_definitions): `make pipeline` or the UI",
+              file=sys.stderr)
+        return 2
+    settings = get_settings()
+    repo = FeatureStoreConfig.for_settings(settings).write_repository_file().parent
+    feast = Path(sys.executable).with_name("feast")
+    command = [str(feast) if feast.exists() else "feast", "--chdir", str(repo), *args.feast_args]
+    return subprocess.call(command, env={**os.environ, **settings.tool_environment(), "FEAST_USAGE": "False"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,16 +357,33 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only this model (repeatable); default: all of them")
     promote.set_defaults(func=cmd_promote)
 
-    serve = sub.add_parser("serve", help="the Ray Serve API on 127.0.0.1 (RECSYS_SERVE_PORT, default 8000); "
-                                         "follows each new release")
-    serve.add_argument("--port", type=int, help="HTTP port (default RECSYS_SERVE_PORT or 8000)")
-    serve.add_argument("--replicas", type=int, help="Serve replicas (default RECSYS_SERVE_REPLICAS or 1)")
+    serving = ServingSettings.model_fields
+    serve = sub.add_parser("serve", help="the Ray Serve API (RECSYS_SERVE_HOST:RECSYS_SERVE_PORT, default "
+                                         f"{serving['host'].default}:{serving['port'].default}); follows each new "
+                                         "release")
+    serve.add_argument("--port", type=int, help=f"HTTP port (default RECSYS_SERVE_PORT, else {serving['port'].default})")
+    serve.add_argument("--replicas", type=int, help="Serve replicas (default RECSYS_SERVE_REPLICAS, else one per core)")
     serve.set_defaults(func=cmd_serve)
 
     land = sub.add_parser("land-events", help="merge the API's logged interactions into their days' landing files "
                                               "(the daily schedule does this under `make dev`)")
     land.add_argument("--day", help="YYYY-MM-DD (default: every logged day before today, UTC)")
     land.set_defaults(func=cmd_land_events)
+
+    config = sub.add_parser("config", help="the configuration in effect: every RECSYS_* setting, its value and "
+                                           "where it came from (secrets hidden)")
+    config.add_argument("--export", action="store_true",
+                        help="shell `export` lines of what dbt's profile and Feast's files read, for running "
+                             "them standalone: eval \"$(recsys config --export)\"")
+    config.add_argument("--markdown", action="store_true", help="every setting, default and meaning as the "
+                                                                 "README's table")
+    config.set_defaults(func=cmd_config)
+
+    feast = sub.add_parser("feast", help="Feast's own CLI on the feature store the pipeline built, e.g. "
+                                         "`recsys feast feature-views list` (`apply` is the pipeline's)",
+                           add_help=False)
+    feast.add_argument("feast_args", nargs=argparse.REMAINDER)
+    feast.set_defaults(func=cmd_feast)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
     home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)

@@ -22,7 +22,7 @@ LOAD = (
 
 @pytest.mark.parametrize("env", ["local", "gcp"])
 def test_definitions_load(env, tmp_path):
-    environment = {**os.environ, "RECSYS_ENV": env, "RECSYS_HOME": str(tmp_path),
+    environment = {**os.environ, "RECSYS_ENV": env, "RECSYS_HOME": str(tmp_path), "RECSYS_GCP_PROJECT": "example-project",
                    # No credentials and no route out: loading must not touch the network.
                    "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json"), "NO_PROXY": "*"}
     out = subprocess.run([sys.executable, "-c", LOAD], env=environment, capture_output=True, text=True, timeout=300)

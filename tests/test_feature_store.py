@@ -6,7 +6,6 @@ from datetime import date, datetime, timezone
 import duckdb
 import pandas as pd
 import pytest
-from feast import FeatureStore
 
 from recsys_assets.defs.feature_store.assets import APPLY_WHEN_NEW_OR_CHANGED, feast_definitions, online_features
 from recsys_assets.defs.shared.resources import FeatureStoreResource
@@ -17,6 +16,7 @@ from recsys_assets.feature_store.online import BATCH, FRESH, MISSING, OnlineFeat
 from recsys_assets.feature_store.push import push_interaction
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features
+from recsys_assets.settings import GcpSettings, Settings
 from recsys_assets.warehouse.stores import DuckDBWarehouse
 
 DAY_MS = 86_400_000
@@ -182,8 +182,8 @@ def test_asof_join_returns_what_feasts_own_join_returns(featured_home):
     unknown = pd.DataFrame({"user_id": ["nobody"], "parent_asin": ["nothing"], "timestamp": [0]})
     entities = pd.concat([events.sample(n=200, random_state=4), at_stamp,
                           at_stamp.assign(timestamp=at_stamp.timestamp - 1), unknown], ignore_index=True)
-    feasts_own = FeatureStore(config=dataclasses.replace(
-        FeatureStoreConfig.local(featured_home.settings.feast_dir), offline_store={"type": "duckdb"}).repo_config())
+    feasts_own = FeatureRepository(dataclasses.replace(
+        FeatureStoreConfig.local(featured_home.settings.feast_dir), offline_store={"type": "duckdb"})).store
     asof = point_in_time_features(store, entities)
     pd.testing.assert_frame_equal(asof, point_in_time_features(feasts_own, entities))
     assert asof.user_rating_cnt_90d.iloc[-1] == 0 and (asof.user_rating_cnt_90d.iloc[200:240] > 0).all()
@@ -242,7 +242,7 @@ def test_changed_definitions_are_reapplied_by_automation(tmp_path):
     from dagster import AssetSpec, DagsterInstance, Definitions, evaluate_automation_conditions, materialize
 
     instance = DagsterInstance.ephemeral()
-    resources = {"feature_store": FeatureStoreResource(feast_dir=str(tmp_path / "feast"))}
+    resources = {"feature_store": FeatureStoreResource(feast_dir=str(tmp_path / "feast"), environment="local")}
     materialize([feast_definitions], instance=instance, resources=resources)
     deployed = Definitions(assets=[AssetSpec("feast_definitions", code_version="an-older-version",
                                              automation_condition=APPLY_WHEN_NEW_OR_CHANGED)])
@@ -298,11 +298,12 @@ def test_gcp_configuration_builds_offline(tmp_path):
 
     from recsys_assets.feature_store.definitions import build_repository
 
-    config = FeatureStoreConfig.gcp(tmp_path / "feast", project="p", dataset="features",
-                                    registry_uri="gs://p-feast/registry.db", redis_url="redis-master:6379")
+    settings = Settings(env="gcp", home=tmp_path, gcp=GcpSettings(gcp_project="p"))
+    config = FeatureStoreConfig.for_settings(settings)
     repo_config = config.repo_config()
     assert repo_config.offline_store.type == "bigquery" and repo_config.online_store.type == "redis"
     assert repo_config.registry.path == "gs://p-feast/registry.db"
+    assert repo_config.offline_store.location == "US" and repo_config.online_store.connection_string == "redis-master:6379"
     sources = {o.name: o.batch_source.table for o in build_repository(config.sources)
                if getattr(o, "batch_source", None) is not None and isinstance(o.batch_source, BigQuerySource)}
     assert sources[USER_VIEW] == "p.features.user_rating_stats"

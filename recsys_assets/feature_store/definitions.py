@@ -27,7 +27,6 @@ from recsys_assets.feature_contract import (
     item_window_columns,
 )
 
-PROJECT = "recsys"
 TIMESTAMP_FIELD = "timestamp"
 USER_KEY = "user_id"
 ITEM_KEY = "parent_asin"

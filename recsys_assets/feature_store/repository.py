@@ -1,27 +1,30 @@
 """One handle on the Feast feature store: configuration, apply, offline sync and materialization.
 
-The repository is code (`definitions.py`) plus state under a folder (registry, SQLite online store, the
-parquet offline copy). Nothing here needs a `feature_store.yaml` or a `feast apply` by hand: callers
-`ensure_applied()` and the definitions are applied when missing or changed.
+The repository is code (`definitions.py`) plus one `feature_store.yaml` per environment
+(`environments/<name>/`, as Feast's docs lay a repository out), whose `${VARIABLE}`s come from `Settings`.
+State lives in a folder (registry, SQLite online store, the parquet offline copy) where `apply()` also puts the
+environment's file, so Feast's own CLI opens the store the pipeline built. Nothing needs a `feast apply` by
+hand: callers `ensure_applied()` and the definitions are applied when missing or changed.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
+from string import Template
 
+import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
-from recsys_assets.feature_store.asof_offline_store import STORE_TYPE as ASOF_DUCKDB_STORE
 from recsys_assets.feature_store.definitions import (
     BATCH_VIEWS,
     DEFINITIONS_VERSION,
     KEY_BY_VIEW,
-    PROJECT,
     BatchSources,
     build_repository,
     fresh_view,
@@ -29,67 +32,93 @@ from recsys_assets.feature_store.definitions import (
 from recsys_assets.feature_store.offline import BigQuerySources, ParquetSources
 from recsys_assets.redis_connection import connection_string
 
-ONLINE_STORES = ("sqlite", "redis")
+ENVIRONMENTS_DIR = Path(__file__).with_name("environments")
+ENVIRONMENTS = tuple(sorted(p.name for p in ENVIRONMENTS_DIR.iterdir() if (p / "feature_store.yaml").exists()))
+CONFIG_FILE = "feature_store.yaml"
+
+
+def feast_environment(env: str, online_store: str) -> str:
+    """The environment folder for RECSYS_ENV and the online store kind."""
+    if env == "gcp":
+        return "gcp"
+    if online_store not in ("sqlite", "redis"):
+        raise ValueError(f"online store must be sqlite or redis, got {online_store!r}")
+    return "local-redis" if online_store == "redis" else "local"
 
 
 @dataclass(frozen=True)
 class FeatureStoreConfig:
-    """Everything Feast needs, as plain values; `local()` and `gcp()` are the two deployments."""
+    """An environment's `feature_store.yaml` with its variables, over a state folder."""
 
     repo_dir: Path
-    registry: str
-    online_store: dict
-    offline_store: dict
-    sources: BatchSources = field(compare=False)
-    project: str = PROJECT
+    environment: str = "local"
+    variables: Mapping[str, str] = field(default_factory=dict)
+    # Replaces the file's offline store (a test compares Feast's own DuckDB store with ours).
+    offline_store: dict | None = None
+
+    def __post_init__(self):
+        if self.environment not in ENVIRONMENTS:
+            raise ValueError(f"no Feast environment {self.environment!r}: one of {ENVIRONMENTS}")
+        object.__setattr__(self, "repo_dir", Path(self.repo_dir).resolve())
 
     @classmethod
     def local(cls, feast_dir: Path, online: str = "sqlite", redis_url: str | None = None) -> FeatureStoreConfig:
-        """DuckDB offline store (point-in-time joins as ASOF joins) over parquet exported from the warehouse; SQLite
-        (or Redis) online store."""
-        feast_dir = Path(feast_dir).resolve()
-        return cls(
-            repo_dir=feast_dir,
-            registry=str(feast_dir / "registry.db"),
-            online_store=_online_store(online, sqlite_path=feast_dir / "online.db", redis_url=redis_url),
-            offline_store={"type": ASOF_DUCKDB_STORE},
-            sources=ParquetSources(feast_dir / "offline"),
-        )
+        """DuckDB offline store (point-in-time joins as ASOF joins) over parquet exported from the warehouse;
+        SQLite (or Redis) online store."""
+        environment = feast_environment("local", online)
+        if environment == "local-redis" and not redis_url:
+            raise ValueError("the Redis online store needs a URL (RECSYS_REDIS_URL), e.g. 127.0.0.1:6379")
+        return cls(feast_dir, environment, {"RECSYS_REDIS_URL": connection_string(redis_url)} if redis_url else {})
 
     @classmethod
-    def gcp(cls, feast_dir: Path, *, project: str, dataset: str, registry_uri: str, redis_url: str,
-            location: str = "US") -> FeatureStoreConfig:
-        """BigQuery offline store over the dbt tables, Redis (Memorystore) online, registry on GCS."""
-        return cls(
-            repo_dir=Path(feast_dir).resolve(),
-            registry=registry_uri,
-            online_store=_online_store("redis", redis_url=redis_url),
-            offline_store={"type": "bigquery", "project_id": project, "dataset": dataset, "location": location},
-            sources=BigQuerySources(project, dataset),
-        )
+    def for_settings(cls, settings) -> FeatureStoreConfig:
+        """The deployment's store: its environment's file, its variables from the settings."""
+        return cls(settings.feast_dir, feast_environment(settings.env, settings.online_store),
+                   settings.tool_environment())
+
+    @property
+    def template(self) -> Path:
+        return ENVIRONMENTS_DIR / self.environment / CONFIG_FILE
+
+    @cached_property
+    def values(self) -> dict:
+        """The environment's file with its variables filled in (a missing one is an error, not an empty value)."""
+        try:
+            values = yaml.safe_load(Template(self.template.read_text()).substitute(self.variables))
+        except KeyError as missing:
+            raise ValueError(f"{self.template} needs {missing.args[0]} (from Settings.tool_environment)") from None
+        return {**values, "offline_store": self.offline_store} if self.offline_store else values
+
+    @property
+    def registry(self) -> str:
+        """Where the registry is: a URI, or a file (relative paths are the repository folder's)."""
+        path = self.values["registry"]["path"]
+        return path if "://" in path or Path(path).is_absolute() else str(self.repo_dir / path)
+
+    @property
+    def online_store(self) -> dict:
+        return self.values["online_store"]
 
     def repo_config(self) -> RepoConfig:
         self.repo_dir.mkdir(parents=True, exist_ok=True)
-        return RepoConfig(
-            project=self.project,
-            provider="gcp" if self.offline_store["type"] == "bigquery" else "local",
-            # Long-lived readers (serving) see a re-applied registry within a minute.
-            registry={"registry_type": "file", "path": self.registry, "cache_ttl_seconds": 60},
-            online_store=self.online_store,
-            offline_store=self.offline_store,
-            repo_path=self.repo_dir,
-            entity_key_serialization_version=3,
-        )
+        return RepoConfig(**self.values, repo_path=self.repo_dir)
 
+    @property
+    def sources(self) -> BatchSources:
+        offline = self.values["offline_store"]
+        if offline["type"] == "bigquery":
+            return BigQuerySources(offline["project_id"], offline["dataset"])
+        return ParquetSources(self.repo_dir / "offline")
 
-def _online_store(kind: str, *, sqlite_path: Path | None = None, redis_url: str | None = None) -> dict:
-    if kind == "sqlite":
-        return {"type": "sqlite", "path": str(sqlite_path)}
-    if kind == "redis":
-        if not redis_url:
-            raise ValueError("the Redis online store needs a URL (RECSYS_REDIS_URL), e.g. 127.0.0.1:6379")
-        return {"type": "redis", "connection_string": connection_string(redis_url)}
-    raise ValueError(f"online store must be one of {ONLINE_STORES}, got {kind!r}")
+    def write_repository_file(self) -> Path:
+        """The environment's file, variables left for Feast to read from the environment (no secret on disk),
+        into the state folder: the Feast CLI's repository."""
+        target = self.repo_dir / CONFIG_FILE
+        text = self.template.read_text()
+        if not target.exists() or target.read_text() != text:
+            self.repo_dir.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        return target
 
 
 def day_start(day: date) -> datetime:
@@ -104,7 +133,8 @@ class FeatureRepository:
     def store(self) -> FeatureStore:
         # Feast's own usage reporting stays off, like everything else here.
         os.environ.setdefault("FEAST_USAGE", "False")
-        return FeatureStore(config=self.config.repo_config())
+        # repo_path: the file's relative paths (registry, SQLite) are the state folder's, not the current one's.
+        return FeatureStore(repo_path=str(self.config.repo_dir), config=self.config.repo_config())
 
     @property
     def sources(self) -> BatchSources:
@@ -125,6 +155,7 @@ class FeatureRepository:
         return versions.pop() if len(versions) == 1 else None
 
     def apply(self) -> list[str]:
+        self.config.write_repository_file()
         objects = build_repository(self.sources)
         self.store.apply(objects)
         return sorted(o.name for o in objects)

@@ -79,10 +79,10 @@ class VectorIndex:
         self.path, self.url, self.api_key = (Path(path) if path else None), url, api_key
 
     @classmethod
-    def open(cls, path: Path | None, url: str | None) -> VectorIndex:
-        """The Qdrant server at `url` (API key from RECSYS_QDRANT_API_KEY), else local mode under `path`."""
+    def open(cls, path: Path | None, url: str | None, api_key: str | None = None) -> VectorIndex:
+        """The Qdrant server at `url` (with its API key), else local mode under `path`."""
         if url:
-            return cls(url=url, api_key=os.environ.get("RECSYS_QDRANT_API_KEY"))
+            return cls(url=url, api_key=api_key)
         return cls(path=path)
 
     @property

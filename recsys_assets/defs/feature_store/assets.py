@@ -48,6 +48,7 @@ def feast_definitions(context: AssetExecutionContext, feature_store: FeatureStor
     return MaterializeResult(metadata={
         "definitions_version": DEFINITIONS_VERSION,
         "objects": MetadataValue.json(objects),
+        "feast_environment": repo.config.environment,
         "registry": repo.config.registry,
         "online_store": repo.config.online_store["type"],
     })

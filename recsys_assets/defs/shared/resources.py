@@ -16,7 +16,6 @@ from dagster_mlflow.resources import MlFlow
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
-from recsys_assets.models.dataset import DatasetConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.models.training import TrainConfig
 from recsys_assets.serving_data.events import EventLog, RedisEventLog, open_event_log
@@ -37,7 +36,7 @@ class LandingResource(ConfigurableResource):
 
     local_path: str | None = None
     gcs_bucket: str | None = None
-    gcs_prefix: str = "landing/"
+    gcs_prefix: str = ""  # Settings.gcp.landing_prefix under gcp
     gcp_project: str | None = None
 
     def zone(self) -> LandingZone:
@@ -53,11 +52,13 @@ class WarehouseResource(ConfigurableResource):
 
     duckdb_path: str | None = None
     bigquery_project: str | None = None
-    bigquery_dataset: str = "raw"
-    bigquery_location: str = "US"
+    bigquery_dataset: str | None = None  # with bigquery_project: Settings.gcp's raw dataset and location
+    bigquery_location: str | None = None
 
     def warehouse(self) -> Warehouse:
         if self.bigquery_project:
+            if not (self.bigquery_dataset and self.bigquery_location):
+                raise ValueError("WarehouseResource needs bigquery_dataset and bigquery_location with bigquery_project")
             return BigQueryWarehouse(self.bigquery_project, self.bigquery_dataset, self.bigquery_location)
         if not self.duckdb_path:
             raise ValueError("WarehouseResource needs duckdb_path or bigquery_project")
@@ -65,25 +66,15 @@ class WarehouseResource(ConfigurableResource):
 
 
 class FeatureStoreResource(ConfigurableResource):
-    """The Feast repository. Locally: parquet + DuckDB offline, SQLite (or Redis) online, state in feast_dir.
-    With bigquery_project set: BigQuery offline over the dbt tables, Redis online, registry at registry_uri."""
+    """The Feast repository: state in feast_dir, configured by an environment's `feature_store.yaml`
+    (`feature_store/environments/`) with its variables (`Settings.tool_environment()`)."""
 
     feast_dir: str
-    online_store: str = "sqlite"
-    redis_url: str | None = None
-    bigquery_project: str | None = None
-    bigquery_dataset: str = "features"
-    bigquery_location: str = "US"
-    registry_uri: str | None = None
+    environment: str = "local"
+    variables: dict[str, str] = {}
 
     def config(self) -> FeatureStoreConfig:
-        if self.bigquery_project:
-            return FeatureStoreConfig.gcp(
-                Path(self.feast_dir), project=self.bigquery_project, dataset=self.bigquery_dataset,
-                location=self.bigquery_location, redis_url=self.redis_url or "",
-                registry_uri=self.registry_uri or f"gs://{self.bigquery_project}-feast/registry.db",
-            )
-        return FeatureStoreConfig.local(Path(self.feast_dir), online=self.online_store, redis_url=self.redis_url)
+        return FeatureStoreConfig(Path(self.feast_dir), self.environment, self.variables)
 
     def repository(self) -> FeatureRepository:
         return FeatureRepository(self.config())
@@ -96,32 +87,26 @@ class TrainingResource(ConfigurableResource):
     datasets_dir: str
     evaluation_dir: str
     tags_root: str
-    llm_tagger_path: str | None = None  # a local causal LM folder; without one the MiniLM tagger is used
-    executor: str = "in_process"
-    ray_workers: int = 2
-    # Where Ray Train and Tune keep checkpoints: a URI every worker pod reaches on a cluster (gs://...;
-    # RECSYS_RAY_STORAGE), None: a temporary folder (one machine).
-    ray_storage: str | None = None
-    ray_use_gpu: bool = False  # one GPU per Ray worker (RECSYS_RAY_USE_GPU=1: KubeRay's GPU worker group)
-    window_days: int = 0  # days of history a day's models learn from; 0 = everything up to that day
-    validation_fraction: float = DatasetConfig.validation_fraction  # of the training events: where choices are made
-    item2vec_epochs: int = 5
-    two_tower_epochs: int = 6
-    ranker_epochs: int = 3
-    # Every ranker epoch is scored on validation (`evaluation.RankerValidation`: MLflow `train_validation_score`);
-    # N > 0: ranker_epochs at most, stopped after N epochs without a better score, the best epoch's weights kept.
-    # Off by default: on MovieLens-100k, MovieLens-1M and the default data it raised validation NDCG@10 and
-    # lowered every holdout (up to 8 epochs, N = 2: 0.272 -> 0.257, 0.322 -> 0.314, 0.157 -> 0.155).
-    ranker_patience: int = 0
-    refresh_epochs: int = 1  # on the validation period, after the fit period (0: serve the fit-only weights)
-    batch_size: int = 1024
-    # The ranker's listwise loss scores every pair of a batch's positives: its cost grows with the batch.
-    ranker_batch_size: int = 256
-    eval_max_users: int = 3000  # per period; NDCG@10 ~0.15 then has a standard error of ~0.005
-    seed: int = 0
-    tuning_dir: str = ""  # where the last two-tower search's best values are (`models/tuning.py`)
-    tuning_trials: int = 8
-    tuning_time_budget_s: float = 900.0
+    llm_tagger_path: str | None  # a local causal LM folder; without one the MiniLM tagger is used
+    # The knobs of `TrainingSettings` (recsys_assets/settings.py: their defaults and meaning), by the same names.
+    executor: str
+    ray_workers: int
+    ray_storage: str | None
+    ray_use_gpu: bool
+    window_days: int
+    validation_fraction: float
+    item2vec_epochs: int
+    two_tower_epochs: int
+    ranker_epochs: int
+    ranker_patience: int
+    refresh_epochs: int
+    batch_size: int
+    ranker_batch_size: int
+    eval_max_users: int
+    seed: int
+    tuning_dir: str
+    tuning_trials: int
+    tuning_time_budget_s: float
 
     def dataset_dir(self, partition_key: str) -> Path:
         return Path(self.datasets_dir) / partition_key
@@ -171,6 +156,7 @@ class ServingResource(ConfigurableResource):
     redis_url: str | None = None
     qdrant_path: str | None = None
     qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
     mlflow_uri: str | None = None  # None: SQLite under mlflow_dir
     mlflow_dir: str | None = None
     events_dir: str | None = None  # the API's interaction log: files here, or Redis streams with redis_url
@@ -179,7 +165,8 @@ class ServingResource(ConfigurableResource):
         return open_kv(Path(self.sqlite_path), self.redis_url)
 
     def index(self) -> VectorIndex:
-        return VectorIndex.open(Path(self.qdrant_path) if self.qdrant_path else None, self.qdrant_url)
+        return VectorIndex.open(Path(self.qdrant_path) if self.qdrant_path else None, self.qdrant_url,
+                                self.qdrant_api_key)
 
     def registry(self) -> MlflowStore:
         return MlflowStore(self.mlflow_uri) if self.mlflow_uri else MlflowStore.local(Path(self.mlflow_dir))
@@ -192,7 +179,8 @@ def _serving(settings: Settings) -> ServingResource:
     return ServingResource(
         sqlite_path=str(settings.serving_db_path), redis_url=settings.serving_redis_url,
         qdrant_path=str(settings.qdrant_dir), qdrant_url=settings.qdrant_url,
-        mlflow_uri=settings.mlflow_uri, mlflow_dir=str(settings.home / "mlflow"), events_dir=str(settings.events_dir),
+        qdrant_api_key=settings.stores.qdrant_api_key, mlflow_uri=settings.mlflow_uri,
+        mlflow_dir=str(settings.mlflow_dir), events_dir=str(settings.events_dir),
     )
 
 
@@ -201,23 +189,22 @@ def mlflow_store(settings: Settings) -> MlflowStore:
 
 
 def _training(settings: Settings) -> TrainingResource:
-    return TrainingResource(
-        datasets_dir=str(settings.home / "datasets"),
-        evaluation_dir=str(settings.home / "evaluation"),
-        tags_root=str(settings.home / "tags"),
-        llm_tagger_path=os.environ.get("RECSYS_LLM_TAGGER_PATH") or None,
-        executor=os.environ.get("RECSYS_TRAIN_EXECUTOR", "in_process"),
-        ray_workers=int(os.environ.get("RECSYS_RAY_WORKERS", "2")),
-        ray_storage=os.environ.get("RECSYS_RAY_STORAGE") or None,
-        ray_use_gpu=os.environ.get("RECSYS_RAY_USE_GPU", "0").strip().lower() in ("1", "true", "yes"),
-        window_days=int(os.environ.get("RECSYS_TRAIN_WINDOW_DAYS", "0")),
-        validation_fraction=float(os.environ.get("RECSYS_VALIDATION_FRACTION", DatasetConfig.validation_fraction)),
-        ranker_epochs=int(os.environ.get("RECSYS_RANKER_EPOCHS", "3")),
-        ranker_patience=int(os.environ.get("RECSYS_RANKER_PATIENCE", "0")),
-        tuning_dir=str(settings.home / "tuning"),
-        tuning_trials=int(os.environ.get("RECSYS_TUNING_TRIALS", "8")),
-        tuning_time_budget_s=float(os.environ.get("RECSYS_TUNING_BUDGET_S", "900")),
-    )
+    return TrainingResource(datasets_dir=str(settings.datasets_dir), evaluation_dir=str(settings.evaluation_dir),
+                            tags_root=str(settings.tags_dir), tuning_dir=str(settings.tuning_dir),
+                            **settings.training.model_dump())
+
+
+def _feature_store(settings: Settings) -> FeatureStoreResource:
+    config = FeatureStoreConfig.for_settings(settings)
+    return FeatureStoreResource(feast_dir=str(config.repo_dir), environment=config.environment,
+                                variables=dict(config.variables))
+
+
+def _dbt(settings: Settings, target: str) -> DbtCliResource:
+    # dbt's profiles.yml reads these from the environment (it has no defaults of its own); dbt inherits ours.
+    for name, value in settings.tool_environment().items():
+        os.environ.setdefault(name, value)
+    return DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target=target, dbt_executable=_dbt_executable())
 
 
 def _mlflow(settings: Settings):
@@ -226,47 +213,28 @@ def _mlflow(settings: Settings):
                                        "artifact_location": store.artifact_location})
 
 
+def _shared(settings: Settings) -> dict:
+    return {"feature_store": _feature_store(settings), "training": _training(settings),
+            "mlflow_tracking": _mlflow(settings), "serving": _serving(settings)}
+
+
 def _local_resources(settings: Settings) -> dict:
     return {
         "landing": LandingResource(local_path=str(settings.landing_dir)),
         "warehouse": WarehouseResource(duckdb_path=str(settings.warehouse_path)),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="duckdb", dbt_executable=_dbt_executable()),
-        "feature_store": FeatureStoreResource(
-            feast_dir=str(settings.feast_dir), online_store=settings.online_store, redis_url=settings.redis_url
-        ),
-        "training": _training(settings),
-        "mlflow_tracking": _mlflow(settings),
-        "serving": _serving(settings),
+        "dbt": _dbt(settings, "duckdb"),
+        **_shared(settings),
     }
 
 
 def _gcp_resources(settings: Settings) -> dict:
-    project = os.environ.get("RECSYS_GCP_PROJECT", "recsys-project")
-    location = os.environ.get("RECSYS_BQ_LOCATION", "US")
+    gcp = settings.gcp
     return {
-        "landing": LandingResource(
-            gcs_bucket=os.environ.get("RECSYS_LANDING_BUCKET", f"{project}-landing"),
-            gcs_prefix=os.environ.get("RECSYS_LANDING_PREFIX", "landing/"),
-            gcp_project=project,
-        ),
-        "warehouse": WarehouseResource(
-            bigquery_project=project,
-            bigquery_dataset=os.environ.get("RECSYS_BQ_RAW_DATASET", "raw"),
-            bigquery_location=location,
-        ),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target="bigquery", dbt_executable=_dbt_executable()),
-        "feature_store": FeatureStoreResource(
-            feast_dir=str(settings.feast_dir),
-            online_store="redis",
-            redis_url=settings.redis_url or "redis-master:6379",  # the Helm chart's service in the cluster
-            bigquery_project=project,
-            bigquery_dataset=os.environ.get("RECSYS_BQ_DATASET", "features"),
-            bigquery_location=location,
-            registry_uri=os.environ.get("RECSYS_FEAST_REGISTRY", f"gs://{project}-feast/registry.db"),
-        ),
-        "training": _training(settings),
-        "mlflow_tracking": _mlflow(settings),
-        "serving": _serving(settings),
+        "landing": LandingResource(gcs_bucket=gcp.landing, gcs_prefix=gcp.landing_prefix, gcp_project=gcp.gcp_project),
+        "warehouse": WarehouseResource(bigquery_project=gcp.gcp_project, bigquery_dataset=gcp.bq_raw_dataset,
+                                       bigquery_location=gcp.bq_location),
+        "dbt": _dbt(settings, "bigquery"),
+        **_shared(settings),
     }
 
 
