@@ -82,3 +82,15 @@ def test_the_schema_documents_only_contract_columns():
         documented = {c["name"] for c in model.get("columns", [])} - {"user_id", "parent_asin", "timestamp",
                                                                        "partition_date"}
         assert documented <= served, (model["name"], documented - served)
+
+
+def test_a_contract_change_is_a_new_version_of_the_feature_tables(monkeypatch):
+    from recsys_assets.defs.features import assets
+
+    model = {"raw_code": "select 1", "resource_type": "model"}
+    before = assets.FeatureTranslator().get_code_version(model)
+    assert before == assets.FeatureTranslator().get_code_version(dict(model))  # stable
+    monkeypatch.setattr(assets, "contract_vars", lambda: {**contract.dbt_vars(), "history_length": 20})
+    assert assets.FeatureTranslator().get_code_version(model) != before
+    monkeypatch.undo()
+    assert assets.FeatureTranslator().get_code_version({**model, "raw_code": "select 2"}) != before

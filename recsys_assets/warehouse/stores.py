@@ -117,8 +117,8 @@ class DuckDBWarehouse:
 @dataclass
 class BigQueryWarehouse:
     project: str
-    dataset: str = RAW_SCHEMA
-    location: str = "US"
+    dataset: str  # Settings.gcp: the raw dataset and the location
+    location: str
 
     def _client(self):
         from google.cloud import bigquery  # imported lazily: only the gcp target needs it

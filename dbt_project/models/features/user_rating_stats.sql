@@ -1,5 +1,5 @@
 {{ config(**partitioned_incremental_config()) }}
-{% set w = partition_window() %}
+{% set w = partition_window(lookback_days=var('feature_lookback_days')) %}
 {% set days = var('user_window_days') %}
 {% set n = var('history_length') %}
 -- One row per user and review moment t in the window: the user's state once the reviews at t are in,
@@ -13,7 +13,8 @@ with window_users as (
     where partition_date >= '{{ w.min_date }}' and partition_date < '{{ w.max_date }}'
 ),
 
--- The whole earlier history of those users: "last N items" may reach back any distance.
+-- Those users' earlier history within the lookback (the Dagster lineage of this model: a day reads the
+-- `feature_lookback_days` before it and no further), so "last N items" are the last N of that span.
 history as (
     select
         r.user_id,
@@ -27,7 +28,7 @@ history as (
             as events_through
     from {{ ref('stg_reviews') }} as r
     inner join window_users as u on r.user_id = u.user_id
-    where r.partition_date < '{{ w.max_date }}'
+    where r.partition_date >= '{{ w.lookback_start }}' and r.partition_date < '{{ w.max_date }}'
 ),
 
 moments as (

@@ -1,6 +1,7 @@
 """dbt features: staging view and the point-in-time feature tables, one run per partition range."""
 
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +23,12 @@ class FeatureTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
         return FOLLOW_UPSTREAM
+
+    def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        """The SQL's version and the feature contract's values it is run with (dbt vars): changing a window
+        or the history length is a new version of the tables, as editing the SQL is."""
+        sql = super().get_code_version(dbt_resource_props) or ""
+        return hashlib.sha1(f"{sql}:{json.dumps(contract_vars(), sort_keys=True)}".encode()).hexdigest()[:16]
 
     def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> AssetCheckSpec | None:
         """dbt tests run in every automated run of their model (the dbt multi-asset can run without them)."""
