@@ -9,17 +9,13 @@ daily case) is still the newest landed day, whatever the clock says.
 * Models, evaluation, promotion and the serving assets follow the newest landed day only: a replaced old
   file retrains the newest day's models, never old ones.
 
-The conditions are Python subclasses, so the automation sensor evaluates them in the code server
-(`use_user_code_server=True` in `sensor.py`).
+The conditions are Python subclasses (Dagster's "arbitrary Python automation conditions": `evaluate` returns
+an `AutomationResult`), so the automation sensor evaluates them in the code server (`use_user_code_server=True`
+in `sensor.py`). The one thing no public API gives is another asset's materialized partitions inside an
+evaluation: `context.asset_graph_view` (undocumented, not underscored) answers it.
 """
 
-from dagster import AssetKey, AutomationCondition
-from dagster._core.asset_graph_view.entity_subset import EntitySubset
-from dagster._core.definitions.declarative_automation.automation_context import AutomationContext
-from dagster._core.definitions.declarative_automation.operands.subset_automation_condition import (
-    SubsetAutomationCondition,
-)
-from dagster._record import record
+from dagster import AssetKey, AutomationCondition, AutomationContext, AutomationResult
 
 LANDED = AssetKey("raw_reviews")
 
@@ -31,11 +27,11 @@ async def newest_landed_day(context: AutomationContext) -> str | None:
     return max(keys) if keys else None
 
 
-@record
-class LandedDays(SubsetAutomationCondition):
+class LandedDays(AutomationCondition):
     """True for the newest landed day's partition (`newest_only`), or for every partition up to it."""
 
-    newest_only: bool
+    def __init__(self, newest_only: bool):
+        self.newest_only = newest_only
 
     @property
     def name(self) -> str:
@@ -46,13 +42,13 @@ class LandedDays(SubsetAutomationCondition):
         return ("Partition of the newest landed day" if self.newest_only else
                 "Partition on or before the newest landed day") + " (the newest loaded raw_reviews partition)"
 
-    async def compute_subset(self, context: AutomationContext) -> EntitySubset:
-        newest = await newest_landed_day(context)
+    async def evaluate(self, context: AutomationContext) -> AutomationResult:
+        newest = None if context.candidate_subset.is_empty else await newest_landed_day(context)
         if newest is None or context.partitions_def is None:
-            return context.get_empty_subset()
+            return AutomationResult(context, context.get_empty_subset())
         keys = {newest} if self.newest_only else {
             k for k in context.candidate_subset.expensively_compute_partition_keys() if k <= newest}
-        return context.candidate_subset.compute_intersection_with_partition_keys(keys)
+        return AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(keys))
 
 
 # Every dep either passed its blocking checks or runs in this very request: then the run's step order
@@ -65,8 +61,7 @@ UPSTREAM_CHECKS_PASSED = AutomationCondition.all_deps_match(
 ).with_label("all_deps_blocking_checks_passed_or_requested")
 
 
-@record
-class RunsWithItsAsset(SubsetAutomationCondition):
+class RunsWithItsAsset(AutomationCondition):
     """For a check: true when its asset is requested this tick, for any partition. The automation then puts the
     check into the asset's run. (`will_be_requested` of a daily asset does not reach an unpartitioned check.)"""
 
@@ -74,10 +69,10 @@ class RunsWithItsAsset(SubsetAutomationCondition):
     def name(self) -> str:
         return "runs_with_its_asset"
 
-    def compute_subset(self, context: AutomationContext) -> EntitySubset:
+    def evaluate(self, context: AutomationContext) -> AutomationResult:
         requested = context.request_subsets_by_key.get(context.key.asset_key)
-        return context.candidate_subset if requested is not None and not requested.is_empty \
-            else context.get_empty_subset()
+        runs = requested is not None and not requested.is_empty and not context.candidate_subset.is_empty
+        return AutomationResult(context, context.candidate_subset if runs else context.get_empty_subset())
 
 
 def _after_upstream(in_scope: AutomationCondition, trigger: AutomationCondition, label: str) -> AutomationCondition:
