@@ -28,7 +28,6 @@ from dagster import (
     asset_check,
     sensor,
 )
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.serving_data.release import ReleaseStore
@@ -104,10 +103,9 @@ CHECK_KEYS = [key for check in FRESHNESS_CHECKS for key in check.check_keys]
 
 def _recorded_verdict(instance: DagsterInstance, key: AssetCheckKey) -> bool | None:
     """What the check's latest completed execution said; None when it never ran."""
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
-    if latest is None or latest.status == AssetCheckExecutionRecordStatus.PLANNED:
-        return None
-    return latest.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    latest = instance.get_latest_asset_check_evaluation_record(key)
+    evaluation = latest.event.asset_check_evaluation if latest is not None and latest.event is not None else None
+    return None if evaluation is None else evaluation.passed  # None too while only planned
 
 
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
