@@ -49,8 +49,8 @@ def test_the_ranker_is_scored_on_validation_after_every_epoch(trained_home):
     before the refresh): they score what the metadata says, more than the same ranker untrained."""
     import torch
 
-    from recsys_assets.defs.models.assets import _sizes
     from recsys_assets.models.bundles import load_pipeline
+    from recsys_assets.models.dataset import model_sizes
     from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
     from recsys_assets.models.features import Catalogue
     from recsys_assets.models.ranker import Ranker
@@ -68,7 +68,7 @@ def test_the_ranker_is_scored_on_validation_after_every_epoch(trained_home):
     criterion = RankerValidation.of(data, catalogue, EvaluationConfig(max_users=300))
     assert criterion(judged) == pytest.approx(scores[-1], abs=1e-5)  # the metadata keeps 5 decimals
     torch.manual_seed(0)
-    assert criterion(judged) > criterion(Ranker(**_sizes(data, catalogue)))
+    assert criterion(judged) > criterion(Ranker(**model_sizes(data, catalogue)))
 
 
 def test_before_any_search_the_two_tower_judges_the_user_id_and_the_logq_weight_on_validation(trained_home):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,19 @@ from recsys_assets.models.data import (
     sample_negatives,
     temporal_split,
 )
-from recsys_assets.models.features import Catalogue, Layout, history_indices, user_dense
+from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue, Layout, history_indices, user_dense
 from recsys_assets.models.ranker import listwise_batches, ranker_layout
 from recsys_assets.models.two_tower import item_layout, user_layout
 
 PointInTime = Callable[[pd.DataFrame], pd.DataFrame]  # entity rows (keys + timestamp ms) -> with features
 FILES = ("train", "holdout", "ranker_train", "ranker_holdout", "users_at_boundary", "items_at_boundary",
          "validation", "users_at_validation", "items_at_validation", "ranker_refresh")
+
+
+def training_window_start(day: date, window_days: int) -> date | None:
+    """The first day of the history `day`'s models learn from (and the serving candidates are drawn from): the
+    `window_days` days up to and including `day`; None (a window of 0): everything up to it."""
+    return day - timedelta(days=window_days - 1) if window_days > 0 else None
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,12 @@ def build_training_data(events: pd.DataFrame, point_in_time: PointInTime,
 
 
 # -- packing examples into model inputs ------------------------------------------------------------------------
+
+
+def model_sizes(data: TrainingData, catalogue: Catalogue) -> dict:
+    """What the two-tower and the ranker are built with: their id tables' sizes and dense inputs' widths."""
+    return dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
+                user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
 
 
 def pack_users(frame: pd.DataFrame, users: Vocabulary, items: Vocabulary, now_ms: np.ndarray) -> np.ndarray:

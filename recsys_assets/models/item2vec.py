@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from recsys_assets.models.data import PAD
+from recsys_assets.models.data import ITEM, PAD, TIME, USER, Vocabulary
 from recsys_assets.models.training import TrainConfig, train_loop
-
 
 # Last-item i2i scores a neighbour by cosine + weight * log(1 + its review count), the weight chosen on
 # validation (`evaluation.evaluate`) and tagged on the item2vec version (`registry.tag_i2i_weight`). Cosine
@@ -64,6 +64,12 @@ class SkipGram(nn.Module):
         weights = self.center.weight.detach().clone()
         weights[PAD] = 0
         return nn.functional.normalize(weights, dim=1)
+
+
+def item_sequences(events: pd.DataFrame, items: Vocabulary) -> list[np.ndarray]:
+    """Each user's items in time order, as item indices: what skip-gram learns from."""
+    ordered = events.sort_values([TIME, ITEM])
+    return [items.index(g[ITEM].to_numpy()) for _, g in ordered.groupby(USER, sort=True)]
 
 
 def skipgram_pairs(sequences: list[np.ndarray], window: int) -> np.ndarray:

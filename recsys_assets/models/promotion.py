@@ -34,6 +34,11 @@ class Decision:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def champions_after(self) -> dict[str, str | None]:
+        """The champion versions once the decision is applied ({}: none, the release serves popularity)."""
+        return self.versions if self.promote else {} if self.retire_champion else self.previous_champions
+
 
 def gate(report: dict, previous: dict[str, str | None]) -> Decision:
     """Promote only when the candidate beats popularity by more than noise and the current champion, strictly,
@@ -128,6 +133,11 @@ def write_report(folder: Path, day: str, report: dict) -> Path:
         aside.write_text(text)
         aside.replace(folder / name)
     return folder / f"{day}.json"
+
+
+def read_report(folder: Path, day: str) -> dict:
+    """The evaluation of `day` (`write_report`)."""
+    return json.loads((folder / f"{day}.json").read_text())
 
 
 def read_latest(folder: Path) -> dict | None:

@@ -17,9 +17,9 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from recsys_assets.models.dataset import TrainingData, two_tower_inputs
+from recsys_assets.models.dataset import TrainingData, model_sizes, two_tower_inputs
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
-from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
+from recsys_assets.models.features import Catalogue
 from recsys_assets.models.training import TrainConfig, fit, storage_uri
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, in_batch_softmax_loss
 
@@ -56,8 +56,7 @@ def train_and_score(values: dict, data: TrainingData, catalogue: Catalogue, cfg:
     """One trial: a two-tower with `values`, trained on the fit period, scored on the validation period."""
     model_cfg = replace(TwoTowerConfig(), temperature=values["temperature"], id_dim=values["id_dim"],
                         user_id=values["user_id"], logq_weight=values["logq_weight"])
-    sizes = dict(n_users=len(data.users), n_items=len(catalogue.items), n_categories=len(catalogue.categories),
-                 user_dense_dim=USER_DENSE_WIDTH, item_dense_dim=catalogue.item_dense_width)
+    sizes = model_sizes(data, catalogue)
     started = time.perf_counter()
     model, _ = fit(lambda: TwoTower(**sizes, cfg=model_cfg),
                    two_tower_inputs(data, catalogue, batch_size=cfg.batch_size, seed=cfg.seed), in_batch_softmax_loss,

@@ -12,7 +12,7 @@ import tempfile
 import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
-from recsys_assets.defs.models.assets import Tracking, load_inputs
+from recsys_assets.defs.shared.models import Tracking, load_inputs
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import TrainingResource, WarehouseResource
 from recsys_assets.models.tuning import OBJECTIVE, TuningConfig, save_best, search

@@ -28,6 +28,7 @@ from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
 from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
+from recsys_assets.models.dataset import training_window_start
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.registry import i2i_weight, load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
@@ -65,7 +66,7 @@ def _window_events(context: AssetExecutionContext, warehouse: WarehouseResource,
                    training: TrainingResource) -> pd.DataFrame:
     """Real reviews up to the day (the training window): never sampled negatives."""
     day = date.fromisoformat(context.partition_key)
-    first = day - timedelta(days=training.window_days - 1) if training.window_days > 0 else None
+    first = training_window_start(day, training.window_days)
     return warehouse.warehouse().read_reviews(first, day).to_pandas()[[USER, ITEM, "rating", TIME]]
 
 

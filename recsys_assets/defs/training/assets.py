@@ -1,7 +1,7 @@
 """The day's training data: k-core, temporal split, negatives and point-in-time features via Feast."""
 
 
-from datetime import date, timedelta
+from datetime import date
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
@@ -9,7 +9,8 @@ from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.models.dataset import DatasetConfig, build_training_data
+from recsys_assets.models.dataset import DatasetConfig, build_training_data, training_window_start
+
 
 @asset(
     partitions_def=daily_partitions,
@@ -27,7 +28,7 @@ from recsys_assets.models.dataset import DatasetConfig, build_training_data
 def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResource,
                      feature_store: FeatureStoreResource, training: TrainingResource) -> MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    first = day - timedelta(days=training.window_days - 1) if training.window_days > 0 else None
+    first = training_window_start(day, training.window_days)
     events = warehouse.warehouse().read_reviews(first, day).to_pandas()
     store = feature_store.repository().store
     data = build_training_data(events, lambda rows: point_in_time_features(store, rows),

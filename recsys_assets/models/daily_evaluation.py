@@ -1,0 +1,179 @@
+"""The day's registered models evaluated, and the promotion gate applied, as the `model_evaluation` and
+`promotion` assets run them.
+
+`evaluate_day` judges the day's versions beside the baselines (`evaluation.evaluate`: validation judges their
+weights from before the refresh, the holdout the refreshed ones, which are served) and the current champion on
+the same split, tags what validation chose on the versions serving loads, and writes and logs the report.
+`apply_gate` moves the `champion` alias as the gate (`promotion.gate`) decides on that report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from torch import nn
+
+from recsys_assets.models.baselines import BASELINES, BaselineConfig
+from recsys_assets.models.bundles import load_pipeline
+from recsys_assets.models.dataset import TrainingData
+from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
+from recsys_assets.models.features import Catalogue
+from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.promotion import (
+    GATE_TAG,
+    Decision,
+    baseline_comparison,
+    describe_comparison,
+    gate,
+    plot_png,
+    write_report,
+)
+from recsys_assets.models.registry import (
+    I2I_WEIGHT_TAG,
+    MODEL_NAMES,
+    MlflowStore,
+    champion_versions,
+    fit_only,
+    retire_champion,
+    set_champion,
+    tag_fusion,
+    tag_i2i_weight,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DayEvaluation:
+    """The day's evaluation: `evaluation.evaluate`'s report with the versions it judged (`versions`) and the
+    champion judged on the same split (`champion`, when there is another), written to `path` and drawn in `png`."""
+    report: dict
+    path: Path
+    png: bytes
+
+    @property
+    def comparison(self) -> dict | None:
+        """The served pipeline against the best baseline (`promotion.baseline_comparison`)."""
+        return baseline_comparison(self.report)
+
+
+def evaluate_day(data: TrainingData, catalogue: Catalogue, store: MlflowStore, versions: dict[str, str],
+                 cfg: EvaluationConfig, *, folder: Path, day: str, log: logging.Logger = LOG) -> DayEvaluation:
+    """Evaluate the registered `versions` of the day's models (from `store`) on the day's `data`, tag what
+    validation chose (the rerank's fusion, the i2i's popularity weight) on the versions, judge the champion on
+    the same split, write the report to `folder` and log it to a nested MLflow run."""
+    loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
+    served = _models(loaded)
+    # Validation judges the weights from before the refresh on it; the holdout, the refreshed (served) ones.
+    judged = _models({name: fit_only(store, name, versions[name], model) for name, model in loaded.items()})
+    report = evaluate(data, catalogue, served, cfg, baselines=BaselineConfig(), validation_models=judged)
+    report["versions"] = versions
+    if "choices" in report:  # serving fuses the experts' scores as chosen here
+        tag_fusion(store.client(), versions["ranker"], Fusion(**report["choices"]["fusion"]))
+    if "i2i" in report:  # and weighs popularity in i2i as chosen here
+        tag_i2i_weight(store.client(), versions["item2vec"], report["i2i"]["popularity_weight"])
+    champion = _judge_champion(data, catalogue, store, versions, cfg, log)
+    if champion is not None:
+        report["champion"] = champion
+    path = write_report(folder, day, report)
+    evaluation = DayEvaluation(report, path, plot_png(report))
+    png_path = path.with_suffix(".png")
+    png_path.write_bytes(evaluation.png)
+    with mlflow.start_run(run_name=f"evaluation-{day}", nested=True):
+        mlflow.log_params(evaluation_params(report, day))
+        mlflow.log_metrics(evaluation_metrics(report))
+        mlflow.log_dict(report, "evaluation.json")
+        mlflow.log_artifact(str(png_path))
+    if evaluation.comparison and not evaluation.comparison["pays_for_itself"]:
+        log.warning(describe_comparison(evaluation.comparison))
+    return evaluation
+
+
+def _models(loaded: dict[str, nn.Module]) -> Models:
+    return Models(item2vec=loaded["item2vec"].embeddings.weight.detach().numpy(), two_tower=loaded["two_tower"],
+                  ranker=loaded["ranker"])
+
+
+def _judge_champion(data: TrainingData, catalogue: Catalogue, store: MlflowStore, versions: dict[str, str],
+                    cfg: EvaluationConfig, log: logging.Logger) -> dict | None:
+    """The champion's versions and validation on this very split (same period, same users), which the gate
+    compares with; None when there is no champion or it is the day's versions."""
+    champions = champion_versions(store.client())
+    if not all(champions.values()) or champions == versions:
+        return None
+    try:
+        pipeline = load_pipeline(store, champions, weights="fit_only")
+    except Exception as exc:  # e.g. registered before models carried their vocabularies: cannot be judged
+        log.warning(f"the champion {champions} cannot be evaluated on this split: {exc}")
+        pipeline = None
+    judged = evaluate(data, catalogue, pipeline, cfg, holdout=False)["validation"] if pipeline else {"models": {}}
+    return {"versions": champions, "validation": judged}
+
+
+def _metric_name(model: str, metric: str) -> str:
+    return f"{model}_{metric.replace('@', '_at_')}"  # MLflow names take no '@'
+
+
+def _fitted_baseline_values(report: dict) -> list[tuple[str, object]]:
+    """The baselines' chosen values and fit times, as `<baseline>_<key>`."""
+    return [(f"{name}_{key}", value) for name in BASELINES
+            for key, value in report.get("baselines", {}).get(name, {}).items() if not isinstance(value, dict)]
+
+
+def evaluation_params(report: dict, day: str) -> dict[str, object]:
+    """The evaluation run's MLflow params: the day, the versions judged, the baselines' chosen values, and the
+    fusion (`fusion_*`) and the i2i's popularity weight chosen on validation."""
+    params = {"day": day, **{f"{k}_version": v for k, v in report["versions"].items()}}
+    params.update({key: value for key, value in _fitted_baseline_values(report) if not key.endswith("seconds")})
+    if "choices" in report:
+        params.update(Fusion(**report["choices"]["fusion"]).tags())
+    if "i2i" in report:
+        params[I2I_WEIGHT_TAG] = report["i2i"]["popularity_weight"]
+    return params
+
+
+def evaluation_metrics(report: dict) -> dict[str, float]:
+    """The evaluation run's MLflow metrics: every model's on the holdout (`<model>_<metric>`) and on validation
+    (`validation_...`), the champion's on validation (`champion_validation_...`), the ranker's classification
+    (`ranker_...`) and the baselines' fit times."""
+    metrics = {_metric_name(model, metric): value
+               for model, values in report["models"].items() for metric, value in values.items()}
+    metrics.update({f"ranker_{k}": v for k, v in report.get("ranker", {}).items()})
+    for prefix, models_metrics in (("validation", report["validation"]["models"]),
+                                   ("champion_validation", report.get("champion", {}).get("validation", {}).get(
+                                       "models", {}))):
+        metrics.update({f"{prefix}_{_metric_name(model, metric)}": value
+                        for model, values in models_metrics.items() for metric, value in values.items()})
+    metrics.update({key: value for key, value in _fitted_baseline_values(report) if key.endswith("seconds")})
+    return metrics
+
+
+def apply_gate(report: dict, client: MlflowClient, day: str, log: logging.Logger = LOG) -> Decision:
+    """The gate's decision on the day's evaluation `report` (`promotion.gate`, against the champion now), logged
+    to a nested MLflow run and applied: the day's versions promoted (tagged with the gate metric and the day),
+    the champion retired, or kept."""
+    decision = gate(report, champion_versions(client))
+    with mlflow.start_run(run_name=f"promotion-{day}", nested=True):
+        mlflow.log_dict(decision.as_dict(), "decision.json")
+        mlflow.log_metrics({"candidate_ndcg_at_10": decision.candidate, "popularity_ndcg_at_10": decision.popularity,
+                            "promoted": float(decision.promote),
+                            **({"champion_ndcg_at_10": decision.champion} if decision.champion is not None else {})})
+    if decision.promote:
+        for name, version in decision.versions.items():
+            client.set_model_version_tag(name, version, GATE_TAG, str(decision.candidate))
+            client.set_model_version_tag(name, version, "promoted_on", day)
+            set_champion(client, name, version)
+        log.info("promoted: " + decision.reason)
+    elif decision.retire_champion:
+        for name in MODEL_NAMES:
+            retire_champion(client, name, day)
+        log.warning("retired the champion: " + decision.reason)
+    elif not any(decision.previous_champions.values()):
+        log.warning(f"no model passed the gate ({decision.reason}): the release serves popularity")
+    else:
+        log.info("kept the champion: " + decision.reason)
+    return decision
