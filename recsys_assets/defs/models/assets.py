@@ -9,8 +9,7 @@ from the registry.
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-# recorded_metadata: serving/release.py imports it from here.
-from recsys_assets.defs.shared.materializations import latest_version, recorded_metadata  # noqa: F401
+from recsys_assets.defs.shared.materializations import latest_version
 from recsys_assets.defs.shared.models import MODEL_ASSET, Tracking, load_inputs
 from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 from recsys_assets.models.daily_training import (

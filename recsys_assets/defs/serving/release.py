@@ -23,8 +23,8 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.defs.models.assets import recorded_metadata
 from recsys_assets.defs.serving.index import SERVING_ASSET, built_from
+from recsys_assets.defs.shared.materializations import recorded_metadata
 from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.feature_contract import INDEX_ALIASES, ITEM2VEC_ITEMS, TWO_TOWER_ITEMS
 from recsys_assets.models.registry import champion_versions

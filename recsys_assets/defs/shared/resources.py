@@ -17,7 +17,6 @@ from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLanding
 from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
-from recsys_assets.models.training import TrainConfig
 from recsys_assets.serving_data.events import EventLog, RedisEventLog, open_event_log
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
@@ -121,11 +120,6 @@ class TrainingResource(ConfigurableResource):
     @property
     def tuning_dir_path(self) -> Path:
         return Path(self.tuning_dir)
-
-    def train_config(self, epochs: int, lr: float, batch_size: int | None = None, shuffle: str = "rows",
-                     patience: int = 0) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=batch_size or self.batch_size, lr=lr, seed=self.seed,
-                           shuffle=shuffle, patience=patience)
 
 
 @resource(
