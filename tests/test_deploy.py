@@ -46,11 +46,7 @@ def _with_serve_config(service: dict, config: dict) -> dict:
     return out
 
 
-def test_make_deploy_check_passes_on_the_manifests():
-    out = subprocess.run([sys.executable, "deploy/check.py"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "all valid" in out.stdout
-    assert len(check.manifests()) >= 8
+# That the manifests pass as they are is `make deploy-check`, which `make test` runs before pytest.
 
 
 @pytest.mark.parametrize("path,field,misspelled", [
