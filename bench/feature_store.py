@@ -14,24 +14,27 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
+# The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common import run_range, write_generated, write_result  # first: sets the partitions' start date
 
 import duckdb
 import pandas as pd
-from feast import FeatureStore
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.defs.features.assets import dbt_features
 from recsys_assets.defs.ingest.assets import raw_reviews
 from recsys_assets.feature_store.online import OnlineFeatures
-from recsys_assets.feature_store.redis_server import local_redis
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.warehouse.stores import DuckDBWarehouse
+from tests.support.redis_server import local_redis
 
 
 def percentiles_ms(samples: list[float]) -> dict:
@@ -80,7 +83,7 @@ def bench_point_in_time(feast_dir: Path, entities: pd.DataFrame) -> dict:
     feasts_own = dataclasses.replace(local, offline_store={"type": "duckdb"})
     seconds, frames = {}, {}
     for name, config, chunk_rows in (("asof_join", local, 500_000), ("feast_join", feasts_own, 10_000)):
-        store = FeatureStore(config=config.repo_config())
+        store = FeatureRepository(config).store
         start = time.perf_counter()
         frames[name] = point_in_time_features(store, entities, chunk_rows=chunk_rows)
         seconds[name] = round(time.perf_counter() - start, 2)

@@ -23,18 +23,21 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+# The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common import write_result  # first: sets the partitions' start date
 
 import httpx
 from dagster import AssetKey, DagsterInstance
-from recsys_assets.daemon import daemon_process
 from recsys_assets.data.generator import GeneratorConfig, generate
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import review_file_name
-from recsys_assets.serving.process import serve_process
 from recsys_assets.serving_data.kv import SQLiteKV
 from recsys_assets.serving_data.release import ReleaseStore
 from recsys_assets.settings import REPO_ROOT
+from tests.support.daemon import daemon_process
+from tests.support.processes import serve_process
 
 TARGET_S = 300
 

@@ -25,19 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
+# The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common import write_result  # first: sets the partitions' start date
 
 import httpx
 import numpy as np
 import psutil
 
-from recsys_assets.feature_store.redis_server import free_port
-from recsys_assets.serving.load import run_wrk, wrk_available
-from recsys_assets.serving.process import stop_process_group, wait_ready
+from recsys_assets.serving.ports import free_port
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import DuckDBWarehouse
+from tests.support.processes import stop_process_group, wait_ready
+from tests.support.wrk import run_wrk, wrk_available
 
 LEVELS = (1, 10, 50, 200)
+BENCH_DIR = str(Path(__file__).resolve().parent)  # uvicorn imports the baseline, bare_app.py, from here
 TARGETS = {"p99_ms_at_1": 15.0, "rps_at_10": 250.0, "p99_ms_at_10": 60.0, "timeouts_at_50": 0,
            "p99_ms_at_50": 300.0, "refused_share_at_50": 0.05, "ray_over_bare_rps_at_10": 0.95}
 
@@ -153,7 +157,7 @@ def main() -> None:
     port = free_port()
     print(f"bare uvicorn, {replicas} workers:", flush=True)
     results["bare_uvicorn"] = measure(
-        "bare_uvicorn", [sys.executable, "-m", "uvicorn", "recsys_assets.serving.app:bare_app", "--factory",
+        "bare_uvicorn", [sys.executable, "-m", "uvicorn", "bare_app:bare_app", "--factory", "--app-dir", BENCH_DIR,
                          "--host", "127.0.0.1", "--port", str(port), "--workers", str(replicas), "--loop", "asyncio",
                          "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}", users, levels, args.seconds)
 

@@ -119,7 +119,7 @@ def featured_home(generated_home) -> Home:
 @pytest.fixture(scope="session")
 def redis_url():
     """A real redis-server on a free loopback port, for the session (installed by `make setup`)."""
-    from recsys_assets.feature_store.redis_server import local_redis
+    from tests.support.redis_server import local_redis
 
     with local_redis() as url:
         yield url
@@ -131,7 +131,7 @@ def gcs_emulator():
     talks to it through STORAGE_EMULATOR_HOST. Yields the host."""
     from gcp_storage_emulator.server import create_server
 
-    from recsys_assets.feature_store.redis_server import free_port
+    from recsys_assets.serving.ports import free_port
 
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)

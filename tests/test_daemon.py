@@ -11,11 +11,11 @@ from conftest import Home
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from recsys_assets.daemon import daemon_process
 from recsys_assets.data.schema import review_file_name
 from recsys_assets.serving_data.kv import SQLiteKV
 from recsys_assets.serving_data.release import ReleaseStore
 from recsys_assets.settings import REPO_ROOT
+from tests.support.daemon import daemon_process
 
 DEADLINE_S = 600
 

@@ -16,9 +16,9 @@ from conftest import recsys_env, serving_assets
 
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.config import serving_kv
-from recsys_assets.serving.load import run_wrk
-from recsys_assets.serving.process import serve_process
 from recsys_assets.serving_data.release import Release, ReleaseStore
+from tests.support.processes import serve_process
+from tests.support.wrk import run_wrk
 
 TOKEN = "test-token"
 VERSION_FIELDS = ("model_version", "index_version", "request_id")

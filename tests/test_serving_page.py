@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from recsys_assets.serving.process import serve_process
+from tests.support.processes import serve_process
 
 TOKEN = "page-token"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from recsys_assets.feature_store.redis_server import free_port
+from recsys_assets.serving.ports import free_port
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.serving_data.index import VectorIndex

@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from recsys_assets.feature_store.redis_server import free_port
-from recsys_assets.serving.app import create_app, rerank_group
+from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
+from recsys_assets.serving.ports import free_port
+from recsys_assets.serving.routes.recommendations import rerank_group
 from recsys_assets.serving.runtime import Runtime
 from recsys_assets.serving_data.candidates import POPULAR, POPULAR_KEY, SEQUENCE, CandidateStore
 from recsys_assets.serving_data.release import ReleaseStore

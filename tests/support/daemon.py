@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys_assets.feature_store.redis_server import free_port
-from recsys_assets.serving.process import stop_process_group
+from recsys_assets.serving.ports import free_port
 from recsys_assets.settings import REPO_ROOT
+from tests.support.processes import stop_process_group
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""`recsys serve` as a child process, for tests, benchmarks and the demo: started on a loopback port, ready
+"""`recsys serve` as a child process, for tests and benchmarks: started on a loopback port, ready
 when /readyz answers, stopped by its process group (Ray's own processes included)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys_assets.feature_store.redis_server import free_port
+from recsys_assets.serving.ports import free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:

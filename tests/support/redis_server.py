@@ -1,4 +1,4 @@
-"""A throwaway local redis-server (Debian's `redis-server`) for tests, benchmarks and demos.
+"""A throwaway local redis-server (Debian's `redis-server`) for tests and benchmarks.
 
 Binds 127.0.0.1 on a free port, keeps nothing on disk, and is stopped by its own process id.
 """
@@ -6,18 +6,13 @@ Binds 127.0.0.1 on a free port, keeps nothing on disk, and is stopped by its own
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from recsys_assets.serving.ports import free_port
 
 
 @contextmanager

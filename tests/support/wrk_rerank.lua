@@ -1,4 +1,4 @@
--- wrk script (`load.py`): GET /recs/u2i/rerank for the users listed in USERS_FILE in turn (each thread from
+-- wrk script (`wrk.py`): GET /recs/u2i/rerank for the users listed in USERS_FILE in turn (each thread from
 -- its own offset); counts answers by status and refusals that carry Retry-After, and prints one JSON line.
 local users, threads, counter = {}, {}, 1
 
