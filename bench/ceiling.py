@@ -17,9 +17,9 @@ import argparse
 
 import numpy as np
 import pandas as pd
+from common import write_result
 from quality import DATASETS  # first: common sets the partitions' start date
 
-from common import write_result
 from recsys_assets.data.generator import generate, true_choice_scores
 from recsys_assets.data.schema import day_start_ms
 from recsys_assets.models.baselines import fit_ease, interaction_matrix, protocol

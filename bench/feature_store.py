@@ -23,10 +23,10 @@ from pathlib import Path
 # The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import run_range, write_generated, write_result  # first: sets the partitions' start date
-
 import duckdb
 import pandas as pd
+from common import run_range, write_generated, write_result  # first: sets the partitions' start date
+
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.defs.features.assets import dbt_features
 from recsys_assets.defs.ingest.assets import raw_reviews

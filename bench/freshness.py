@@ -26,10 +26,10 @@ from pathlib import Path
 # The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import write_result  # first: sets the partitions' start date
-
 import httpx
+from common import write_result  # first: sets the partitions' start date
 from dagster import AssetKey, DagsterInstance
+
 from recsys_assets.data.generator import GeneratorConfig, generate
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import review_file_name

@@ -16,12 +16,12 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 from common import run_range, write_generated, write_result  # first: sets the partitions' start date
 
-import duckdb
 from recsys_assets.data.generator import GeneratorConfig
-from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.defs.features.assets import dbt_features
+from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
 from recsys_assets.defs.ingest.assets import raw_reviews
 
 FEATURE_MODELS = ("user_rating_stats", "parent_asin_rating_stats")

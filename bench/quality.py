@@ -29,8 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common import RESULTS_DIR, write_generated, write_result  # first: sets the partitions' start date
-
 from dagster import AssetKey, DagsterInstance
+
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import BASELINE_MODELS, GATE_EVIDENCE

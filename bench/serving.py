@@ -28,11 +28,10 @@ from pathlib import Path
 # The repository root, for the tests' helpers (tests.support): `python bench/x.py` puts only bench/ on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import write_result  # first: sets the partitions' start date
-
 import httpx
 import numpy as np
 import psutil
+from common import write_result  # first: sets the partitions' start date
 
 from recsys_assets.serving.ports import free_port
 from recsys_assets.settings import Settings

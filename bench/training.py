@@ -13,20 +13,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import run_range, write_generated, write_result  # first: sets the partitions' start date
-
 import pandas as pd
 import torch
+from common import run_range, write_generated, write_result  # first: sets the partitions' start date
+
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.defs.feature_store.assets import online_features
 from recsys_assets.defs.features.assets import dbt_features
 from recsys_assets.defs.ingest.assets import raw_reviews
-from recsys_assets.models.dataset import two_tower_inputs
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.feature_store.retrieval import point_in_time_features
 from recsys_assets.models.data import ITEM, TIME, USER, popularity
-from recsys_assets.models.dataset import build_training_data, ranker_inputs
+from recsys_assets.models.dataset import build_training_data, ranker_inputs, two_tower_inputs
 from recsys_assets.models.features import USER_DENSE_WIDTH, Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, train_item2vec
 from recsys_assets.models.ranker import Ranker, ranker_loss

@@ -54,8 +54,8 @@ sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `
 
 import render  # noqa: E402
 from checks import dagster_chart, flows, network, wiring  # noqa: E402
-from checks.strict import strict  # noqa: E402
 from checks import terraform as terraform_checks  # noqa: E402
+from checks.strict import strict  # noqa: E402
 
 KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"

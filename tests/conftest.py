@@ -153,8 +153,8 @@ SMALL_TRAINING = dict(item2vec_epochs=2, two_tower_epochs=2, ranker_epochs=2, ba
 
 
 def model_assets() -> list:
-    from recsys_assets.defs.models.evaluation import model_evaluation, promotion
     from recsys_assets.defs.models.assets import item2vec, ranker, two_tower
+    from recsys_assets.defs.models.evaluation import model_evaluation, promotion
     from recsys_assets.defs.tags.assets import item_tags, tag_embeddings
     from recsys_assets.defs.training.assets import training_dataset
 

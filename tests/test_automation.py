@@ -9,7 +9,13 @@ lands long after it ended must still flow all the way to serving.
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    evaluate_automation_conditions,
+)
 
 FEATURES = ["stg_reviews", "user_rating_stats", "parent_asin_rating_stats", "online_features"]
 NEWEST_DAY_CHAIN = ["item_tags", "tag_embeddings", "training_dataset", "item2vec", "two_tower", "ranker",
@@ -152,7 +158,11 @@ def test_freshness_checks_fail_until_the_newest_day_reaches_the_online_store_and
     """The checks judge by the newest landed day: stale while a new day is on its way, fresh once served."""
     from dagster import build_asset_check_context, build_sensor_context
 
-    from recsys_assets.defs.automation.freshness import fresh_for_newest_landed_day, freshness_sensor, serves_newest_landed_day
+    from recsys_assets.defs.automation.freshness import (
+        fresh_for_newest_landed_day,
+        freshness_sensor,
+        serves_newest_landed_day,
+    )
     from recsys_assets.serving_data.release import Release, ReleaseStore
 
     instance = DagsterInstance.ephemeral()

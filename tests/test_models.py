@@ -14,12 +14,12 @@ from conftest import recsys_env
 
 from recsys_assets.defs.models.evaluation import promotion
 from recsys_assets.defs.shared.resources import mlflow_store
-from recsys_assets.models.dataset import TrainingData
-from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.baselines import BaselineConfig
+from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.evaluation import label
 from recsys_assets.models.fusion import Fusion, grid
 from recsys_assets.models.item2vec import I2I_POPULARITY_WEIGHTS
+from recsys_assets.models.promotion import MODEL_NAMES
 from recsys_assets.models.registry import I2I_WEIGHT_TAG, champion, i2i_weight, ranker_fusion, set_champion
 from recsys_assets.settings import REPO_ROOT
 

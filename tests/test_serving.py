@@ -204,8 +204,8 @@ def test_rollback_moves_serving_with_zero_failed_requests(service, served_home, 
     from dagster import AssetKey, DagsterRun, DagsterRunStatus, SkipReason, build_sensor_context
 
     from recsys_assets.defs.models.assets import item2vec, ranker, two_tower
-    from recsys_assets.defs.shared.resources import mlflow_store
     from recsys_assets.defs.serving.release import champion_sensor
+    from recsys_assets.defs.shared.resources import mlflow_store
     from recsys_assets.models.registry import MODEL_NAMES, set_champion
 
     day = str(served_home.days[-1])

@@ -93,9 +93,8 @@ def choose_first_values(data: TrainingData, catalogue: Catalogue, epochs: int, l
 
 
 def _trial(values: dict, data: TrainingData, catalogue: Catalogue, cfg: TuningConfig) -> None:
-    from ray import tune
-
     import torch
+    from ray import tune
 
     torch.set_num_threads(1)  # one CPU per trial: trials run side by side
     tune.report(train_and_score(values, data, catalogue, cfg))

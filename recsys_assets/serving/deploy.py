@@ -10,7 +10,6 @@ import sys
 from dataclasses import replace
 
 from pydantic import BaseModel, Field
-
 from ray import serve
 from ray.serve.config import BackpressureConfig
 

@@ -35,7 +35,6 @@ from recsys_assets.warehouse.validation import (
     validate_review_days,
 )
 
-
 LANDING_FINGERPRINT = "landing_fingerprint"  # a day's observation: the version of its file that was loaded
 ROWS_PER_DAY_LISTED = 62
 

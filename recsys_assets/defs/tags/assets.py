@@ -13,8 +13,10 @@ from recsys_assets.models.tags import (
     TAGS_FILE,
     latest_snapshot,
     select_tagger,
-    tag_embeddings as embed_tags,
     tag_items,
+)
+from recsys_assets.models.tags import (
+    tag_embeddings as embed_tags,
 )
 
 TAG_ASSET = dict(partitions_def=daily_partitions, group_name="tags", kinds={"pytorch"},
