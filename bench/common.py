@@ -37,7 +37,7 @@ def run_range(home: Path, assets: list, first: date, last: date) -> float:
     os.environ["RECSYS_HOME"] = str(home)
     tags = {ASSET_PARTITION_RANGE_START_TAG: str(first), ASSET_PARTITION_RANGE_END_TAG: str(last)}
     start = time.perf_counter()
-    result = materialize(assets, resources=resources_for(Settings(home, "local")),
+    result = materialize(assets, resources=resources_for(Settings(home=home, env="local")),
                          instance=DagsterInstance.ephemeral(), tags=tags)
     assert result.success
     return time.perf_counter() - start

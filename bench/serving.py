@@ -62,7 +62,7 @@ def prepare_home(args) -> Path:
 
 def most_active_users(home: Path, n: int = 300) -> Path:
     """The `n` users with the most reviews, one per line (what the wrk script reads)."""
-    warehouse = DuckDBWarehouse(Settings(home, "local").warehouse_path)
+    warehouse = DuckDBWarehouse(Settings(home=home, env="local").warehouse_path)
     with warehouse.connect(read_only=True) as con:
         users = [r[0] for r in con.execute(
             "select user_id from raw.raw_reviews group by 1 order by count(*) desc, 1 limit ?", [n]).fetchall()]

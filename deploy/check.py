@@ -196,7 +196,7 @@ def variables_the_code_reads() -> frozenset[str]:
     from recsys_assets.settings import Settings
 
     names = set(Settings.environment_variables())
-    for path in [*(REPO / "dbt_project").glob("*.yml"),
+    for path in [*(p for p in (REPO / "dbt_project").rglob("*.yml") if "target" not in p.parts),
                  *(REPO / "recsys_assets" / "feature_store" / "environments").rglob("feature_store.yaml")]:
         names |= set(re.findall(r"\bRECSYS_[A-Z0-9_]+\b", path.read_text()))
     return frozenset(names)

@@ -278,13 +278,15 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(settings.markdown_table())
         return 0
     if args.export:
-        for name, value in settings.tool_environment().items():
+        for name, value in settings.dbt_environment().items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
     for variable, (section, field) in settings.environment_variables().items():
         # A store's effective value (the environment's default decided), where Settings resolves one.
         owner = settings if section in ("", "stores") and hasattr(settings, field) else getattr(settings, section)
         value = getattr(owner, field)
+        if section == "gcp" and settings.env == "gcp" and value is None:  # the names derived from the project
+            value = {"landing_bucket": settings.gcp.landing, "feast_registry": settings.gcp.registry}.get(field)
         shown = "(set, hidden)" if field in SECRET_SETTINGS and value else value
         print(f"{variable:28} {shown!s:44} {'environment' if os.environ.get(variable) else 'default'}")
     return 0
@@ -300,8 +302,7 @@ def cmd_feast(args: argparse.Namespace) -> int:
 
     from recsys_assets.feature_store.repository import FeatureStoreConfig
 
-    command_word = next((word for word in args.feast_args if not word.startswith("-")), None)
-    if command_word in FEAST_WRITES:
+    if any(word in FEAST_WRITES for word in args.feast_args):
         print("the pipeline applies Feast's definitions (asset feast_definitions): `make pipeline` or the UI",
               file=sys.stderr)
         return 2
@@ -309,7 +310,7 @@ def cmd_feast(args: argparse.Namespace) -> int:
     repo = FeatureStoreConfig.for_settings(settings).write_repository_file().parent
     feast = Path(sys.executable).with_name("feast")
     command = [str(feast) if feast.exists() else "feast", "--chdir", str(repo), *args.feast_args]
-    return subprocess.call(command, env={**os.environ, **settings.tool_environment(), "FEAST_USAGE": "False"})
+    return subprocess.call(command, env={**os.environ, **settings.feast_variables(), "FEAST_USAGE": "False"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["feast"]:  # Feast's own arguments, options first included, go to Feast as they are
+        return cmd_feast(argparse.Namespace(feast_args=argv[1:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -23,7 +23,6 @@ from recsys_assets.redis_connection import connection_string
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / "var"
-ENVIRONMENTS = ("local", "gcp")
 # Used when neither RECSYS_START_DATE nor the data set's own record says where partitions begin.
 DEFAULT_START_DATE = date(2024, 1, 1)
 DATASET_FILE = "dataset.json"
@@ -36,8 +35,16 @@ CLUSTER_MLFLOW = "http://mlflow:5000"
 
 class Section(BaseSettings):
     # An empty variable counts as unset (RECSYS_HOME= means the default home, not the current folder).
-    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True,
-                                      env_ignore_empty=True)
+    # No populate_by_name: with it, an aliased field would also answer to RECSYS_<FIELD> (RECSYS_PORT...).
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _choice_in_any_case(cls, value, info):
+        """RECSYS_ENV=GCP or RECSYS_ONLINE_STORE=" Redis" pick gcp and redis, as before the typed settings."""
+        if isinstance(value, str) and "Literal" in str(cls.model_fields[info.field_name].annotation):
+            return value.strip().lower()
+        return value
 
     @classmethod
     def variables(cls) -> dict[str, str]:
@@ -148,13 +155,18 @@ class ServingSettings(Section):
     # request is refused at once with 503 + Retry-After instead of queueing for seconds.
     max_ongoing_requests: int = Field(8, ge=1, validation_alias="RECSYS_SERVE_MAX_ONGOING",
                                       description="requests a replica works on at once")
-    max_queued_requests: int = Field(24, ge=0, validation_alias="RECSYS_SERVE_MAX_QUEUED",
-                                     description="requests that may wait per replica before 503")
+    max_queued_requests: int = Field(24, ge=-1, validation_alias="RECSYS_SERVE_MAX_QUEUED",
+                                     description="requests that may wait per replica before 503 (-1: no limit)")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After of a shed request, seconds")
     # Above `replicas`, Serve adds replicas while their queues stay long (on GKE the KubeRay autoscaler
     # adds the nodes they need).
     max_replicas: int | None = Field(None, ge=1, validation_alias="RECSYS_SERVE_MAX_REPLICAS",
-                                     description="autoscale up to this many replicas (unset: a fixed number)")
+                                     description="autoscale up to this many replicas (unset or 0: a fixed number)")
+
+    @field_validator("max_replicas", mode="before")
+    @classmethod
+    def _zero_is_fixed(cls, value):
+        return None if str(value).strip() == "0" else value
 
 
 class Settings(Section):
@@ -297,12 +309,20 @@ class Settings(Section):
         recorded = read_dataset_record(self.home).get("first_day")
         return date.fromisoformat(recorded) if recorded else DEFAULT_START_DATE
 
-    def tool_environment(self) -> dict[str, str]:
-        """What the tools we start read from the environment (dbt's profiles.yml, Feast's feature_store.yaml
-        and CLI), from these settings: they hold no default of their own."""
+    def dbt_environment(self) -> dict[str, str]:
+        """What dbt's profiles.yml and sources read from the environment (they hold no defaults of their own);
+        no secret among them. `recsys config --export` prints them for running dbt standalone."""
         env = {"RECSYS_HOME": str(self.home)}
+        if self.env == "gcp":
+            env.update(RECSYS_GCP_PROJECT=self.gcp.gcp_project, RECSYS_BQ_DATASET=self.gcp.bq_dataset,
+                       RECSYS_BQ_RAW_DATASET=self.gcp.bq_raw_dataset, RECSYS_BQ_LOCATION=self.gcp.bq_location)
+        return env
+
+    def feast_variables(self) -> dict[str, str]:
+        """The `${RECSYS_*}`s of Feast's feature_store.yaml files (Redis in Feast's form: it may hold a password)."""
+        env = {}
         if self.redis_url:
-            env["RECSYS_REDIS_URL"] = connection_string(self.redis_url)  # Feast's form
+            env["RECSYS_REDIS_URL"] = connection_string(self.redis_url)
         if self.env == "gcp":
             env.update(RECSYS_GCP_PROJECT=self.gcp.gcp_project, RECSYS_BQ_DATASET=self.gcp.bq_dataset,
                        RECSYS_BQ_LOCATION=self.gcp.bq_location, RECSYS_FEAST_REGISTRY=self.gcp.registry)

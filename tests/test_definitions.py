@@ -70,7 +70,8 @@ def test_library_code_never_imports_dagster():
 
 def test_serving_never_imports_the_orchestration_layer():
     package = REPO_ROOT / "recsys_assets"
-    offenders = [f"{path.name}: {n}" for folder in ("serving", "serving_data") for path in (package / folder).glob("*.py")
+    files = [path for folder in ("serving", "serving_data") for path in (package / folder).rglob("*.py")]
+    offenders = [f"{path.name}: {n}" for path in files
                  for n in _imports(path) if n.startswith(("recsys_assets.defs", "recsys_assets.definitions", "dagster"))]
     assert offenders == []
 

@@ -193,7 +193,7 @@ def test_the_dbt_models_parse_for_the_bigquery_target(tmp_path):
 
     # As a user runs dbt standalone: the profile's values from the settings (`recsys config --export`).
     settings = Settings(env="gcp", home=tmp_path, gcp=GcpSettings(gcp_project="example-project"))
-    env = {**os.environ, **settings.tool_environment()}
+    env = {**os.environ, **settings.dbt_environment()}
     out = subprocess.run([str(Path(sys.executable).parent / "dbt"), "parse", "--target", "bigquery", "--profiles-dir",
                           ".", "--target-path", str(tmp_path / "target")], cwd=REPO_ROOT / "dbt_project", env=env,
                          capture_output=True, text=True, timeout=300)

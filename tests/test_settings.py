@@ -13,7 +13,7 @@ import pytest
 from recsys_assets.defs.shared.resources import TrainingResource, resources_for
 from recsys_assets.feature_store.repository import ENVIRONMENTS_DIR, FeatureStoreConfig
 from recsys_assets.serving.config import ServingConfig
-from recsys_assets.settings import REPO_ROOT, ServingSettings, Settings, TrainingSettings, get_settings
+from recsys_assets.settings import REPO_ROOT, GcpSettings, ServingSettings, Settings, TrainingSettings, get_settings
 
 PRODUCT = REPO_ROOT / "recsys_assets"
 
@@ -36,6 +36,20 @@ def test_each_variable_reaches_its_setting(monkeypatch, tmp_path):
     assert (training.executor, training.ray_workers, training.tuning_time_budget_s) == ("ray", 3, 60.0)
     serving = ServingConfig.from_settings(settings)
     assert (serving.port, serving.replicas, serving.max_replicas) == (8123, 4, 6)
+
+
+def test_a_field_answers_to_its_one_variable_only(monkeypatch):
+    monkeypatch.setenv("RECSYS_PORT", "9")  # the field's name, not its variable (RECSYS_SERVE_PORT)
+    monkeypatch.setenv("RECSYS_EXECUTOR", "ray")
+    settings = get_settings()
+    assert settings.serving.port == ServingSettings.model_fields["port"].default
+    assert settings.training.executor == "in_process"
+    # Choices in any case, and 0 autoscaling replicas = a fixed number, as the variables meant before.
+    monkeypatch.setenv("RECSYS_ONLINE_STORE", " Redis")
+    monkeypatch.setenv("RECSYS_REDIS_URL", "127.0.0.1:6379")
+    monkeypatch.setenv("RECSYS_SERVE_MAX_REPLICAS", "0")
+    settings = get_settings()
+    assert (settings.online_store, settings.serving.max_replicas) == ("redis", None)
 
 
 def test_a_bad_value_is_refused_with_its_variable(monkeypatch):
@@ -62,6 +76,13 @@ def test_gcp_needs_its_project_and_derives_names_from_it(monkeypatch):
     assert resources["warehouse"].bigquery_project == "acme-recs" and resources["landing"].gcs_bucket == "acme-recs-landing"
 
 
+def test_resources_leave_the_environment_alone(monkeypatch, tmp_path):
+    monkeypatch.delenv("RECSYS_HOME", raising=False)
+    resources_for(Settings(home=tmp_path / "a"))
+    assert "RECSYS_HOME" not in os.environ  # dbt gets its values when it starts, from its own settings
+    assert resources_for(Settings(home=tmp_path / "b"))["dbt"].profile_environment == {"RECSYS_HOME": str(tmp_path / "b")}
+
+
 def test_the_environment_is_read_in_settings_only():
     readers = []
     for path in PRODUCT.rglob("*.py"):
@@ -81,12 +102,17 @@ def test_each_default_is_written_once():
     serving_fields = {f.name: f for f in dataclasses.fields(ServingConfig)}
     assert set(serving_fields) - {"settings"} == set(ServingSettings.model_fields)
     assert all(f.default is dataclasses.MISSING for f in serving_fields.values())
-    # dbt's profile and Feast's files read variables Settings provides, and default none of them.
-    profile = (REPO_ROOT / "dbt_project" / "profiles.yml").read_text()
-    assert "env_var(" in profile and not re.search(r"env_var\('[A-Z_]+',", profile)
-    provided = set(Settings.environment_variables())
-    for path in [REPO_ROOT / "dbt_project" / "profiles.yml", *ENVIRONMENTS_DIR.rglob("feature_store.yaml")]:
-        assert set(re.findall(r"\b(RECSYS_[A-Z_]+)", path.read_text())) <= provided, path
+    # dbt's files read what Settings.dbt_environment gives them (Feast's, feast_variables), and default none.
+    gcp = Settings(env="gcp", gcp=GcpSettings(gcp_project="p"))
+    dbt_files = [p for p in (REPO_ROOT / "dbt_project").rglob("*.yml") if "target" not in p.parts]
+    read_by_dbt = {name for p in dbt_files for name in re.findall(r"env_var\('(RECSYS_[A-Z_]+)'", p.read_text())}
+    assert read_by_dbt and read_by_dbt <= set(gcp.dbt_environment())
+    assert not any(re.search(r"env_var\('[A-Z_]+',", p.read_text()) for p in dbt_files)
+    read_by_feast = {name for p in ENVIRONMENTS_DIR.rglob("feature_store.yaml")
+                     for name in re.findall(r"\$\{(RECSYS_[A-Z_]+)\}", p.read_text())}
+    assert read_by_feast <= set(gcp.feast_variables())
+    # No secret goes to dbt (or to `recsys config --export`).
+    assert "RECSYS_REDIS_URL" not in gcp.dbt_environment()
 
 
 def test_the_readme_table_is_the_configuration():
@@ -105,9 +131,12 @@ def test_feast_environment_files_load_with_settings(tmp_path):
     assert redis.repo_config().online_store.connection_string == "cache:6380,password=secret,db=1"
     with pytest.raises(ValueError, match="needs RECSYS_REDIS_URL"):
         FeatureStoreConfig(tmp_path, "local-redis", {}).repo_config()
-    # The copy for Feast's CLI keeps the variables for Feast to read: no secret is written to disk.
+    # A password with YAML's own characters stays one value.
+    odd = FeatureStoreConfig.local(tmp_path / "feast", online="redis", redis_url="cache:6380,password=a: b #c")
+    assert odd.repo_config().online_store.connection_string == "cache:6380,password=a: b #c"
+    # The copy for Feast's CLI keeps the variables for Feast to read from its environment: no secret on disk.
     written = redis.write_repository_file().read_text()
-    assert "${RECSYS_REDIS_URL}" in written and "secret" not in written
+    assert "connection_string: ${RECSYS_REDIS_URL}" in written and "secret" not in written
 
 
 def test_feasts_own_cli_opens_the_store_the_pipeline_built(featured_home):
@@ -116,9 +145,10 @@ def test_feasts_own_cli_opens_the_store_the_pipeline_built(featured_home):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "user_rating_stats" in out.stdout and "parent_asin_rating_stats_fresh" in out.stdout
-    refused = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "feast", "apply"],
-                             env={**_env(), "RECSYS_HOME": str(featured_home.path)}, capture_output=True, text=True)
-    assert refused.returncode == 2 and "feast_definitions" in refused.stderr
+    for words in (["apply"], ["--log-level", "debug", "apply"], ["teardown"]):
+        refused = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "feast", *words],
+                                 env={**_env(), "RECSYS_HOME": str(featured_home.path)}, capture_output=True, text=True)
+        assert refused.returncode == 2 and "feast_definitions" in refused.stderr, words
 
 
 def _env() -> dict:

@@ -74,7 +74,7 @@ class FeatureStoreConfig:
     def for_settings(cls, settings) -> FeatureStoreConfig:
         """The deployment's store: its environment's file, its variables from the settings."""
         return cls(settings.feast_dir, feast_environment(settings.env, settings.online_store),
-                   settings.tool_environment())
+                   settings.feast_variables())
 
     @property
     def template(self) -> Path:
@@ -83,10 +83,18 @@ class FeatureStoreConfig:
     @cached_property
     def values(self) -> dict:
         """The environment's file with its variables filled in (a missing one is an error, not an empty value)."""
-        try:
-            values = yaml.safe_load(Template(self.template.read_text()).substitute(self.variables))
-        except KeyError as missing:
-            raise ValueError(f"{self.template} needs {missing.args[0]} (from Settings.tool_environment)") from None
+        # Filled into the parsed values, not the text: a password with YAML's own characters stays one string.
+        def filled(node):
+            if isinstance(node, dict):
+                return {key: filled(value) for key, value in node.items()}
+            if isinstance(node, str):
+                try:
+                    return Template(node).substitute(self.variables)
+                except KeyError as missing:
+                    raise ValueError(f"{self.template} needs {missing.args[0]} (Settings.feast_variables)") from None
+            return node
+
+        values = filled(yaml.safe_load(self.template.read_text()))
         return {**values, "offline_store": self.offline_store} if self.offline_store else values
 
     @property
@@ -162,6 +170,7 @@ class FeatureRepository:
 
     def ensure_applied(self) -> bool:
         """Apply the definitions when the registry lacks them or holds another version; True if it applied."""
+        self.config.write_repository_file()  # also for a store applied before, or another environment's
         if self.applied_version() == DEFINITIONS_VERSION:
             return False
         self.apply()

@@ -11,8 +11,9 @@ daily case) is still the newest landed day, whatever the clock says.
 
 The conditions are Python subclasses (Dagster's "arbitrary Python automation conditions": `evaluate` returns
 an `AutomationResult`), so the automation sensor evaluates them in the code server (`use_user_code_server=True`
-in `sensor.py`). The one thing no public API gives is another asset's materialized partitions inside an
-evaluation: `context.asset_graph_view` (undocumented, not underscored) answers it.
+in `sensor.py`). What the documented surface (`candidate_subset`, `get_empty_subset`, `AutomationResult`) lacks,
+and no public API offers: another asset's materialized partitions (`context.asset_graph_view`), this tick's
+requests (`request_subsets_by_key`) and a subset's partition keys; these are undocumented but not underscored.
 """
 
 from dagster import AssetKey, AutomationCondition, AutomationContext, AutomationResult
@@ -23,7 +24,7 @@ LANDED = AssetKey("raw_reviews")
 async def newest_landed_day(context: AutomationContext) -> str | None:
     """The newest loaded partition of raw_reviews (None before anything landed)."""
     loaded = await context.asset_graph_view.compute_materialized_asset_subset(LANDED)
-    keys = loaded.get_internal_subset_value().get_partition_keys() if not loaded.is_empty else []
+    keys = loaded.expensively_compute_partition_keys() if not loaded.is_empty else []
     return max(keys) if keys else None
 
 

@@ -66,7 +66,7 @@ class WarehouseResource(ConfigurableResource):
 
 class FeatureStoreResource(ConfigurableResource):
     """The Feast repository: state in feast_dir, configured by an environment's `feature_store.yaml`
-    (`feature_store/environments/`) with its variables (`Settings.tool_environment()`)."""
+    (`feature_store/environments/`) with its variables (`Settings.feast_variables()`)."""
 
     feast_dir: str
     environment: str = "local"
@@ -194,11 +194,30 @@ def _feature_store(settings: Settings) -> FeatureStoreResource:
                                 variables=dict(config.variables))
 
 
-def _dbt(settings: Settings, target: str) -> DbtCliResource:
-    # dbt's profiles.yml reads these from the environment (it has no defaults of its own); dbt inherits ours.
-    for name, value in settings.tool_environment().items():
-        os.environ.setdefault(name, value)
-    return DbtCliResource(project_dir=str(DBT_PROJECT_DIR), target=target, dbt_executable=_dbt_executable())
+class DbtResource(DbtCliResource):
+    """dagster-dbt's resource, starting dbt with the values its profile and sources read from the environment
+    (`Settings.dbt_environment()`: dbt_project/profiles.yml holds no defaults of its own)."""
+
+    profile_environment: dict[str, str] = {}
+
+    def cli(self, args, **kwargs):
+        # dagster-dbt starts dbt inside cli() with a copy of os.environ: the values are in it for that moment
+        # only (a step runs one dbt at a time), so resources built for another home never leak into it.
+        saved = {name: os.environ.get(name) for name in self.profile_environment}
+        os.environ.update(self.profile_environment)
+        try:
+            return super().cli(args, **kwargs)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _dbt(settings: Settings, target: str) -> DbtResource:
+    return DbtResource(project_dir=str(DBT_PROJECT_DIR), target=target, dbt_executable=_dbt_executable(),
+                       profile_environment=settings.dbt_environment())
 
 
 def _mlflow(settings: Settings):
