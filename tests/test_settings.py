@@ -145,10 +145,14 @@ def test_feasts_own_cli_opens_the_store_the_pipeline_built(featured_home):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "user_rating_stats" in out.stdout and "parent_asin_rating_stats_fresh" in out.stdout
+
+
+def test_recsys_feast_refuses_what_would_remove_the_pipelines_views(capsys):
+    from recsys_assets.cli import main
+
     for words in (["apply"], ["--log-level", "debug", "apply"], ["teardown"]):
-        refused = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "feast", *words],
-                                 env={**_env(), "RECSYS_HOME": str(featured_home.path)}, capture_output=True, text=True)
-        assert refused.returncode == 2 and "feast_definitions" in refused.stderr, words
+        assert main(["feast", *words]) == 2, words
+        assert "feast_definitions" in capsys.readouterr().err
 
 
 def _env() -> dict:
