@@ -166,3 +166,17 @@ def test_recsys_config_names_each_variable_and_hides_secrets(tmp_path):
     assert "s3cret" not in out and re.search(r"RECSYS_API_TOKEN +\(set, hidden\) +environment", out)
     assert re.search(rf"RECSYS_HOME +{re.escape(str(Path(tmp_path).resolve()))} +environment", out)
     assert len(out.splitlines()) == len(Settings.environment_variables())
+
+
+def test_a_rayservices_args_reach_the_replicas(monkeypatch, tmp_path):
+    """Each replica builds its config from its environment: the args (and the CLI's flags) travel in it."""
+    from recsys_assets.serving.deploy import app_builder
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path))
+    app = app_builder({"reload_interval_s": 7, "canary_share": 0.2, "max_ongoing_requests": 4})
+    replica_env = app._bound_deployment.ray_actor_options["runtime_env"]["env_vars"]
+    for name, value in replica_env.items():
+        monkeypatch.setenv(name, value)
+    replica = ServingConfig.from_env()
+    assert (replica.reload_interval_s, replica.canary_share, replica.max_ongoing_requests) == (7.0, 0.2, 4)
+    assert replica.settings.home == tmp_path

@@ -16,7 +16,7 @@ from recsys_assets.models.registry import MlflowStore
 from recsys_assets.serving.ports import free_port
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
-from recsys_assets.settings import Settings, get_settings
+from recsys_assets.settings import ServingSettings, Settings, get_settings
 
 
 def haproxy_available() -> bool:
@@ -69,6 +69,13 @@ class ServingConfig:
     @classmethod
     def from_env(cls) -> ServingConfig:
         return cls.from_settings(get_settings())
+
+    def environment(self) -> dict[str, str]:
+        """These serving values as their RECSYS_* variables: what each replica, which builds its own config
+        from its environment (`deploy.build_app`), needs to see a run's overrides (a RayService's args, the
+        CLI's flags)."""
+        return {variable: str(getattr(self, field)) for variable, field in ServingSettings.variables().items()
+                if getattr(self, field) is not None}
 
     def replica_options(self) -> dict:
         """The deployment's replica count (or autoscaling on ongoing requests) and load shedding."""

@@ -47,7 +47,7 @@ class RecsysIngress:
 
 def application(config: ServingConfig):
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
-    env["RECSYS_HOME"] = str(config.settings.home)
+    env.update(config.environment(), RECSYS_HOME=str(config.settings.home))  # the args and flags reach replicas
     return RecsysIngress.options(
         **config.replica_options(),
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=config.retry_after_s),
