@@ -6,16 +6,14 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-os.environ.setdefault("RECSYS_START_DATE", "2024-01-01")
+from dagster import DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dagster import DagsterInstance, materialize  # noqa: E402
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
-
-from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
-from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
-from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
-from recsys_assets.defs.shared.resources import resources_for  # noqa: E402
-from recsys_assets.settings import Settings  # noqa: E402
+from recsys_assets.data.generator import GeneratorConfig, generate
+from recsys_assets.data.landing import LocalLandingZone
+from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.defs.shared.resources import resources_for
+from recsys_assets.settings import Settings
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

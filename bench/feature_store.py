@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 import pandas as pd
-from common import run_range, write_generated, write_result  # first: sets the partitions' start date
+from common import run_range, write_generated, write_result
 
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.defs.features.assets import dbt_features

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from common import write_result  # first: sets the partitions' start date
+from common import write_result
 from dagster import AssetKey, DagsterInstance
 
 from recsys_assets.data.generator import GeneratorConfig, generate
@@ -50,7 +50,6 @@ def prepared_home(source: Path | None, work: Path) -> Path:
         return source
     home = work / "home"
     env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    env.pop("RECSYS_START_DATE", None)
     subprocess.run([sys.executable, "-m", "recsys_assets.cli", "pipeline"], env=env, cwd=REPO_ROOT, check=True)
     return home
 
@@ -132,12 +131,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     try:
         home = prepared_home(args.home.resolve() if args.home else None, work)
-        os.environ.pop("RECSYS_START_DATE", None)  # the copied home's dataset record says where days start
         day, table = next_day_file(home)
         releases = ReleaseStore(SQLiteKV(home / "serving" / "serving.sqlite"))
         before = releases.current()
         users = table.to_pandas()["user_id"].value_counts().index[:300].tolist()
-        env = {"RECSYS_HOME": str(home), "RECSYS_START_DATE": ""}
+        env = {"RECSYS_HOME": str(home)}
         with serve_process(home, env=env) as url, daemon_process(home, env) as daemon, Load(url, users) as load:
             time.sleep(45)  # the daemon's sensors take stock of what is there first
             instance = DagsterInstance.from_config(str(home / "dagster"))

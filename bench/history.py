@@ -20,10 +20,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-from common import write_generated, write_result  # first: sets the partitions' start date
+from common import write_generated, write_result
 
 from recsys_assets.data.generator import GeneratorConfig
-from recsys_assets.settings import REPO_ROOT, record_dataset
+from recsys_assets.settings import REPO_ROOT
 
 STAGE_LINE = re.compile(r"^\s+(\w+)\s+(?:(\d+)m)?(\d+)s\b")  # "      raw_reviews        2m27s  (...)"
 
@@ -31,9 +31,8 @@ STAGE_LINE = re.compile(r"^\s+(\w+)\s+(?:(\d+)m)?(\d+)s\b")  # "      raw_review
 def load(home: Path, cfg: GeneratorConfig) -> dict:
     """Generated days, then `recsys pipeline --skip-models`: wall seconds and each step's as printed."""
     reviews, first, last = write_generated(home / "landing", cfg)
-    record_dataset(home, first_day=first, last_day=last, source=f"bench history seed={cfg.seed}")
-    env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    env.pop("RECSYS_START_DATE", None)  # the dataset record says where days start
+    env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           "RECSYS_START_DATE": str(first)}
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "recsys_assets.cli", "pipeline", "--skip-models"], env=env,
                          cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout

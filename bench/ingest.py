@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-from common import run_range, write_generated, write_result  # first: sets the partitions' start date
+from common import run_range, write_generated, write_result
 
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.defs.features.assets import dbt_features

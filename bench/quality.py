@@ -28,14 +28,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import RESULTS_DIR, write_generated, write_result  # first: sets the partitions' start date
+from common import RESULTS_DIR, write_generated, write_result
 from dagster import AssetKey, DagsterInstance
 
 from recsys_assets.data.generator import GeneratorConfig
+from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import BASELINE_MODELS, GATE_EVIDENCE
 from recsys_assets.models.tuning import load_best
-from recsys_assets.settings import REPO_ROOT, record_dataset
+from recsys_assets.settings import REPO_ROOT
 
 DATASETS = {
     # What `make demo` generates: a heavy long tail whose popularity drifts.
@@ -65,8 +66,10 @@ TRAINED = ("item2vec", "two_tower", "ranker")
 
 
 def _recsys(home: Path, *args: str) -> None:
-    env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    env.pop("RECSYS_START_DATE", None)  # the dataset record says where days start
+    # Partitions start at the landed data's first day (imported history can begin in the 1990s).
+    landed = review_days(LocalLandingZone(home / "landing").list_files())
+    env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+           **({"RECSYS_START_DATE": str(landed[0])} if landed else {})}
     subprocess.run([sys.executable, "-m", "recsys_assets.cli", *args], env=env, cwd=REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL)
 
@@ -76,8 +79,7 @@ def run_pipeline(home: Path, source: GeneratorConfig | Path, items: Path | None 
     """Generated landing files (or a file imported, `import_args` added to `recsys import interactions`), then
     the whole pipeline as a user runs it; seconds the pipeline took."""
     if isinstance(source, GeneratorConfig):
-        reviews, first, last = write_generated(home / "landing", source)
-        record_dataset(home, first_day=first, last_day=last, source=f"bench quality seed={source.seed}")
+        write_generated(home / "landing", source)
     else:
         _recsys(home, "import", "interactions", str(source), *(["--items", str(items)] if items else []),
                 *import_args)

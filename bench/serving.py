@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 import psutil
-from common import write_result  # first: sets the partitions' start date
+from common import write_result
 
 from recsys_assets.serving.ports import free_port
 from recsys_assets.settings import Settings

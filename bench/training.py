@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import run_range, write_generated, write_result  # first: sets the partitions' start date
+from common import run_range, write_generated, write_result
 
 from recsys_assets.data.generator import GeneratorConfig
 from recsys_assets.data.schema import ITEMS_FILE

@@ -22,7 +22,7 @@ from recsys_assets.models.promotion import (
     metrics_table,
     read_latest,
 )
-from recsys_assets.settings import ServingSettings, get_settings, init_dagster_home, record_dataset
+from recsys_assets.settings import ServingSettings, Settings, get_settings, init_dagster_home
 
 
 def _progress(iterable, total: int, desc: str):
@@ -46,9 +46,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for day, reviews in _progress(days, cfg.days, "generating"):
         zone.write_parquet(review_file_name(day), reviews)
         total += reviews.num_rows
-    record_dataset(settings.home, first_day=cfg.start, last_day=cfg.start + timedelta(days=cfg.days - 1),
-                   source=f"generated seed={cfg.seed}")
     print(f"wrote {total} reviews over {cfg.days} days and {cfg.items} items to {zone.path}")
+    _say_if_before_start(settings, cfg.start)
     return 0
 
 
@@ -64,10 +63,24 @@ def cmd_import(args: argparse.Namespace) -> int:
                    if (given := getattr(args, name.split("_")[0] + "_column")) is not None}
         report = import_interactions(Path(args.file), zone, Path(args.items) if args.items else None, columns,
                                      args.implicit, tuple(args.rating_scale) if args.rating_scale else None)
-    if report.days:
-        record_dataset(settings.home, first_day=report.days[0], last_day=report.days[-1], source=args.format)
     print(f"imported {report.summary()} into {zone.path}")
+    if report.days:
+        _say_if_before_start(settings, report.days[0])
     return 0
+
+
+def _before_start(settings: Settings, first_day: date) -> str | None:
+    """What to do when landed data begins before the first daily partition (None when it does not)."""
+    if first_day >= settings.start_date:
+        return None
+    return (f"the data begins {first_day}, before the first daily partition {settings.start_date}: days before "
+            f"it are not loaded. To load them, set RECSYS_START_DATE={first_day} for every recsys and dagster "
+            f"command (e.g. `export RECSYS_START_DATE={first_day}`)")
+
+
+def _say_if_before_start(settings: Settings, first_day: date) -> None:
+    if message := _before_start(settings, first_day):
+        print(f"note: {message}")
 
 
 def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:
@@ -105,7 +118,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if not review_days(zone.list_files()):
         print(f"{zone.path} is empty: generating the default data set first")
         cmd_generate(build_parser().parse_args(["generate"]))
-    days = review_days(zone.list_files())
+    landed = review_days(zone.list_files())
+    days = [day for day in landed if day >= settings.start_date]
+    if message := _before_start(settings, landed[0]):
+        print(f"{'skipping' if days else 'nothing to load:'} {len(landed) - len(days)} day(s): {message}")
+        if not days:
+            return 2
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     init_dagster_home(settings)
     ranges = contiguous_ranges(days)

@@ -10,7 +10,6 @@ settings, each with its one default; a field's environment variable is `RECSYS_<
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import date
 from pathlib import Path
@@ -23,9 +22,9 @@ from recsys_assets.redis_connection import connection_string
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / "var"
-# Used when neither RECSYS_START_DATE nor the data set's own record says where partitions begin.
+# Where daily partitions begin unless RECSYS_START_DATE says otherwise: the generator's first day. A fixed value,
+# not one read from the data, so importing a module reads no state (imported history sets the variable).
 DEFAULT_START_DATE = date(2024, 1, 1)
-DATASET_FILE = "dataset.json"
 PREFIX = "RECSYS_"
 # Services of the cluster (deploy/k8s): where gcp finds them when no URL is set.
 CLUSTER_REDIS = "redis-master:6379"
@@ -174,8 +173,8 @@ class Settings(Section):
 
     env: Literal["local", "gcp"] = Field("local", description="local (embedded defaults) or gcp")
     home: Path = Field(DEFAULT_HOME, description="where everything the platform writes lives (default: var/)")
-    start_date: date | None = Field(None, description="the first daily partition (default: the first landed "
-                                                      "day, recorded in RECSYS_HOME/dataset.json)")
+    start_date: date = Field(DEFAULT_START_DATE, description="the first daily partition: days before it are not "
+                                                             "loaded (`recsys import` says when to set it)")
     stores: StoreSettings = Field(default_factory=StoreSettings)
     gcp: GcpSettings = Field(default_factory=GcpSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -302,13 +301,6 @@ class Settings(Section):
         """An MLflow server; None: SQLite under mlflow_dir."""
         return self.stores.mlflow_uri or (CLUSTER_MLFLOW if self.env == "gcp" else None)
 
-    def partitions_start(self) -> date:
-        """First daily partition: RECSYS_START_DATE, else the first day of the data set in RECSYS_HOME."""
-        if self.start_date:
-            return self.start_date
-        recorded = read_dataset_record(self.home).get("first_day")
-        return date.fromisoformat(recorded) if recorded else DEFAULT_START_DATE
-
     def dbt_environment(self) -> dict[str, str]:
         """What dbt's profiles.yml and sources read from the environment (they hold no defaults of their own);
         no secret among them. `recsys config --export` prints them for running dbt standalone."""
@@ -381,22 +373,3 @@ def init_dagster_home(settings: Settings) -> Path:
         config.write_text(DAGSTER_YAML)
     return config
 
-
-def read_dataset_record(home: Path) -> dict:
-    path = home / DATASET_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def record_dataset(home: Path, *, first_day: date, last_day: date, source: str) -> None:
-    """Remember the span of the landed data, so partitions start where the data does.
-
-    Widens an existing record rather than replacing it: landing more days keeps the earliest start.
-    """
-    record = read_dataset_record(home)
-    if record.get("first_day"):
-        first_day = min(first_day, date.fromisoformat(record["first_day"]))
-    if record.get("last_day"):
-        last_day = max(last_day, date.fromisoformat(record["last_day"]))
-    record.update(first_day=first_day.isoformat(), last_day=last_day.isoformat(), source=source)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / DATASET_FILE).write_text(json.dumps(record, indent=2) + "\n")

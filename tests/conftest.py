@@ -2,24 +2,22 @@
 
 import os
 
-# Before anything imports the code location: partitions start early enough for every test data set,
-# and no telemetry leaves the machine.
-os.environ.setdefault("RECSYS_START_DATE", "2023-01-01")
+# No telemetry leaves the machine.
 os.environ.update(DO_NOT_TRACK="1", DBT_SEND_ANONYMOUS_USAGE_STATS="False", RAY_USAGE_STATS_ENABLED="0",
                   MLFLOW_DISABLE_TELEMETRY="true")
 
-from contextlib import contextmanager  # noqa: E402
-from datetime import date  # noqa: E402
-from pathlib import Path  # noqa: E402
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
 
-import pytest  # noqa: E402
-from dagster import DagsterInstance, materialize  # noqa: E402
+import pytest
+from dagster import DagsterInstance, materialize
 
-from recsys_assets.data.generator import GeneratorConfig, generate  # noqa: E402
-from recsys_assets.data.landing import LocalLandingZone  # noqa: E402
-from recsys_assets.data.schema import ITEMS_FILE, review_file_name  # noqa: E402
-from recsys_assets.defs.shared.resources import resources_for  # noqa: E402
-from recsys_assets.settings import Settings  # noqa: E402
+from recsys_assets.data.generator import GeneratorConfig, generate
+from recsys_assets.data.landing import LocalLandingZone
+from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.defs.shared.resources import resources_for
+from recsys_assets.settings import Settings
 
 SMALL = GeneratorConfig(users=400, items=150, days=6, reviews=4_000, start=date(2024, 1, 1), seed=7)
 

@@ -21,13 +21,20 @@ def _run(args, env, timeout=300):
 def test_import_then_pipeline_fills_warehouse_and_online_store(tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "RECSYS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    env.pop("RECSYS_START_DATE", None)  # partitions must start where the imported data does
+    env.pop("RECSYS_START_DATE", None)
     csv = tmp_path / "events.csv"
     csv.write_text("user_id,item_id,rating,timestamp\n"
                    + "".join(f"u{i % 7},i{i % 5},{1 + i % 5},{1700000000 + i * 3600}\n" for i in range(48)))
     recsys = [sys.executable, "-m", "recsys_assets.cli"]
     out = _run([*recsys, "import", "interactions", str(csv)], env)
     assert "imported 48 reviews over 3 days" in out.stdout
+    # 2023's days precede the default first partition: the import says which variable loads them, and the
+    # pipeline refuses to load nothing rather than succeed on no data.
+    assert "set RECSYS_START_DATE=2023-11-14" in out.stdout
+    refused = subprocess.run([*recsys, "pipeline"], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=REPO_ROOT)
+    assert refused.returncode == 2 and "nothing to load: 3 day(s)" in refused.stdout, refused.stdout
+    env["RECSYS_START_DATE"] = "2023-11-14"
     out = _run([*recsys, "pipeline"], env, timeout=600)  # what `make pipeline` runs: the dagster CLI per range
     # A few lines a stage on the console, the Dagster logs in a file under RECSYS_HOME.
     assert "[2/3] features for 3 day(s) 2023-11-14..2023-11-16" in out.stdout

@@ -37,6 +37,21 @@ def test_definitions_load(env, tmp_path):
         assert "'warehouse'" in out.stdout and "'landing'" in out.stdout and "'k8s'" in out.stdout
 
 
+def test_loading_the_code_location_reads_no_state(tmp_path):
+    """Importing and loading the definitions opens nothing under RECSYS_HOME: what the graph looks like
+    (partitions included) is configuration, not a file some earlier command left there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dataset.json").write_text('{"first_day": "2023-01-01"}')  # what imports wrote, partitions read
+    watch = (f"import sys; opened = []; sys.addaudithook(lambda event, args: opened.append(str(args[0])) "
+             f"if event == 'open' and str(args[0]).startswith({str(home)!r}) else None); ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    out = subprocess.run([sys.executable, "-c", watch + LOAD + "; print('opened', opened)"],
+                         env={**env, "RECSYS_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "opened []" in out.stdout, out.stdout[-2000:]
+
+
 def test_feast_assets_come_after_the_dbt_models():
     from recsys_assets.definitions import defs
 

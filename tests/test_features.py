@@ -23,17 +23,17 @@ def ms(text: str) -> int:
 
 
 EVENTS = [  # user, item, rating, time
-    ("u1", "a", 5, "2023-10-01T12:00:00"),
-    ("u1", "b", 3, "2023-12-20T08:00:00"),
-    ("u2", "a", 4, "2023-12-20T09:00:00"),
-    ("u1", "c", 4, "2024-01-01T10:00:00"),
-    ("u1", "d", 1, "2024-01-01T10:00:00"),  # same moment as u1's "c": neither sees the other
-    ("u2", "c", 2, "2024-01-01T10:00:00"),
-    ("u1", "a", 2, "2024-01-02T08:00:00"),
-    ("u3", "a", 5, "2024-01-02T09:00:00"),
-    *[("u4", f"i{k:02d}", 1 + k % 5, f"2023-12-20T{10 + k}:00:00") for k in range(12)],
-    ("u4", "a", 3, "2024-01-02T23:59:59.999"),
-    ("u2", "a", 1, "2024-01-01T00:00:00"),  # exactly 11 days + 15 h after u2's first "a"
+    ("u1", "a", 5, "2024-10-01T12:00:00"),
+    ("u1", "b", 3, "2024-12-20T08:00:00"),
+    ("u2", "a", 4, "2024-12-20T09:00:00"),
+    ("u1", "c", 4, "2025-01-01T10:00:00"),
+    ("u1", "d", 1, "2025-01-01T10:00:00"),  # same moment as u1's "c": neither sees the other
+    ("u2", "c", 2, "2025-01-01T10:00:00"),
+    ("u1", "a", 2, "2025-01-02T08:00:00"),
+    ("u3", "a", 5, "2025-01-02T09:00:00"),
+    *[("u4", f"i{k:02d}", 1 + k % 5, f"2024-12-20T{10 + k}:00:00") for k in range(12)],
+    ("u4", "a", 3, "2025-01-02T23:59:59.999"),
+    ("u2", "a", 1, "2025-01-01T00:00:00"),  # exactly 11 days + 15 h after u2's first "a"
 ]
 
 
@@ -116,11 +116,11 @@ def test_user_rating_stats_exact_point_in_time(featurized):
         assert g[1] == pytest.approx(avg), key
         assert list(g[2]) == items and list(g[3]) == stamps, key
     # Stamped after the moment it describes: the original counted the current review in a row stamped at it.
-    assert got[("u3", ms("2024-01-02T09:00:00") + 1)][:2] == (1, 5.0)
-    assert ("u3", ms("2024-01-02T09:00:00")) not in got
+    assert got[("u3", ms("2025-01-02T09:00:00") + 1)][:2] == (1, 5.0)
+    assert ("u3", ms("2025-01-02T09:00:00")) not in got
     # Reviews sharing a moment are all in the state after it (u1's "c" and "d").
-    assert got[("u1", ms("2024-01-01T10:00:00") + 1)][2][-2:] == ["c", "d"]
-    assert len(got[("u4", ms("2024-01-02T23:59:59.999") + 1)][2]) == 10
+    assert got[("u1", ms("2025-01-01T10:00:00") + 1)][2][-2:] == ["c", "d"]
+    assert len(got[("u4", ms("2025-01-02T23:59:59.999") + 1)][2]) == 10
 
 
 def test_parent_asin_rating_stats_exact_point_in_time(featurized):
@@ -139,7 +139,7 @@ def test_parent_asin_rating_stats_exact_point_in_time(featurized):
 
 def test_rerunning_a_partition_does_not_duplicate(featurized):
     before = _read(featurized, "select count(*) from main.user_rating_stats")[0][0]
-    featurized.materialize([raw_reviews, dbt_features], "2024-01-02")
+    featurized.materialize([raw_reviews, dbt_features], "2025-01-02")
     assert _read(featurized, "select count(*) from main.user_rating_stats")[0][0] == before
 
 

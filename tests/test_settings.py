@@ -26,7 +26,7 @@ def test_each_variable_reaches_its_setting(monkeypatch, tmp_path):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     settings = get_settings()
-    assert settings.home == tmp_path and str(settings.partitions_start()) == "2024-02-03"
+    assert settings.home == tmp_path and str(settings.start_date) == "2024-02-03"
     assert (settings.training.executor, settings.training.ray_workers, settings.training.ray_use_gpu) == ("ray", 3, True)
     assert settings.training.tuning_time_budget_s == 60.0
     assert (settings.serving.port, settings.serving.replicas, settings.serving.max_replicas) == (8123, 4, 6)

@@ -5,10 +5,11 @@ from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
 from recsys_assets.feature_contract import LOOKBACK_DAYS
 from recsys_assets.settings import get_settings
 
-# end_offset=1: today's file (live interactions land during the day) has a partition too.
-daily_partitions = DailyPartitionsDefinition(
-    start_date=get_settings().partitions_start().isoformat(), end_offset=1, timezone="UTC"
-)
+# The start is configuration (RECSYS_START_DATE, else a fixed default), never read from the data: importing the
+# code location reads no state. end_offset=1: today's file (live interactions land during the day) has a
+# partition too.
+daily_partitions = DailyPartitionsDefinition(start_date=get_settings().start_date.isoformat(), end_offset=1,
+                                             timezone="UTC")
 
 
 # The feature windows reach LOOKBACK_DAYS back (the contract's, which the dbt SQL reads as a var): a day depends
