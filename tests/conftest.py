@@ -123,6 +123,20 @@ def redis_url():
         yield url
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def kv(request, tmp_path):
+    """The serving key-value store, as a SQLite file and on the real Redis."""
+    from recsys_assets.serving_data.kv import RedisKV, SQLiteKV
+
+    if request.param == "sqlite":
+        store = SQLiteKV(tmp_path / "serving.sqlite")
+    else:
+        store = RedisKV(request.getfixturevalue("redis_url"))
+        store.client.flushdb()
+    yield store
+    store.close()
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """A local GCS API (gcp-storage-emulator, in memory) on a free loopback port; google-cloud-storage

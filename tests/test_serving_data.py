@@ -22,19 +22,7 @@ from recsys_assets.serving_data.candidates import (
 )
 from recsys_assets.serving_data.events import EventLog
 from recsys_assets.serving_data.index import VectorIndex
-from recsys_assets.serving_data.kv import RedisKV, SQLiteKV
-from recsys_assets.serving_data.release import Release, ReleaseStore
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def kv(request, tmp_path):
-    if request.param == "sqlite":
-        store = SQLiteKV(tmp_path / "serving.sqlite")
-    else:
-        store = RedisKV(request.getfixturevalue("redis_url"))
-        store.client.flushdb()
-    yield store
-    store.close()
+from recsys_assets.serving_data.release import Published, Release, ReleaseStore
 
 
 def test_key_value_store_reads_a_batch_in_order(kv):
@@ -154,11 +142,11 @@ def test_release_is_published_once_per_content(kv):
     releases = ReleaseStore(kv)
     release = Release(day="2024-01-02", models={"two_tower": "3"}, collections={"two_tower_items": "c"},
                       candidates={POPULAR: "p"})
-    assert releases.publish(release) is True
-    assert releases.publish(Release(**{**release.__dict__, "published_at": "later"})) is False  # same content
+    assert releases.publish(release) is Published.PUBLISHED
+    assert releases.publish(Release(**{**release.__dict__, "published_at": "later"})) is Published.UNCHANGED
     moved = Release(day="2024-01-02", models={"two_tower": "2"}, collections={"two_tower_items": "c"},
                     candidates={POPULAR: "p"})
-    assert releases.publish(moved) is True
+    assert releases.publish(moved) is Published.PUBLISHED
     assert releases.current().id == moved.id and [r.id for r in releases.history()] == [release.id, moved.id]
 
 

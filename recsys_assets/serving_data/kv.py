@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +25,13 @@ class KeyValueStore(Protocol):
 
     def keys_with_prefix(self, prefix: str) -> list[str]: ...
 
+    def transact(self, keys: list[str], change: Change) -> list[tuple[str, object]]: ...
+
     def close(self) -> None: ...
+
+
+# Given the current values of some keys, what to write (nothing: an empty list). Called again on a conflict.
+Change = Callable[[list[object | None]], list[tuple[str, object]]]
 
 
 class SQLiteKV:
@@ -74,6 +80,21 @@ class SQLiteKV:
                                           (prefix, prefix + "\uffff")).fetchall()
         return [r[0] for r in rows]
 
+    def transact(self, keys: list[str], change: Change) -> list[tuple[str, object]]:
+        """Read `keys` and write what `change` makes of them, with no other writer in between (SQLite's write
+        lock is taken before the read); returns what was written."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            items = change(self.get_many(keys))
+            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)",
+                             [(k, json.dumps(v, separators=(",", ":"))) for k, v in items])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return items
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
@@ -116,6 +137,25 @@ class RedisKV:
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k.decode() for k in self.client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=1000)]
+
+    def transact(self, keys: list[str], change: Change) -> list[tuple[str, object]]:
+        """Optimistic: WATCH the keys, read, write in MULTI/EXEC; a write by another client in between makes
+        EXEC fail, and the change is computed again on the new values."""
+        import redis
+
+        while True:
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    current = [json.loads(v) if v is not None else None for v in pipe.mget(keys)]
+                    items = change(current)
+                    pipe.multi()
+                    for key, value in items:
+                        pipe.set(key, json.dumps(value, separators=(",", ":")))
+                    pipe.execute()
+                    return items
+                except redis.WatchError:
+                    continue
 
     def close(self) -> None:
         self.client.close()

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 
 from recsys_assets.serving_data.kv import KeyValueStore
 
@@ -47,6 +48,12 @@ class Release:
                    pipeline=raw.get("pipeline", RERANK), published_at=raw.get("published_at", ""))
 
 
+class Published(str, Enum):
+    PUBLISHED = "published"
+    UNCHANGED = "unchanged"  # the same content is current already
+    NEWER_SERVED = "newer_served"  # a release of a later day is current: serving never moves back
+
+
 class ReleaseStore:
     def __init__(self, kv: KeyValueStore):
         self.kv = kv
@@ -58,11 +65,29 @@ class ReleaseStore:
     def history(self) -> list[Release]:
         return [Release.from_dict(r) for r in (self.kv.get_many([HISTORY])[0] or [])]
 
-    def publish(self, release: Release) -> bool:
-        """Make `release` current; False (and nothing written) when it already is."""
-        current = self.current()
-        if current is not None and current.id == release.id:
-            return False
-        history = [r.as_dict() for r in self.history()][-(KEEP_HISTORY - 1):] + [release.as_dict()]
-        self.kv.put_many([(HISTORY, history), (CURRENT, release.as_dict())])
-        return True
+    def recent(self, count: int = 2) -> list[Release]:
+        """The last `count` releases published, the current one last: what a replica may still serve while
+        it moves to the current one (what retiring old collections and candidates keeps)."""
+        return self.history()[-count:]
+
+    def publish(self, release: Release) -> Published:
+        """Make `release` current unless it already is, or a release of a later day is: the check and the write
+        are one transaction, so two publishers at once cannot move serving back a day."""
+        outcome = Published.PUBLISHED
+
+        def change(values: list) -> list[tuple[str, object]]:
+            nonlocal outcome
+            raw_current, raw_history = values
+            current = Release.from_dict(raw_current) if raw_current else None
+            if current is not None and current.id == release.id:
+                outcome = Published.UNCHANGED
+            elif current is not None and current.day > release.day:
+                outcome = Published.NEWER_SERVED
+            else:
+                outcome = Published.PUBLISHED
+                history = list(raw_history or [])[-(KEEP_HISTORY - 1):] + [release.as_dict()]
+                return [(HISTORY, history), (CURRENT, release.as_dict())]
+            return []
+
+        self.kv.transact([CURRENT, HISTORY], change)
+        return outcome

@@ -22,7 +22,7 @@ from recsys_assets.defs.shared.resources import ServingResource, TrainingResourc
 from recsys_assets.feature_contract import INDEX_ALIASES
 from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings
-from recsys_assets.serving_data.index import VectorIndex
+from recsys_assets.serving_data.release import ReleaseStore
 
 SERVING_ASSET = dict(partitions_def=daily_partitions, group_name="serving",
                      automation_condition=NEWEST_LANDED_DAY)
@@ -61,17 +61,21 @@ def _check_spec(asset_name: str) -> list[AssetCheckSpec]:
                                        "the alias moves only when this passes")]
 
 
-def publish_collection(context: AssetExecutionContext, index: VectorIndex, alias: str, version: str,
+def publish_collection(context: AssetExecutionContext, serving: ServingResource, alias: str, version: str,
                        ids: list[str], vectors: np.ndarray, extra: dict) -> MaterializeResult:
-    """Build a new collection, check it, and only then point the alias at it (the old one stays). Items
-    whose vector is all zeros (e.g. no tags: no text to tag) have no direction to compare: left out."""
+    """Build a new collection, check it, and only then point the alias at it. Retired: the alias's older
+    collections that neither the alias's previous target nor a recent release uses (a replica may serve
+    the previous release while it moves, and the alias can move twice before a release is published).
+    Items whose vector is all zeros (e.g. no tags: no text to tag) have no direction to compare: left out."""
+    index = serving.index()
     keep = np.linalg.norm(vectors, axis=1) > 0
     ids, vectors = [i for i, k in zip(ids, keep) if k], vectors[keep]
     extra = {**extra, "left_out_zero_vectors": int((~keep).sum())}
     collection = index.build(alias, version, ids, vectors)
     check = index.check(collection, ids, vectors)
     previous = index.point_alias(alias, collection) if check.passed else index.resolve(alias)
-    retired = index.retire(alias, keep={previous} if previous else set()) if check.passed else []
+    served = {c for release in ReleaseStore(serving.kv()).recent() for c in release.collections.values()}
+    retired = index.retire(alias, keep=served | ({previous} if previous else set())) if check.passed else []
     context.log.info(f"{alias}: {collection} " + ("now behind the alias" if check.passed else
                                                   f"failed its check {check.as_dict()}; alias stays on {previous}"))
     return MaterializeResult(
@@ -92,7 +96,7 @@ def two_tower_index(context: AssetExecutionContext, serving: ServingResource) ->
     folder = load_extras(serving.registry(), "two_tower", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = np.load(folder / "item_vectors.npy")
-    return publish_collection(context, serving.index(), INDEX_ALIASES["two_tower_index"],
+    return publish_collection(context, serving, INDEX_ALIASES["two_tower_index"],
                               build_version(context, version), ids, vectors, {"model_version": version})
 
 
@@ -106,7 +110,7 @@ def item2vec_index(context: AssetExecutionContext, serving: ServingResource) -> 
     model, folder = load_version(serving.registry(), "item2vec", version)
     ids = json.loads((folder / "items.json").read_text())
     vectors = model.embeddings.weight.detach().numpy()[1:len(ids) + 1]  # row 0 is padding
-    return publish_collection(context, serving.index(), INDEX_ALIASES["item2vec_index"],
+    return publish_collection(context, serving, INDEX_ALIASES["item2vec_index"],
                               build_version(context, version), ids, vectors, {"model_version": version})
 
 
@@ -120,5 +124,5 @@ def tag_index(context: AssetExecutionContext, serving: ServingResource,
         raise Failure(f"no tag embeddings for {context.partition_key}: materialize tag_embeddings first")
     tags = tags.drop_duplicates("parent_asin").sort_values("parent_asin")
     vectors = np.stack(tags["tag_embedding"].to_numpy()).astype(np.float32)
-    return publish_collection(context, serving.index(), INDEX_ALIASES["tag_index"], build_version(context),
+    return publish_collection(context, serving, INDEX_ALIASES["tag_index"], build_version(context),
                               tags["parent_asin"].tolist(), vectors, {})

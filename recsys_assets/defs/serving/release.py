@@ -29,7 +29,7 @@ from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.feature_contract import INDEX_ALIASES, ITEM2VEC_ITEMS, TWO_TOWER_ITEMS
 from recsys_assets.models.registry import champion_versions
 from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, RECENT, SEQUENCE, U2I, CandidateStore
-from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
+from recsys_assets.serving_data.release import POPULARITY, Published, Release, ReleaseStore
 
 CANDIDATE_ASSETS = {POPULAR: "popular_items", I2I: "i2i_candidates", U2I: "u2i_candidates",
                     EASE: "ease_candidates", RECENT: "recent_popularity", SEQUENCE: "user_sequences",
@@ -56,15 +56,13 @@ def serving_release(context: AssetExecutionContext, serving: ServingResource) ->
                           candidates={kind: recorded_metadata(context, CANDIDATE_ASSETS[kind], "version")
                                       for kind in MODEL_FREE_KINDS}, pipeline=POPULARITY)
     releases = ReleaseStore(serving.kv())
-    current = releases.current()
-    if current is not None and current.day > release.day:
-        context.log.info(f"release of {current.day} is newer than {release.day}: not moving serving back")
-        published = False
-    else:
-        published = releases.publish(release)
+    outcome = releases.publish(release)
+    if outcome is Published.NEWER_SERVED:
+        context.log.info(f"a release of a later day than {release.day} is current: not moving serving back")
+    published = outcome is Published.PUBLISHED
     retired = _retire_candidates(serving, releases) if published else {}
     return MaterializeResult(metadata={
-        "release": release.id, "published": published, "pipeline": release.pipeline,
+        "release": release.id, "published": published, "outcome": outcome.value, "pipeline": release.pipeline,
         "models": MetadataValue.json(release.models), "collections": MetadataValue.json(release.collections),
         "candidates": MetadataValue.json(release.candidates), "challengers": MetadataValue.json(release.challengers),
         "retired_candidates": MetadataValue.json(retired),
@@ -91,9 +89,8 @@ def _model_release(context: AssetExecutionContext, index, models: dict[str, str]
 
 def _retire_candidates(serving: ServingResource, releases: ReleaseStore) -> dict:
     """Keep the candidate versions of the last two releases (a replica may still serve the previous one)."""
-    recent = releases.history()[-2:]
     store = CandidateStore(serving.kv())
-    return {kind: store.retire(kind, {r.candidates.get(kind) for r in recent}) for kind in CANDIDATE_ASSETS}
+    return {kind: store.retire(kind, {r.candidates.get(kind) for r in releases.recent()}) for kind in CANDIDATE_ASSETS}
 
 
 def _release_on_its_way(instance) -> bool:
