@@ -359,6 +359,13 @@ run_monitoring:
   cancel_timeout_seconds: 180
   max_runtime_seconds: 7200
   poll_interval_seconds: 30
+run_retries:
+  # A run whose worker died (killed, out of memory, failed by the monitoring above) runs again from where it
+  # stopped, twice at most. A step's own error is retried by its retry policy (defs/shared/retries.py): bad
+  # input, refused for good, is not run again and again.
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 """
 
 

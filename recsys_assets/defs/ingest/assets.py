@@ -25,6 +25,7 @@ from recsys_assets.data.landing import read_items, read_review_day
 from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import LandingResource, WarehouseResource
+from recsys_assets.defs.shared.retries import TRANSIENT_FAULTS
 from recsys_assets.warehouse.validation import (
     ITEM_CHECKS,
     REVIEW_CHECKS,
@@ -81,6 +82,7 @@ def _read(reader, *args):
     group_name="ingest",
     kinds={"parquet", "duckdb"},
     code_version="1",
+    retry_policy=TRANSIENT_FAULTS,
     description="One day of reviews from landing/recsys_data_upto_YYYY_MM_DD.parquet, replacing that day.",
 )
 def raw_reviews(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):
@@ -131,6 +133,7 @@ def _spread(rows_per_day: dict[str, int]) -> dict:
     group_name="ingest",
     kinds={"parquet", "duckdb"},
     code_version="1",
+    retry_policy=TRANSIENT_FAULTS,
     description="The item catalogue from landing/recsys_items.parquet (Amazon Reviews 2023 meta fields).",
 )
 def item_metadata(context: AssetExecutionContext, landing: LandingResource, warehouse: WarehouseResource):

@@ -18,6 +18,10 @@ from recsys_assets.defs.ingest.assets import LANDING_FINGERPRINT, item_metadata,
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import LandingResource
 
+# A day's load takes seconds to minutes: one still "running" after 15 minutes lost its worker, and would hold
+# the one local run slot until the instance-wide limit (2 h); run monitoring fails it, run retries re-run it.
+LANDING_RUN_TAGS = {"dagster/max_runtime": "900"}
+
 
 def loaded_fingerprint(instance, name: str) -> str | None:
     """The fingerprint of landing file `name` that the latest load of it (raw_reviews of its day, or
@@ -45,7 +49,7 @@ def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys
             continue
         run_key = f"{name}@{fingerprint}"
         if name == ITEMS_FILE:
-            requests.append(RunRequest(run_key=run_key, asset_selection=[item_metadata.key]))
+            requests.append(RunRequest(run_key=run_key, asset_selection=[item_metadata.key], tags=LANDING_RUN_TAGS))
             continue
         day = day_of_review_file(name)
         if day is None:
@@ -53,7 +57,8 @@ def landing_run_requests(files: dict[str, str], seen: dict[str, str], valid_keys
         if valid_keys is not None and day.isoformat() not in valid_keys:
             out_of_range.append(name)
             continue
-        requests.append(RunRequest(run_key=run_key, partition_key=day.isoformat(), asset_selection=[raw_reviews.key]))
+        requests.append(RunRequest(run_key=run_key, partition_key=day.isoformat(), asset_selection=[raw_reviews.key],
+                                   tags=LANDING_RUN_TAGS))
     return requests, out_of_range
 
 
