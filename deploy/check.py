@@ -53,7 +53,7 @@ REPO = DEPLOY.parent
 sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `python deploy/check.py` or imported
 
 import render  # noqa: E402
-from checks import dagster_chart, flows, network, wiring  # noqa: E402
+from checks import dagster_chart, exposure, flows, network, wiring  # noqa: E402
 from checks import terraform as terraform_checks  # noqa: E402
 from checks.strict import strict  # noqa: E402
 
@@ -61,7 +61,10 @@ KUBERAY_VERSION = "v1.7.0"
 SCHEMAS = DEPLOY / "schemas" / f"kuberay-{KUBERAY_VERSION}"
 KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json", "RayJob": "rayjob.json"}
 # Other custom resources, each against its vendored CRD schema (deploy/schemas/README.md).
-CRD_SCHEMAS = {("cloud.google.com/v1", "BackendConfig"): DEPLOY / "schemas" / "gke" / "backendconfig-v1.json"}
+GKE_SCHEMAS = DEPLOY / "schemas" / "gke"
+CRD_SCHEMAS = {("cloud.google.com/v1", "BackendConfig"): GKE_SCHEMAS / "backendconfig-v1.json",
+               ("networking.gke.io/v1", "ManagedCertificate"): GKE_SCHEMAS / "managedcertificate-v1.json",
+               ("networking.gke.io/v1beta1", "FrontendConfig"): GKE_SCHEMAS / "frontendconfig-v1beta1.json"}
 TERRAFORM = DEPLOY / "terraform"
 HELM_VALUES = DEPLOY / "dagster" / "values.yaml"  # a template: render.py fills it
 DAGSTER_CHART = "1.13.27"  # = the dagster version in uv.lock
@@ -75,11 +78,11 @@ _GCP = {"RECSYS_ENV", "RECSYS_GCP_PROJECT", "RECSYS_MLFLOW_URI"}
 # What each workload (by its Kubernetes service account) cannot run without under RECSYS_ENV=gcp.
 REQUIRED_ENVIRONMENT = {
     "recsys-serving": _GCP | {"RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL", "RECSYS_QDRANT_URL",
-                              "RECSYS_API_TOKEN", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_USE_UVLOOP",
-                              "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"},
+                              "RECSYS_QDRANT_API_KEY", "RECSYS_API_TOKEN", "RAY_SERVE_ENABLE_HA_PROXY",
+                              "RAY_USE_UVLOOP", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"},
     "recsys-training": _GCP,
     "recsys-dagster": _GCP | {"RECSYS_HOME", "RECSYS_SERVING_STORE", "RECSYS_ONLINE_STORE", "RECSYS_REDIS_URL",
-                              "RECSYS_QDRANT_URL", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS",
+                              "RECSYS_QDRANT_URL", "RECSYS_QDRANT_API_KEY", "RECSYS_TRAIN_EXECUTOR", "RAY_ADDRESS",
                               # Ray Train's workers are other pods: checkpoints go where every one reaches
                               "RECSYS_RAY_STORAGE", "RECSYS_BQ_LOCATION", "RECSYS_FEAST_REGISTRY"},
 }
@@ -600,16 +603,21 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
     objects, values, outputs = r.objects, r.values, r.outputs
     pods = all_pod_templates(objects, values)
     made = dagster_pods(values)
+    parties = flows.workloads(objects, made["run"], made["step"], made["user-code"], outputs)
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     found = {
         "deploy/terraform (references, provider arguments, APIs, outputs)": terraform_checks.errors(
             terraform(), used_outputs=outputs.read | _outputs_read_elsewhere(), example_outputs=set(outputs))
         + terraform_checks.platform_requirement_errors(terraform(), uses_gcsfuse=any(
             (v.get("csi") or {}).get("driver") == wiring.GCSFUSE_DRIVER for t in pods.values()
             for v in t["spec"].get("volumes", []))),
-        "network flows": network.flow_errors(
-            flows.flows(int(outputs["redis_port"])),
-            flows.workloads(objects, made["run"], made["step"], made["user-code"], outputs),
-            [o for o in objects if o["kind"] == "NetworkPolicy"], flows.namespaces(objects)),
+        "network flows": network.flow_errors(flows.flows(int(outputs["redis_port"])), parties, policies,
+                                             flows.namespaces(objects)),
+        "exposure (TLS, public routes, who reaches MLflow and Qdrant, Qdrant's key)": (
+            exposure.tls_errors(objects, outputs["api_domain"])
+            + exposure.route_errors(objects, exposure.app_routes(), outputs["api_domain"])
+            + network.open_errors(flows.outsider_flows(parties), parties, policies, flows.namespaces(objects))
+            + exposure.store_exposure_errors(objects) + exposure.qdrant_key_errors(objects, pods, r.secrets)),
         "wiring": (wiring.service_errors(objects, pods) + wiring.ingress_errors(objects, outputs["api_address_name"])
                    + wiring.secret_errors(objects, values, r.secrets) + wiring.redis_errors(r.secrets, outputs, pods)
                    + wiring.mlflow_errors(objects, r.secrets)

@@ -80,6 +80,7 @@ def fields(outputs: dict, tag: str) -> dict[str, str]:
         "BQ_RAW_DATASET": datasets["raw"],
         "BQ_FEATURES_DATASET": datasets["features"],
         "API_ADDRESS_NAME": outputs["api_address_name"],
+        "API_DOMAIN": outputs["api_domain"],
         "SA_DAGSTER": accounts["dagster"],
         "SA_SERVING": accounts["serving"],
         "SA_TRAINING": accounts["training"],
@@ -126,6 +127,9 @@ def secrets(outputs: dict) -> list[dict]:
         _secret("recsys-redis", {"RECSYS_REDIS_URL": redis_connection_string(outputs),
                                  REDIS_CA_FILE: outputs["redis_ca_certificate"]}),
         _secret("recsys-api", {"RECSYS_API_TOKEN": outputs["api_token"]}),
+        # Qdrant's API key, under the name our clients read (envFrom in the Dagster pods); the server takes the
+        # same key as QDRANT__SERVICE__API_KEY (deploy/k8s/qdrant.yaml).
+        _secret("recsys-qdrant", {"RECSYS_QDRANT_API_KEY": outputs["qdrant_api_key"]}),
         # MLflow reaches Cloud SQL through its Auth Proxy sidecar on localhost.
         _secret("recsys-mlflow-db", {"MLFLOW_BACKEND_URI":
                                      f"postgresql://mlflow:{passwords['mlflow']}@127.0.0.1:5432/mlflow"}),

@@ -72,6 +72,7 @@ def workloads(objects: list[dict], run_pod: dict, step_pod: dict, user_code_pod:
     found["kuberay-operator"] = Pod(KUBERAY_NAMESPACE, {"app.kubernetes.io/name": "kuberay-operator",
                                                         "app.kubernetes.io/instance": "kuberay-operator"})
     found["kube-dns"] = Pod("kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP"), "dns-tcp": (53, "TCP")})
+    found.update(OUTSIDERS)
     found["cloud-sql"] = Address(outputs["postgres_host"])
     found["memorystore"] = Address(outputs["redis_host"])
     return found
@@ -87,6 +88,28 @@ def namespaces(objects: list[dict]) -> dict[str, dict]:
     return found
 
 
+# The pods that use MLflow and Qdrant: they, and nothing else, reach them (outsider_flows).
+MLFLOW_CLIENTS = ("dagster-code-server", "dagster-run", "dagster-step", "training-head", "training-worker",
+                  "serving-head", "serving-worker")
+QDRANT_CLIENTS = ("dagster-code-server", "dagster-run", "dagster-step", "serving-head", "serving-worker")
+# Parties that must not reach the stores: a pod of ours that is no client (labelled part-of: recsys, as the
+# webserver's neighbours are), a pod in another namespace that copies the client labels, an address in the VPC.
+OUTSIDERS = {
+    "recsys-pod": Pod(NAMESPACE, {"app.kubernetes.io/part-of": "recsys", "app.kubernetes.io/name": "other"}),
+    "other-namespace-pod": Pod("default", {"app.kubernetes.io/part-of": "recsys", "recsys-mlflow-client": "true",
+                                           "recsys-qdrant-client": "true"}),
+    "vpc-address": Address("10.10.9.9"),
+}
+
+
+def outsider_flows(workloads: dict[str, Pod | Address]) -> list[Flow]:
+    """Flows the NetworkPolicies must refuse: every party other than a store's clients to that store's ports."""
+    stores = {"mlflow": ((5000,), MLFLOW_CLIENTS), "qdrant": ((6333, 6334), QDRANT_CLIENTS)}
+    return [Flow(f"{source}-to-{store}", source, store, port, why="only the store's clients may reach it")
+            for store, (ports, clients) in stores.items() for source in workloads
+            if source not in clients and source != store for port in ports]
+
+
 def flows(redis_port: int) -> list[Flow]:
     """Who talks to whom: each line is something the platform does not work without."""
     ours = ["dagster-code-server", "dagster-run", "dagster-step", "serving-head", "serving-worker", "training-head",
@@ -98,10 +121,9 @@ def flows(redis_port: int) -> list[Flow]:
         *(Flow(f"{w}-ray-client", w, "training-head", 10001, why="Ray Train and Tune through RAY_ADDRESS")
           for w in ("dagster-run", "dagster-step")),
         *(Flow(f"{w}-mlflow", w, "mlflow", 5000, why="runs, the registry, models")
-          for w in ("dagster-run", "dagster-step", "training-head", "training-worker", "serving-head",
-                    "serving-worker")),
-        *(Flow(f"{w}-qdrant", w, "qdrant", 6333, why="index builds and queries")
-          for w in ("dagster-step", "serving-head", "serving-worker")),
+          for w in MLFLOW_CLIENTS),
+        *(Flow(f"{w}-qdrant", w, "qdrant", port, why="index builds and queries")
+          for w in QDRANT_CLIENTS for port in (6333, 6334)),
         *(Flow(f"{c}-worker-to-head", f"{c}-worker", f"{c}-head", 6379, why="Ray's GCS")
           for c in ("serving", "training")),
         *(Flow(f"{c}-head-to-worker", f"{c}-head", f"{c}-worker", 10002, why="Ray's worker ports")

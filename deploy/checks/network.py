@@ -145,3 +145,12 @@ def flow_errors(flows: list[Flow], workloads: dict[str, Pod | Address], policies
             errors.append(f"flow {flow.name} ({flow.source} -> {flow.destination}:{flow.port}/{flow.protocol}"
                           f"{', ' + flow.why if flow.why else ''}) is blocked: {why}")
     return errors
+
+
+def open_errors(flows: list[Flow], workloads: dict[str, Pod | Address], policies: list[dict],
+                namespaces: dict[str, dict]) -> list[str]:
+    """The flows that must be refused and are admitted."""
+    return [f"flow {flow.name} ({flow.source} -> {flow.destination}:{flow.port}/{flow.protocol}"
+            f"{', ' + flow.why if flow.why else ''}) is admitted by the NetworkPolicies"
+            for flow in flows if blocked(policies, workloads[flow.source], workloads[flow.destination], flow.port,
+                                         flow.protocol, namespaces) is None]

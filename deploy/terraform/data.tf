@@ -103,3 +103,9 @@ resource "random_password" "api_token" {
   length  = 40
   special = false
 }
+
+# Qdrant's API key (Secret recsys-qdrant): the server requires it, our clients send it.
+resource "random_password" "qdrant_api_key" {
+  length  = 40
+  special = false
+}

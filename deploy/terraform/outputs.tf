@@ -37,6 +37,11 @@ output "api_address" {
   value = google_compute_global_address.api.address
 }
 
+# The name the Ingress's managed certificate is for (var.api_domain, or one sslip.io resolves to the address).
+output "api_domain" {
+  value = var.api_domain != "" ? var.api_domain : "${replace(google_compute_global_address.api.address, ".", "-")}.sslip.io"
+}
+
 output "workload_service_accounts" {
   value = { for k, sa in google_service_account.workload : k => sa.email }
 }
@@ -73,6 +78,11 @@ output "redis_ca_certificate" {
 
 output "api_token" {
   value     = random_password.api_token.result
+  sensitive = true
+}
+
+output "qdrant_api_key" {
+  value     = random_password.qdrant_api_key.result
   sensitive = true
 }
 

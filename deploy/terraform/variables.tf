@@ -22,6 +22,12 @@ variable "gpu_zones" {
   }
 }
 
+variable "api_domain" {
+  description = "The API's DNS name: the Ingress serves HTTPS for it with a Google-managed certificate, so point an A record at the api_address output. Empty: <address with dashes>.sslip.io, a public DNS name that resolves to the address itself (no DNS of your own needed)."
+  type        = string
+  default     = ""
+}
+
 variable "kubernetes_version" {
   description = "The oldest Kubernetes the manifests must suit: deploy/check.py validates them at it. The cluster runs the REGULAR channel's version, which GKE keeps at or above it (no version is pinned: a pinned minor leaves the channel's offer within months)."
   type        = string
