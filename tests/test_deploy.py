@@ -1,7 +1,9 @@
 """`make deploy-check` (deploy/check.py) on the manifests as rendered from Terraform's outputs: they pass, and
 each kind of mistake a user makes in them fails it: a misspelled field anywhere (pod templates included), an
 unknown Serve config key, an import path or builder args that do not build the app, another Ray version, a
-misspelled RECSYS_* variable, a missing variable or Secret key. The other kinds (chart schema, Terraform,
+misspelled RECSYS_* variable, a missing variable or Secret key; and the safe defaults on GKE (an Ingress
+without TLS or serving plain HTTP, a public route to /metrics or a write, MLflow or Qdrant reachable beyond
+their client pods, Qdrant without its key or a client without the same key). The other kinds (chart schema, Terraform,
 network flows, wiring, literals) are in test_deploy_platform.py."""
 
 import copy
@@ -231,3 +233,165 @@ def test_a_secret_key_no_one_creates_fails():
     next(e for e in env if e["name"] == "RECSYS_API_TOKEN")["valueFrom"]["secretKeyRef"]["key"] = "token"
     errors = check.required_environment_errors(objects, _values())
     assert any("Secret recsys-api has no key 'token'" in e for e in errors), errors
+
+
+# -- safe defaults on GKE (deploy/checks/exposure.py): each planted mistake fails `make deploy-check` -----------
+
+def _exposure_errors(edit_objects=None, edit_values=None, edit_secrets=None) -> list[str]:
+    """The exposure errors of the rendered deployment after an edit (platform_errors, as `make deploy-check`)."""
+    base = check.rendering()
+    planted = copy.copy(base)
+    planted.__dict__ = {**base.__dict__, "objects": copy.deepcopy(base.objects), "values": copy.deepcopy(base.values),
+                        "secrets": copy.deepcopy(base.secrets)}
+    for edit, target in ((edit_objects, planted.objects), (edit_values, planted.values),
+                         (edit_secrets, planted.secrets)):
+        if edit:
+            edit(target)
+    found = check.platform_errors(planted)
+    return [e for name, errors in found.items() if name.startswith("exposure") for e in errors]
+
+
+def _find(objects, kind, name=None):
+    return next(o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name))
+
+
+def _ingress(objects):
+    return _find(objects, "Ingress", "recsys-api")
+
+
+def _path(route: str, path_type: str = "Exact") -> dict:
+    return {"path": route, "pathType": path_type,
+            "backend": {"service": {"name": "recsys-serving-serve-svc", "port": {"number": 8000}}}}
+
+
+def test_the_rendered_deployment_is_safe_by_default():
+    assert _exposure_errors() == []
+
+
+@pytest.mark.parametrize("edit,expected", [
+    # no certificate at all: the API over plain HTTP
+    (lambda o: _ingress(o)["metadata"]["annotations"].pop("networking.gke.io/managed-certificates"),
+     "Ingress recsys-api: no TLS"),
+    (lambda o: o.remove(_find(o, "ManagedCertificate")), "ManagedCertificate recsys-api is not among the manifests"),
+    # a certificate for another name than the one routed
+    (lambda o: _find(o, "ManagedCertificate")["spec"].update(domains=["api.example.org"]),
+     "host 203-0-113-10.sslip.io has no certificate"),
+    (lambda o: _ingress(o)["spec"]["rules"][0].pop("host"), "a rule without a host"),
+    # HTTP served next to HTTPS: no redirect, or a redirect turned off
+    (lambda o: _ingress(o)["metadata"]["annotations"].pop("networking.gke.io/v1beta1.FrontendConfig"),
+     "plain HTTP serves the API"),
+    (lambda o: _find(o, "FrontendConfig")["spec"]["redirectToHttps"].update(enabled=False), "plain HTTP serves the API"),
+    (lambda o: _ingress(o)["metadata"]["annotations"].update({"kubernetes.io/ingress.allow-http": "true"}) or
+     _ingress(o)["metadata"]["annotations"].pop("networking.gke.io/v1beta1.FrontendConfig"),
+     "plain HTTP serves the API"),
+])
+def test_an_ingress_without_tls_or_serving_plain_http_fails(edit, expected):
+    errors = _exposure_errors(edit)
+    assert any(expected in e for e in errors), errors
+
+
+def test_https_only_without_a_redirect_passes():
+    """`allow-http: "false"` (no HTTP front end at all) is the other way to keep plain HTTP off the API."""
+    def edit(objects):
+        annotations = _ingress(objects)["metadata"]["annotations"]
+        annotations.pop("networking.gke.io/v1beta1.FrontendConfig")
+        annotations["kubernetes.io/ingress.allow-http"] = "false"
+    assert _exposure_errors(edit) == []
+
+
+@pytest.mark.parametrize("edit,expected", [
+    # everything the rules do not match goes to a default backend
+    (lambda o: _ingress(o)["spec"].update(defaultBackend=_path("/")["backend"]), "routes /metrics (Prometheus"),
+    (lambda o: _ingress(o)["spec"].update(defaultBackend=_path("/")["backend"]), "routes /interactions (a write"),
+    # a catch-all prefix in place of the read API's paths
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].append(_path("/", "Prefix")), "routes /metrics"),
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].append(_path("/*", "ImplementationSpecific")),
+     "routes /interactions"),
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].append(_path("/metrics")), "routes /metrics"),
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].append(_path("/interactions", "Prefix")),
+     "routes /interactions (a write (POST))"),
+    # a rule for any host (the bare address) that routes the write path
+    (lambda o: _ingress(o)["spec"]["rules"].append({"http": {"paths": [_path("/interactions")]}}),
+     "routes /interactions"),
+    # the read API dropped from the public route
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].pop(0), "does not route /recs/popular"),
+])
+def test_a_public_route_to_metrics_or_a_write_fails(edit, expected):
+    errors = _exposure_errors(edit)
+    assert any(expected in e for e in errors), errors
+
+
+def test_the_routes_come_from_the_app():
+    """Writes are the routes that ask for the bearer token, read from the app (a new write route is private)."""
+    routes = {path: (methods, private) for path, methods, private in check.exposure.app_routes()}
+    assert routes["/interactions"] == ({"POST"}, True)
+    assert routes["/metrics"][1] is True
+    assert routes["/recs/popular"] == ({"GET"}, False)
+
+
+def _policy(objects, name):
+    return _find(objects, "NetworkPolicy", name)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    # the old, wide rule: any pod labelled part-of: recsys reaches MLflow
+    (lambda o: _policy(o, "mlflow-from-its-clients")["spec"]["ingress"][0]["from"][0].update(
+        podSelector={"matchLabels": {"app.kubernetes.io/part-of": "recsys"}}), "flow recsys-pod-to-mlflow"),
+    # a namespace selector that lets every namespace in
+    (lambda o: _policy(o, "qdrant-from-its-clients")["spec"]["ingress"][0]["from"][0].update(namespaceSelector={}),
+     "flow other-namespace-pod-to-qdrant"),
+    # a rule without peers admits everyone
+    (lambda o: _policy(o, "qdrant-from-its-clients")["spec"]["ingress"].append({"ports": [{"port": 6334}]}),
+     "flow vpc-address-to-qdrant (vpc-address -> qdrant:6334/TCP"),
+    (lambda o: _policy(o, "mlflow-from-its-clients")["spec"]["ingress"][0]["from"].append(
+        {"ipBlock": {"cidr": "0.0.0.0/0"}}), "flow google-load-balancer-to-mlflow"),
+    # a pod that is no Qdrant client (training) given in, the webserver given in
+    (lambda o: _policy(o, "qdrant-from-its-clients")["spec"]["ingress"][0]["from"].append(
+        {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}), "flow training-worker-to-qdrant"),
+    (lambda o: _policy(o, "mlflow-from-its-clients")["spec"]["ingress"][0]["from"].append(
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "dagster"}}}), "flow dagster-webserver-to-mlflow"),
+    # or taken outside the cluster by a Service or an Ingress
+    (lambda o: _find(o, "Service", "mlflow")["spec"].update(type="LoadBalancer"),
+     "Service mlflow: type LoadBalancer exposes mlflow outside the cluster"),
+    (lambda o: _ingress(o)["spec"]["rules"][0]["http"]["paths"].append(
+        {"path": "/api/2.0/mlflow", "pathType": "Prefix", "backend": {"service": {"name": "mlflow",
+                                                                                  "port": {"number": 5000}}}}),
+     "Ingress recsys-api: routes to mlflow (mlflow)"),
+])
+def test_mlflow_or_qdrant_reachable_beyond_their_clients_fails(edit, expected):
+    errors = _exposure_errors(edit)
+    assert any(e.startswith(expected) or expected in e for e in errors), errors
+
+
+def _qdrant_server(objects) -> dict:
+    return _find(objects, "StatefulSet", "qdrant")["spec"]["template"]["spec"]["containers"][0]
+
+
+def _serving_env(objects, group="worker") -> list[dict]:
+    spec = _find(objects, "RayService")["spec"]["rayClusterConfig"]
+    template = spec["headGroupSpec"] if group == "head" else spec["workerGroupSpecs"][0]
+    return template["template"]["spec"]["containers"][0]["env"]
+
+
+@pytest.mark.parametrize("edit_objects,edit_values,edit_secrets,expected", [
+    (lambda o: _qdrant_server(o).pop("env"), None, None, "Qdrant runs without QDRANT__SERVICE__API_KEY"),
+    (lambda o: _qdrant_server(o).update(env=[{"name": "QDRANT__SERVICE__API_KEY", "value": "in-the-manifest"}]),
+     None, None, "QDRANT__SERVICE__API_KEY is not read from a Secret"),
+    (None, None, lambda s: s["recsys-qdrant"].update(RECSYS_QDRANT_API_KEY=""), None, ),
+    # a client given another Secret's key, or none
+    (lambda o: next(e for e in _serving_env(o) if e["name"] == "RECSYS_QDRANT_API_KEY")["valueFrom"]
+     ["secretKeyRef"].update(name="recsys-api", key="RECSYS_API_TOKEN"), None, None,
+     "RECSYS_QDRANT_API_KEY from ('secret', 'recsys-api', 'RECSYS_API_TOKEN'), the server's key is Secret "
+     "recsys-qdrant"),
+    (None, lambda v: v["runLauncher"]["config"]["k8sRunLauncher"].update(envSecrets=[{"name": "recsys-redis"}]), None,
+     "Dagster run pods: reads RECSYS_QDRANT_URL but gets no RECSYS_QDRANT_API_KEY"),
+    (None, lambda v: v["dagster-user-deployments"]["deployments"][0].update(envSecrets=[{"name": "recsys-redis"}]),
+     None, "Dagster user code: reads RECSYS_QDRANT_URL but gets no RECSYS_QDRANT_API_KEY"),
+])
+def test_qdrant_without_a_key_or_a_client_without_the_same_key_fails(edit_objects, edit_values, edit_secrets,
+                                                                    expected):
+    if expected is None:
+        expected = "reads key 'RECSYS_QDRANT_API_KEY' of Secret recsys-qdrant, which `deploy/render.py secrets` " \
+                   "does not fill"
+    errors = _exposure_errors(edit_objects, edit_values, edit_secrets)
+    assert any(expected in e for e in errors), errors

@@ -51,7 +51,8 @@ def _without_policy(name):
                                                           "dagster-code-server:3030/TCP"),
     (_without_policy("dagster-code-server-from-dagster"), "flow sensors-and-automation"),
     (_without_policy("ray-heads-from-the-kuberay-operator"), "flow kuberay-serve-status"),
-    (_without_policy("stores-from-our-pods"), "flow serving-worker-mlflow"),
+    (_without_policy("mlflow-from-its-clients"), "flow serving-worker-mlflow"),
+    (_without_policy("qdrant-from-its-clients"), "flow dagster-step-qdrant"),
     (_without_policy("serving-from-the-load-balancer"), "flow google-health-checker-to-serving-worker"),
     # the operator's namespace selector names another namespace
     (lambda objects: _find(objects, "NetworkPolicy", "ray-heads-from-the-kuberay-operator")["spec"]["ingress"][0]
@@ -116,7 +117,8 @@ def test_the_policy_evaluation_follows_kubernetes_semantics():
     (lambda o: _find(o, "RayService")["spec"].pop("serveService"),
      "Service recsys-serving-serve-svc: no `cloud.google.com/neg"),
     (lambda o: o.remove(_find(o, "BackendConfig")), "BackendConfig recsys-serving is not among the manifests"),
-    (lambda o: _find(o, "Ingress")["spec"]["defaultBackend"]["service"].update(name="recsys-serve-svc"),
+    (lambda o: _find(o, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
+        name="recsys-serve-svc"),
      "backend Service recsys-serve-svc is not among the manifests"),
     (lambda o: _find(o, "Ingress")["metadata"]["annotations"].update(
         {"kubernetes.io/ingress.global-static-ip-name": "api"}), "static IP 'api', Terraform reserves 'recsys-api'"),

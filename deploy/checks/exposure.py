@@ -73,8 +73,8 @@ def tls_errors(objects: list[dict], api_domain: str) -> list[str]:
 
 
 def app_routes() -> list[tuple[str, set[str], bool]]:
-    """(path, methods, private) of every route of the serving app as `create_app` builds it; private: `/metrics`
-    and every route that asks for the bearer token (a write)."""
+    """(path, methods, private) of every API route of the serving app as `create_app` builds it; private:
+    `/metrics` and every route that asks for the bearer token (a write)."""
     from fastapi.routing import APIRoute
 
     from recsys_assets.serving.app import create_app
@@ -83,9 +83,21 @@ def app_routes() -> list[tuple[str, set[str], bool]]:
     def calls(dependant) -> set:
         return {dependant.call} | {c for d in dependant.dependencies for c in calls(d)}
 
+    def walk(routes, prefix: str = "", dependencies=()):
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield prefix + route.path, route, dependencies
+            elif hasattr(route, "original_router"):  # FastAPI >= 0.16x keeps included routers whole
+                context = route.include_context
+                yield from walk(route.original_router.routes, prefix + context.prefix,
+                                (*dependencies, *(d.dependency for d in context.dependencies)))
+
     app = create_app(SimpleNamespace(metrics=None))
-    return [(route.path, set(route.methods), route.path == METRICS_PATH or bearer in calls(route.dependant))
-            for route in app.routes if isinstance(route, APIRoute)]
+    found = [(path, set(route.methods), path == METRICS_PATH or bearer in calls(route.dependant)
+              or bearer in included) for path, route, included in walk(app.routes)]
+    if not any(private for *_, private in found) or not any(not private for *_, private in found):
+        raise RuntimeError(f"the serving app's routes were not found ({found}): the public-route check needs them")
+    return found
 
 
 def _matches(rule_path: str, path_type: str, path: str) -> bool:
