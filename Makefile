@@ -21,10 +21,6 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-# The demo's token for POST /interactions (the page's likes); set your own outside a demo.
-RECSYS_API_TOKEN ?= demo-token
-export RECSYS_API_TOKEN
-
 .PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve bench clean
 help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
@@ -75,6 +71,9 @@ deploy-check: setup
 pipeline: setup
 	recsys pipeline
 
+# Only the demo has a token for POST /interactions (its page's likes): `make serve` or `make dev` without
+# RECSYS_API_TOKEN refuse writes (403) and say so at start.
+demo: export RECSYS_API_TOKEN ?= demo-token
 demo: pipeline serve
 
 serve: setup

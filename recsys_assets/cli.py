@@ -274,9 +274,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         None if issubclass(category, DeprecationWarning) else show(message, category, *rest, **kw))
 
     from recsys_assets.serving.config import ServingConfig
+    from recsys_assets.serving.ports import claim_port
 
     config = ServingConfig.from_env()
     config = replace(config, port=args.port or config.port, replicas=args.replicas or config.replicas)
+    holder = claim_port(config.host, config.port, config.settings.home)  # a stale HAProxy of this home goes
+    if holder is not None:
+        print(f"recsys serve: port {config.port} is in use by {holder}; set RECSYS_SERVE_PORT (or --port)",
+              file=sys.stderr)
+        return 2
     for key, value in config.ray_serve_environment().items():
         os.environ.setdefault(key, value)  # before ray.serve is imported: it reads them then
     from recsys_assets.serving.deploy import run

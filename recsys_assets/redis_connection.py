@@ -54,4 +54,23 @@ def client_kwargs(url: str) -> dict:
                 kwargs[key] = value
     if not kwargs["host"]:
         raise ValueError("the Redis connection string has an empty host")
+    # redis-py's default retries 3 times with backoff of up to 10 s: a request would wait seconds for a Redis
+    # that is gone. One immediate retry replaces a pooled connection that a Redis restart closed.
+    kwargs.setdefault("retry", _one_retry())
     return kwargs
+
+
+def _one_retry():
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), retries=1)
+
+
+def with_timeouts(url: str, timeout_s: float) -> str:
+    """The connection string with connect and read timeouts of `timeout_s` (what `client_kwargs` and Feast
+    pass to redis-py), unless it sets its own: without them a call waits as long as the socket does."""
+    text = connection_string(url)
+    given = {part.split("=", 1)[0] for part in text.split(",") if "=" in part}
+    return ",".join([text, *(f"{name}={timeout_s}" for name in ("socket_connect_timeout", "socket_timeout")
+                             if name not in given)])

@@ -157,6 +157,9 @@ class ServingSettings(Section):
     max_queued_requests: int = Field(24, ge=-1, validation_alias="RECSYS_SERVE_MAX_QUEUED",
                                      description="requests that may wait per replica before 503 (-1: no limit)")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After of a shed request, seconds")
+    # A replica's Redis calls fail fast (one retry) instead of stalling its requests; /readyz reports it.
+    redis_timeout_s: float = Field(0.5, gt=0, description="connect and read timeout of serving's Redis calls, "
+                                                          "seconds")
     # Above `replicas`, Serve adds replicas while their queues stay long (on GKE the KubeRay autoscaler
     # adds the nodes they need).
     max_replicas: int | None = Field(None, ge=1, validation_alias="RECSYS_SERVE_MAX_REPLICAS",

@@ -31,8 +31,9 @@ MAX_BODY_BYTES = 256 * 1024  # the largest valid body (500 ids of 256 characters
 
 class ObserveRequests:
     """Request id (`accepted_request_id`) in request.state and the response header, Prometheus count +
-    latency per route, a JSON log line per failed request; a body declared over MAX_BODY_BYTES is refused with
-    413 before it is read. Plain ASGI: Starlette's BaseHTTPMiddleware cost about a millisecond a request here."""
+    latency per route, a JSON log line per failed request; a body over MAX_BODY_BYTES is refused with 413: at
+    once when its Content-Length says so, after reading no more than that when it is chunked (no length).
+    Plain ASGI: Starlette's BaseHTTPMiddleware cost about a millisecond a request here."""
 
     def __init__(self, app, metrics, echo_request_id: bool = True):
         # Under Ray Serve its own middleware echoes the id (bounded by `BoundedRequestId`): not twice.
@@ -55,8 +56,11 @@ class ObserveRequests:
             await send(message)
 
         try:
-            length = headers.get(b"content-length", b"0")
-            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            length = headers.get(b"content-length")
+            if length is None and b"transfer-encoding" in headers:
+                # A chunked body declares no length: read it (up to the limit) before the app sees it.
+                receive = await _read_bounded(receive)
+            if (length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES) or receive is None:
                 await _too_large(request_id, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
@@ -69,6 +73,24 @@ class ObserveRequests:
             if status >= 400:
                 log.info(json.dumps({"request_id": request_id, "path": scope.get("path"), "status": status,
                                      "ms": round(elapsed * 1000, 2)}))
+
+
+async def _read_bounded(receive):
+    """The body's messages read ahead and replayed to the app, or None once the body passes MAX_BODY_BYTES."""
+    messages, size = [], 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        size += len(message.get("body", b""))
+        if size > MAX_BODY_BYTES:
+            return None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 async def _too_large(request_id: str, send) -> None:

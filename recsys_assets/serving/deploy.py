@@ -104,6 +104,8 @@ def _welcome(config: ServingConfig) -> str:
     """Where to look, with a user the current release knows."""
     url = f"http://{config.host}:{config.port}"
     lines = [f"recsys serving on {url}/  (demo page; API docs at {url}/docs)"]
+    if not config.api_token:
+        lines.append("POST /interactions disabled: set RECSYS_API_TOKEN (the demo page's likes need it)")
     kv = serving_kv(config.settings)
     release = ReleaseStore(kv).current()
     if release is None:
@@ -118,7 +120,8 @@ def _welcome(config: ServingConfig) -> str:
     lines += [f"try:  curl '{url}/recs/u2i/rerank?user_id={user}&count=5'",
               f"      curl '{url}/recs/popular?count=5'"]
     if config.api_token:
-        lines.append(f"      curl -X POST {url}/interactions -H 'Authorization: Bearer {config.api_token}' "
+        # The variable's name, never its value: the console and its logs must not hold the secret.
+        lines.append(f"      curl -X POST {url}/interactions -H \"Authorization: Bearer $RECSYS_API_TOKEN\" "
                      f"-H 'content-type: application/json' "
                      f"-d '{{\"user_id\": \"{user}\", \"item_id\": \"{popular[0][0]}\"}}'")
     return "\n".join(lines)
@@ -130,10 +133,35 @@ def shutdown(own_cluster: bool = True) -> None:
     import ray
 
     if own_cluster:
+        started = _descendants()
         ray.shutdown()
+        # Ray's workers run in process groups of their own, and HAProxy is a child of one: whatever outlived
+        # the shutdown (HAProxy holding the port) goes now, so a stop leaves nothing behind.
+        _kill_survivors(started)
         # HAProxy's private folder (`ServingConfig.ray_serve_environment`) goes with the cluster.
         state = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "")
         if os.path.basename(state).startswith("recsys-haproxy-"):
             shutil.rmtree(state, ignore_errors=True)
     else:
         serve.delete(APP_NAME)
+
+
+def _descendants() -> list:
+    import psutil
+
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_survivors(processes: list, wait_s: float = 5.0) -> None:
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=0)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=wait_s)

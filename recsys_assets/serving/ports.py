@@ -1,7 +1,17 @@
-"""Free loopback ports, for the servers serving starts beside its own (HAProxy's stats and metrics, Ray's
-proxy when a replica answers on the public port)."""
+"""Ports: free loopback ones, for the servers serving starts beside its own (HAProxy's stats and metrics, Ray's
+proxy when a replica answers on the public port), and who holds the port `recsys serve` wants."""
 
+from __future__ import annotations
+
+import errno
+import os
+import signal
 import socket
+import tempfile
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HAPROXY_FOLDER_PREFIX, HOME_FILE = "recsys-haproxy-", "recsys-home"
 
 
 def free_port() -> int:
@@ -9,3 +19,89 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def haproxy_folder(home) -> str:
+    """A new private folder for HAProxy's files, naming the home it serves in a file, so that a HAProxy a killed
+    service left is recognised (`is_stale_haproxy`). Not in the folder's name: Ray Serve puts its admin
+    socket two levels down, and a socket path may have 97 bytes at most."""
+    folder = tempfile.mkdtemp(prefix=HAPROXY_FOLDER_PREFIX)
+    Path(folder, HOME_FILE).write_text(str(home))
+    return folder
+
+
+def _haproxy_home(command: list[str]) -> str | None:
+    """The home written in the private folder of a HAProxy's config file (its -f argument), if any."""
+    for arg in command:
+        for folder in Path(arg).parents:
+            if folder.name.startswith(HAPROXY_FOLDER_PREFIX) and (folder / HOME_FILE).is_file():
+                return (folder / HOME_FILE).read_text()
+    return None
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def listeners(port: int) -> list:
+    """The processes (psutil) listening on a TCP port, any address."""
+    import psutil
+
+    pids = {c.pid for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def is_stale_haproxy(process, home) -> bool:
+    """A HAProxy left by an earlier `recsys serve` of this home: its folder names the home, and the Ray actor
+    that ran it is gone (a live service's HAProxy is a child of a `ray::` process)."""
+    import psutil
+
+    try:
+        parent = process.parent()
+        orphan = parent is None or not parent.name().startswith("ray::")
+        return "haproxy" in process.name() and orphan and _haproxy_home(process.cmdline()) == str(home)
+    except (psutil.Error, OSError):
+        return False
+
+
+def claim_port(host: str, port: int, home) -> str | None:
+    """Make `port` free for a new service: a stale HAProxy of this home is stopped. Returns None when the
+    port is free, else who holds it (`pid <n> (<name>)`)."""
+    import psutil
+
+    if not port_taken(host, port):
+        return None
+    holders = listeners(port)
+    stale = [p for p in holders if is_stale_haproxy(p, home)]
+    for process in stale:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    if stale and not port_taken(host, port):
+        return None
+    others = [p for p in listeners(port) if p not in stale] or holders
+    return ", ".join(f"pid {p.pid} ({_name(p)})" for p in others) or "another process"
+
+
+def _name(process) -> str:
+    try:
+        return process.name()
+    except Exception:
+        return "?"

@@ -18,7 +18,13 @@ from recsys_assets.feature_contract import TWO_TOWER_ITEMS
 from recsys_assets.feature_store.online import ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.repository import FeatureRepository
 from recsys_assets.models.bundles import Ranker, Retriever
-from recsys_assets.serving.config import ServingConfig, feature_store_config, serving_kv, vector_index
+from recsys_assets.serving.config import (
+    ServingConfig,
+    feature_store_config,
+    serving_kv,
+    serving_redis_url,
+    vector_index,
+)
 from recsys_assets.serving.recommender import Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import open_event_log
@@ -62,7 +68,7 @@ class Runtime:
         self.index = vector_index(settings)
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
         self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
-        self.events = open_event_log(config.events_dir, settings.serving_redis_url)
+        self.events = open_event_log(config.events_dir, serving_redis_url(settings))
         self.metrics = ServingMetrics()
         self._current: Recommender | None = None
         self._reload_lock = threading.Lock()
@@ -74,6 +80,16 @@ class Runtime:
     @property
     def current(self) -> Recommender | None:
         return self._current
+
+    def store_problem(self) -> str | None:
+        """Why the serving store cannot answer now (read with serving's timeouts), or None when it can: every
+        request reads candidates from it, so a replica that cannot reach it is not ready."""
+        try:
+            self.releases.current()
+        except Exception as exc:
+            store = "redis" if self.config.settings.serving_redis_url else "sqlite"
+            return f"serving store ({store}) unreachable: {type(exc).__name__}: {exc}"
+        return None
 
     def choose_ranker(self, recommender: Recommender) -> tuple[Ranker, str]:
         """The canary: a configured share of reranks goes to the challenger ranker when one is published."""

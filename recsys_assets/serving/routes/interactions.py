@@ -40,7 +40,10 @@ async def bearer(request: Request, authorization: Annotated[str | None, Header()
     if token is None:
         raise HTTPException(403, "interactions are disabled: set RECSYS_API_TOKEN on the server")
     given = authorization.removeprefix("Bearer ").strip() if authorization else ""
-    if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given, token):
+    # As bytes: compare_digest raises on non-ASCII str (a 500). A header arrives decoded as latin-1, so
+    # encoding it back gives the bytes sent, compared with the token's UTF-8.
+    if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(
+            given.encode("latin-1"), token.encode("utf-8")):
         raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -1,4 +1,4 @@
-"""Beside the API: liveness, readiness (a release is loaded), Prometheus metrics, and the demo page."""
+"""Beside the API: liveness, readiness (a release is loaded, its store answers), Prometheus metrics, and the demo page."""
 
 from pathlib import Path
 
@@ -23,11 +23,16 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="A release is loaded")
+@router.get("/readyz", summary="A release is loaded and the serving store answers")
 async def readyz(request: Request):
-    current = runtime_of(request).current
+    runtime = runtime_of(request)
+    current = runtime.current
     if current is None:
         return error(request, 503, "no release loaded")
+    # A replica whose store (Redis) is unreachable fails its requests: out of rotation until it answers.
+    problem = runtime.store_problem()
+    if problem is not None:
+        return error(request, 503, problem)
     return answer(request, current, {"ready": True, "day": current.release.day})
 
 
