@@ -36,9 +36,9 @@ def connection_string(url: str) -> str:
     return ",".join([f"{parts.hostname}:{parts.port or 6379}", *options])
 
 
-def client_kwargs(url: str) -> dict:
-    """redis-py keyword arguments for a URL or connection string, read as Feast's Redis online store reads
-    it (the first `host:port`, then every `key=value`, values JSON-decoded where they parse)."""
+def connection_kwargs(url: str) -> dict:
+    """What a URL or connection string says, as redis-py keyword arguments read the way Feast's Redis online
+    store reads it (the first `host:port`, then every `key=value`, values JSON-decoded where they parse)."""
     text = connection_string(url)
     nodes = [part for part in text.split(",") if "=" not in part]
     if not nodes:
@@ -54,6 +54,12 @@ def client_kwargs(url: str) -> dict:
                 kwargs[key] = value
     if not kwargs["host"]:
         raise ValueError("the Redis connection string has an empty host")
+    return kwargs
+
+
+def client_kwargs(url: str) -> dict:
+    """Our clients' redis-py keyword arguments: the connection string's, and our retry policy."""
+    kwargs = connection_kwargs(url)
     # redis-py's default retries 3 times with backoff of up to 10 s: a request would wait seconds for a Redis
     # that is gone. One immediate retry replaces a pooled connection that a Redis restart closed.
     kwargs.setdefault("retry", _one_retry())

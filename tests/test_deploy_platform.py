@@ -159,14 +159,14 @@ def test_a_redis_secret_feast_would_misread_fails(url, expected):
 def test_the_rendered_redis_secret_is_what_feast_and_our_clients_read():
     from feast.infra.online_stores.redis import RedisOnlineStore
 
-    from recsys_assets.redis_connection import client_kwargs, connection_string
+    from recsys_assets.redis_connection import connection_kwargs, connection_string
 
     outputs = check.rendering().outputs
     value = check.rendering().secrets["recsys-redis"]["RECSYS_REDIS_URL"]
     nodes, params = RedisOnlineStore._parse_connection_string(value)
     assert nodes == [{"host": outputs["redis_host"], "port": str(outputs["redis_port"])}]
     assert params == {"password": outputs["redis_auth"], "ssl": True, "ssl_ca_certs": "/etc/recsys/redis/ca.pem"}
-    assert client_kwargs(value) == {"host": outputs["redis_host"], "port": outputs["redis_port"], **params}
+    assert connection_kwargs(value) == {"host": outputs["redis_host"], "port": outputs["redis_port"], **params}
     # a redis[s]:// URL is turned into Feast's form, never handed over as a host
     assert connection_string("rediss://:p%40ss@10.0.0.3:6378/1?ssl_ca_certs=/ca.pem") == \
         "10.0.0.3:6378,password=p@ss,ssl=true,db=1,ssl_ca_certs=/ca.pem"

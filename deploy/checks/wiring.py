@@ -191,7 +191,7 @@ def redis_errors(created: dict[str, dict], outputs: dict, pods: dict[str, dict])
     its AUTH string, TLS, and a CA file that every pod reading the variable mounts."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
-    from recsys_assets.redis_connection import client_kwargs
+    from recsys_assets.redis_connection import connection_kwargs
 
     value = created.get("recsys-redis", {}).get("RECSYS_REDIS_URL")
     if value is None:
@@ -206,7 +206,7 @@ def redis_errors(created: dict[str, dict], outputs: dict, pods: dict[str, dict])
         errors.append("RECSYS_REDIS_URL: Feast reads no password equal to Memorystore's AUTH string")
     if params.get("ssl") is not True:
         errors.append("RECSYS_REDIS_URL: Feast reads no ssl=true, and Memorystore requires TLS")
-    ours = client_kwargs(value)
+    ours = connection_kwargs(value)
     feast = {**(nodes[0] if nodes else {}), **params}
     if {k: str(v) for k, v in feast.items()} != {k: str(v) for k, v in ours.items()}:
         errors.append(f"RECSYS_REDIS_URL: recsys_assets.redis_connection reads {ours}, Feast {feast}")
