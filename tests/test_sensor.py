@@ -107,18 +107,25 @@ def test_logged_interactions_land_in_their_day_and_the_day_is_ingested_again(hom
     assert _requested(requests) == [(str(day), ("raw_reviews",))]
 
 
-def test_interactions_land_for_the_day_that_ended():
+def test_interactions_land_for_the_day_that_ended(home):
     """The schedule fires after midnight UTC for yesterday: today's partition is still receiving events."""
     from datetime import datetime, timezone
 
     from dagster import build_schedule_context
 
+    from recsys_assets.data.schema import day_start_ms
     from recsys_assets.defs.ingest.interactions import land_interactions_schedule
+    from recsys_assets.serving_data.events import EventLog
 
+    log = EventLog(home.settings.events_dir)
     for tick, day in ((datetime(2026, 11, 27, 0, 15, tzinfo=timezone.utc), "2026-11-26"),
                       (datetime(2027, 1, 1, 0, 15, tzinfo=timezone.utc), "2026-12-31")):
-        request = land_interactions_schedule(build_schedule_context(scheduled_execution_time=tick))
-        assert request.partition_key == day and request.run_key == day
+        log.append("u", "i", 5, day_start_ms(date.fromisoformat(day)) + 60_000)
+        serving = home.resources()["serving"]
+        context = build_schedule_context(scheduled_execution_time=tick, resources={"serving": serving})
+        [request] = [r for r in land_interactions_schedule(context) if r.partition_key == day]
+        assert request.run_key == f"{day}@{tick.date()}"
+        log.mark_landed(day, log.version(day))
 
 
 def test_sensors_and_schedules_run_by_default():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from feast import FeatureStore, Field
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
@@ -45,6 +45,7 @@ class FeatureRows:
     keys: list[str]
     columns: dict[str, list]
     source: list[str]  # fresh | batch | missing, per key
+    stamps: list[float | None] = field(default_factory=list)  # the chosen row's event time (s), per key
 
     def row(self, i: int) -> dict:
         return {name: values[i] for name, values in self.columns.items()}
@@ -63,15 +64,18 @@ def _pick(view: str, keys: list[str], vectors: dict, rows: list[int] | None = No
     # A view's features share its row: its count (never null in a stored row) tells whether there is one.
     probe = features[0].name
     fresh, batch = vectors[f"{fresh_view(view)}__{probe}"], vectors[f"{view}__{probe}"]
-    sources = []
+    sources, stamps = [], []
     for r in rows:
         fresh_found, batch_found = _found(fresh, r), _found(batch, r)
         if fresh_found and (not batch_found or _seconds(fresh, r) >= _seconds(batch, r)):
             sources.append(FRESH)
+            stamps.append(_seconds(fresh, r))
         elif batch_found:
             sources.append(BATCH)
+            stamps.append(_seconds(batch, r))
         else:
             sources.append(MISSING)
+            stamps.append(None)
     columns = {}
     for feature in features:
         chosen = {FRESH: vectors[f"{fresh_view(view)}__{feature.name}"], BATCH: vectors[f"{view}__{feature.name}"]}
@@ -79,7 +83,7 @@ def _pick(view: str, keys: list[str], vectors: dict, rows: list[int] | None = No
             feast_value_type_to_python_type(chosen[s].values[r]) if s != MISSING else default_value(feature)
             for r, s in zip(rows, sources)
         ]
-    return FeatureRows(keys=list(keys), columns=columns, source=sources)
+    return FeatureRows(keys=list(keys), columns=columns, source=sources, stamps=stamps)
 
 
 def _found(vector, row: int) -> bool:

@@ -28,6 +28,7 @@ from recsys_assets.serving.config import (
 from recsys_assets.serving.recommender import Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import open_event_log
+from recsys_assets.serving_data.idempotency import open_idempotency
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 log = logging.getLogger("recsys.serving")
@@ -69,6 +70,7 @@ class Runtime:
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
         self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
         self.events = open_event_log(config.events_dir, serving_redis_url(settings))
+        self.idempotency = open_idempotency(config.events_dir, serving_redis_url(settings))
         self.metrics = ServingMetrics()
         self._current: Recommender | None = None
         self._reload_lock = threading.Lock()
