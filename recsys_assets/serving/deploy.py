@@ -114,9 +114,11 @@ def _welcome(config: ServingConfig) -> str:
     lines.append(f"release {release.id} of {release.day}: " + (
         f"models {release.models}" if release.models else f"{release.pipeline} (no model has passed the gate yet)"))
     store = CandidateStore(kv)
-    users = store.ids(SEQUENCE, release.candidates[SEQUENCE])
+    # A release may lack a kind (a popularity release written by hand): the example then names a placeholder.
+    users = store.ids(SEQUENCE, release.candidates[SEQUENCE]) if SEQUENCE in release.candidates else []
     user = users[len(users) // 2] if users else "some-user"
-    popular = store.read(POPULAR, release.candidates[POPULAR], [POPULAR_KEY])[0] or [["some-item", 0]]
+    popular = (store.read(POPULAR, release.candidates[POPULAR], [POPULAR_KEY])[0]
+               if POPULAR in release.candidates else None) or [["some-item", 0]]
     lines += [f"try:  curl '{url}/recs/u2i/rerank?user_id={user}&count=5'",
               f"      curl '{url}/recs/popular?count=5'"]
     if config.api_token:
