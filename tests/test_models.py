@@ -20,7 +20,14 @@ from recsys_assets.models.evaluation import label
 from recsys_assets.models.fusion import Fusion, grid
 from recsys_assets.models.item2vec import I2I_POPULARITY_WEIGHTS
 from recsys_assets.models.promotion import MODEL_NAMES
-from recsys_assets.models.registry import I2I_WEIGHT_TAG, champion, i2i_weight, ranker_fusion, set_champion
+from recsys_assets.models.registry import (
+    I2I_WEIGHT_TAG,
+    champion,
+    i2i_weight,
+    load_model,
+    ranker_fusion,
+    set_champion,
+)
 from recsys_assets.settings import REPO_ROOT
 
 
@@ -529,13 +536,12 @@ def test_rerank_fuses_ranker_retriever_and_ease_scores(trained_home):
     from recsys_assets.models.features import Catalogue
     from recsys_assets.models.tags import load_tag_embeddings
 
-    mlflow.set_tracking_uri(mlflow_store(trained_home.settings).tracking_uri)
+    store = mlflow_store(trained_home.settings)
     data = TrainingData.load(trained_home.path / "datasets" / str(trained_home.days[-1]))
     metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
     tags = load_tag_embeddings(trained_home.path / "tags" / str(trained_home.days[-1]))
     catalogue = Catalogue.build(data.items, metadata, tags)
-    models = Models(two_tower=mlflow.pytorch.load_model("models:/two_tower/1"),
-                    ranker=mlflow.pytorch.load_model("models:/ranker/1"))
+    models = Models(two_tower=load_model(store, "two_tower", "1"), ranker=load_model(store, "ranker", "1"))
     cfg = EvaluationConfig(max_users=300)
     report = {w: evaluate(data, catalogue, Models(**vars(models) | {"fusion": Fusion(retrieval_weight=w)}), cfg)
               for w in (1.0, 0.0)}
@@ -574,8 +580,7 @@ def test_serving_packs_and_scores_one_user_like_training(trained_home):
     one_user = pack_ranker_for_user(user, items, stats, data.users, catalogue, data.boundary)
     np.testing.assert_array_equal(general, one_user)
 
-    mlflow.set_tracking_uri(mlflow_store(trained_home.settings).tracking_uri)
-    ranker = mlflow.pytorch.load_model("models:/ranker/1")
+    ranker = load_model(mlflow_store(trained_home.settings), "ranker", "1")
     x = torch.from_numpy(np.concatenate([one_user, general[::-1].copy()]))
     with torch.no_grad():
         ranker.train()  # per-row GRU

@@ -38,11 +38,14 @@ from recsys_assets.models.registry import (
     MlflowStore,
     champion_versions,
     fit_only,
+    load_model,
+    not_found,
     retire_champion,
     set_champion,
     tag_fusion,
     tag_i2i_weight,
 )
+from recsys_assets.models.weights import StoredModelError
 
 LOG = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ def evaluate_day(data: TrainingData, catalogue: Catalogue, store: MlflowStore, v
     """Evaluate the registered `versions` of the day's models (from `store`) on the day's `data`, tag what
     validation chose (the rerank's fusion, the i2i's popularity weight) on the versions, judge the champion on
     the same split, write the report to `folder` and log it to a nested MLflow run."""
-    loaded = {name: mlflow.pytorch.load_model(f"models:/{name}/{v}") for name, v in versions.items()}
+    loaded = {name: load_model(store, name, v) for name, v in versions.items()}
     served = _models(loaded)
     # Validation judges the weights from before the refresh on it; the holdout, the refreshed (served) ones.
     judged = _models({name: fit_only(store, name, versions[name], model) for name, model in loaded.items()})
@@ -107,7 +110,12 @@ def _judge_champion(data: TrainingData, catalogue: Catalogue, store: MlflowStore
         return None
     try:
         pipeline = load_pipeline(store, champions, weights="fit_only")
-    except Exception as exc:  # e.g. registered before models carried their vocabularies: cannot be judged
+    except Exception as exc:
+        # Only a champion that cannot be judged (registered before models carried their vocabularies, or
+        # pickled before they were stored as weights) is skipped; an MLflow outage fails the step rather
+        # than letting the gate promote without the comparison.
+        if not (isinstance(exc, (FileNotFoundError, StoredModelError)) or not_found(exc)):
+            raise
         log.warning(f"the champion {champions} cannot be evaluated on this split: {exc}")
         pipeline = None
     judged = evaluate(data, catalogue, pipeline, cfg, holdout=False)["validation"] if pipeline else {"models": {}}

@@ -32,7 +32,7 @@ from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, item_sequences, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, ranker_loss
-from recsys_assets.models.registry import MlflowStore, fit_only, log_fit_only_state, log_model
+from recsys_assets.models.registry import MlflowStore, fit_only, load_model, log_fit_only_state, log_model
 from recsys_assets.models.training import LossFn, TrainConfig, TrainHistory, Validate, fit
 from recsys_assets.models.tuning import TuningConfig, choose_first_values, load_best, save_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
@@ -253,8 +253,9 @@ class Item2VecVectors:
 
 def load_item2vec_vectors(version: str) -> Item2VecVectors:
     """From the registry of the active MLflow tracking URI."""
-    model = mlflow.pytorch.load_model(f"models:/item2vec/{version}")
-    judged = fit_only(MlflowStore(mlflow.get_tracking_uri()), "item2vec", version, model)
+    store = MlflowStore(mlflow.get_tracking_uri())
+    model = load_model(store, "item2vec", version)
+    judged = fit_only(store, "item2vec", version, model)
     return Item2VecVectors(judged.embeddings.weight.detach().numpy(), model.embeddings.weight.detach().numpy())
 
 

@@ -120,6 +120,14 @@ class Item2VecModel(nn.Module):
         super().__init__()
         self.embeddings = nn.Embedding.from_pretrained(torch.from_numpy(embeddings), freeze=True)
 
+    def init_kwargs(self) -> dict:
+        """What builds this model again before its weights load (`weights.py`): JSON."""
+        return {"n_items": self.embeddings.num_embeddings, "dim": self.embeddings.embedding_dim}
+
+    @classmethod
+    def from_init_kwargs(cls, kwargs: dict) -> Item2VecModel:
+        return cls(np.zeros((kwargs["n_items"], kwargs["dim"]), np.float32))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embeddings(x[:, 0].long())
 

@@ -29,7 +29,7 @@ logQ weight is above 1), EASE's score and recent popularity, with weights chosen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ class Ranker(nn.Module):
                  negative_sampling_counts: np.ndarray | None = None):
         super().__init__()
         self.cfg = cfg
+        self.sizes = dict(n_users=n_users, n_items=n_items, n_categories=n_categories, user_dense_dim=user_dense_dim,
+                          item_dense_dim=item_dense_dim)
         self.register_buffer("log_q", _log_q(np.ones(n_items) if negative_sampling_counts is None
                                              else negative_sampling_counts))
         self.layout = ranker_layout(user_dense_dim, item_dense_dim)
@@ -86,6 +88,17 @@ class Ranker(nn.Module):
         width = cfg.user_dim + item_dim + cfg.gru_hidden + cfg.item_encoder_dim + user_dense_dim + 3
         self.head = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 64), nn.ReLU(),
                                   nn.Linear(64, 1))
+
+    def init_kwargs(self) -> dict:
+        """What builds this model again before its weights load (`weights.py`): JSON. The item width is the
+        item2vec's it started from (`item_init`), which may differ from `cfg.item_dim`."""
+        return {**self.sizes, "cfg": asdict(replace(self.cfg, item_dim=self.item_emb.embedding_dim))}
+
+    @classmethod
+    def from_init_kwargs(cls, kwargs: dict) -> Ranker:
+        cfg = RankerConfig(**kwargs["cfg"])
+        # Built with item vectors, as trained (their values come with the weights): frozen as they were.
+        return cls(**{**kwargs, "cfg": cfg}, item_init=np.zeros((kwargs["n_items"], cfg.item_dim), np.float32))
 
     def forward(self, x: torch.Tensor, logits: bool = False, pairs: torch.Tensor | None = None):
         """Each row's probability (or logit). With `pairs` (a boolean mask of rows), also the logit of every

@@ -1,7 +1,8 @@
 """MLflow: the experiment, logging a torch model as a registered version, and the `champion` alias.
 
-Models are logged with MLflow's PyTorch flavor: one packed float32 matrix in (see `features.Layout`), with
-a signature and an input example; the vocabularies and layouts they need travel as artifacts beside them.
+A version's files are weights plus code (`weights.py`: the class and its init kwargs, a state_dict in
+safetensors; never a pickle), with a signature and an input example: one packed float32 matrix in (see
+`features.Layout`); the vocabularies and layouts they need travel as artifacts beside them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from recsys_assets.models import weights
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
 from recsys_assets.settings import Settings
@@ -68,12 +72,12 @@ def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts:
             else:
                 path.write_text(json.dumps(content))
             mlflow.log_artifact(str(path), artifact_path=extras_dir(name))
-    # Pickled, not MLflow 3's default torch.export graph: evaluation and serving call the towers' own
-    # methods (user_vectors, item_vectors), which a traced graph of forward() would drop.
-    info = mlflow.pytorch.log_model(
-        model, name=name, signature=infer_signature(example, output), input_example=example[:3],
-        registered_model_name=name, serialization_format="pickle",
-    )
+    # Weights plus code, not a pickle (loading one runs whatever it holds) nor MLflow 3's torch.export graph
+    # (evaluation and serving call the towers' own methods, user_vectors and item_vectors, which a traced
+    # forward() would drop). No pyfunc flavor: the serving-input check would only warn that it cannot load.
+    info = Model.log(None, flavor=weights, flavor_name=weights.FLAVOR, name=name, model=model,
+                     signature=infer_signature(example, output), input_example=example[:3],
+                     registered_model_name=name, validate_serving_input=False)
     return str(info.registered_model_version)
 
 
@@ -115,21 +119,42 @@ def load_extras(store: MlflowStore, name: str, version: str) -> Path:
                                                     tracking_uri=store.tracking_uri))
 
 
-def load_version(store: MlflowStore, name: str, version: str) -> tuple[torch.nn.Module, Path]:
-    """A registered version's model and its artifacts folder."""
+def load_model(store: MlflowStore, name: str, version: str) -> torch.nn.Module:
+    """A registered version's model, built from its class and weights (`weights.load`: nothing unpickled);
+    `weights.StoredModelError` when its files are anything else."""
+    # Set globally: download_artifacts resolves models:/ with the global registry, whatever URIs it is given.
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
-    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")
-    model.eval()
-    return model, load_extras(store, name, version)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
+    try:
+        return weights.load(folder)
+    except weights.StoredModelError as exc:
+        raise weights.StoredModelError(f"{name} version {version}: {exc}") from None
+
+
+def load_version(store: MlflowStore, name: str, version: str) -> tuple[torch.nn.Module, Path]:
+    """A registered version's model and its artifacts folder."""
+    return load_model(store, name, version), load_extras(store, name, version)
+
+
+def not_found(exc: BaseException) -> bool:
+    """MLflow says the thing asked for does not exist (as opposed to: it could not answer)."""
+    return isinstance(exc, MlflowException) and exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
 def champion(client: MlflowClient, name: str):
-    """The version behind the champion alias, or None."""
+    """The version behind the champion alias, or None when the model or its alias does not exist. Any other
+    error (MLflow unreachable, a 5xx, an unreadable store) raises: an outage is not "no champion", which would
+    move every replica to popularity."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if not_found(exc):
+            return None
+        raise
+    # Read from the model's aliases: a missing alias is no error to tell apart from a failure.
+    version = registered.aliases.get(CHAMPION)
+    return None if version is None else client.get_model_version(name, version)
 
 
 def champion_versions(client: MlflowClient) -> dict[str, str | None]:

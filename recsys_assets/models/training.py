@@ -9,6 +9,7 @@ KubeRay.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -138,7 +139,9 @@ def _ray_worker(config: dict) -> None:
         checkpoint = None
         if rank == 0:
             state = {k: v.cpu() for k, v in model.module.state_dict().items()}
-            torch.save({"state": state, "history": asdict(history)}, Path(folder) / "model.pt")
+            # Tensors only (read back with weights_only=True: a checkpoint is never unpickled), the history as JSON
+            torch.save(state, Path(folder) / "model.pt")
+            (Path(folder) / "history.json").write_text(json.dumps(asdict(history), default=lambda v: v.item()))
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({"done": 1}, checkpoint=checkpoint)
 
@@ -170,14 +173,14 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
         )
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / "model.pt", weights_only=False)
+            state = torch.load(Path(folder) / "model.pt", weights_only=True)
+            history = TrainHistory(**json.loads((Path(folder) / "history.json").read_text()))
     finally:
         if started_here:
             ray.shutdown()
     model = build()
-    model.load_state_dict(saved["state"])
+    model.load_state_dict(state)
     model.eval()
-    history = TrainHistory(**saved["history"])
     history.samples, history.workers = len(next(iter(data.values()))), workers
     return model, history
 

@@ -7,7 +7,7 @@ into the ANN index, and the served model (`forward(x)` on a user-layout matrix) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -55,6 +55,8 @@ class TwoTower(nn.Module):
                  cfg: TwoTowerConfig = TwoTowerConfig()):
         super().__init__()
         self.cfg = cfg
+        self.sizes = dict(n_users=n_users, n_items=n_items, n_categories=n_categories, user_dense_dim=user_dense_dim,
+                          item_dense_dim=item_dense_dim)
         self.user_layout, self.item_layout = user_layout(user_dense_dim), item_layout(item_dense_dim)
         self.user_sparse = SparseEmbeddings([
             *([SparseFeature("user_id", n_users, cfg.id_dim, bag=False)] if cfg.user_id else []),
@@ -66,6 +68,14 @@ class TwoTower(nn.Module):
         ], cfg.backend)
         self.user_mlp = _mlp(self.user_sparse.output_dim + user_dense_dim, cfg.hidden, cfg.out_dim)
         self.item_mlp = _mlp(self.item_sparse.output_dim + item_dense_dim, cfg.hidden, cfg.out_dim)
+
+    def init_kwargs(self) -> dict:
+        """What builds this model again before its weights load (`weights.py`): JSON."""
+        return {**self.sizes, "cfg": asdict(self.cfg)}
+
+    @classmethod
+    def from_init_kwargs(cls, kwargs: dict) -> TwoTower:
+        return cls(**{**kwargs, "cfg": TwoTowerConfig(**kwargs["cfg"])})
 
     def user_vectors(self, x: torch.Tensor) -> torch.Tensor:
         s = self.user_layout.slices()
