@@ -21,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve bench clean
+.PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve bench soak clean
 help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
@@ -32,6 +32,7 @@ help:
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make serve     the Ray Serve API + demo page on http://127.0.0.1:8000 (RECSYS_SERVE_PORT)"
 	@echo "make bench     benchmarks -> bench/results/*.json"
+	@echo "make soak      the fault suite held longer + a 10-minute soak -> bench/results/reliability.json"
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -91,6 +92,9 @@ bench: setup
 	python bench/feature_store.py
 	python bench/training.py
 	python bench/serving.py
+
+soak: setup
+	python bench/reliability.py
 
 clean:
 	rm -rf $(RECSYS_HOME) dbt_project/target dbt_project/logs .pytest_cache

@@ -203,3 +203,21 @@ def served_home(trained_home) -> Home:
     """trained_home with the index, candidate and release assets of the last day: what serving reads."""
     trained_home.served = trained_home.materialize(serving_assets(), str(trained_home.days[-1]))
     return trained_home
+
+
+SERVICE_TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def service(served_home):
+    """`recsys serve` over served_home (Ray Serve, one replica per core behind its ingress), once per session:
+    an httpx client on its base URL. Replicas look for a new release every second; half the reranks go to a
+    challenger ranker when a release names one."""
+    import httpx
+
+    from tests.support.processes import serve_process
+
+    env = {"RECSYS_API_TOKEN": SERVICE_TOKEN, "RECSYS_RELOAD_INTERVAL_S": "1", "RECSYS_CANARY_SHARE": "0.5"}
+    with serve_process(served_home.path, env=env) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client

@@ -12,24 +12,15 @@ import httpx
 import pandas as pd
 import psutil
 import pytest
-from conftest import recsys_env, serving_assets
+from conftest import SERVICE_TOKEN, recsys_env, serving_assets
 
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.config import serving_kv
 from recsys_assets.serving_data.release import Release, ReleaseStore
-from tests.support.processes import serve_process
 from tests.support.wrk import run_wrk
 
-TOKEN = "test-token"
+TOKEN = SERVICE_TOKEN
 VERSION_FIELDS = ("model_version", "index_version", "request_id")
-
-
-@pytest.fixture(scope="module")
-def service(served_home):
-    env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_RELOAD_INTERVAL_S": "1", "RECSYS_CANARY_SHARE": "0.5"}
-    with serve_process(served_home.path, env=env) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client
 
 
 @pytest.fixture(scope="module")
