@@ -195,12 +195,14 @@ def serve_config_errors(text: str) -> list[str]:
 @functools.cache
 def variables_the_code_reads() -> frozenset[str]:
     """RECSYS_* names the configuration reads (`Settings`), and those the tools' files read from the
-    environment it sets up for them (dbt's profiles.yml, Feast's feature_store.yaml files)."""
+    environment it sets up for them (dbt's profiles.yml, Feast's feature_store.yaml files, the HAProxy
+    wrapper script)."""
     from recsys_assets.settings import Settings
 
     names = set(Settings.environment_variables())
     for path in [*(p for p in (REPO / "dbt_project").rglob("*.yml") if "target" not in p.parts),
-                 *(REPO / "recsys_assets" / "feature_store" / "environments").rglob("feature_store.yaml")]:
+                 *(REPO / "recsys_assets" / "feature_store" / "environments").rglob("feature_store.yaml"),
+                 *(REPO / "recsys_assets").rglob("*.sh")]:
         names |= set(re.findall(r"\bRECSYS_[A-Z0-9_]+\b", path.read_text()))
     return frozenset(names)
 

