@@ -54,7 +54,7 @@ def load(folder: Path) -> nn.Module:
     try:
         spec = json.loads(spec_path.read_text())
         cls = MODEL_CLASSES.get(spec.get("class"))
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, TypeError) as exc:  # not JSON, not an object, an unhashable class
         raise StoredModelError(f"{SPEC_FILE} is not a model spec: {exc}") from None
     if cls is None:
         raise StoredModelError(f"{SPEC_FILE} names class {spec.get('class')!r}, not one of {sorted(MODEL_CLASSES)}")

@@ -92,7 +92,7 @@ def claim_port(host: str, port: int, home) -> str | None:
         try:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
-        except (ProcessLookupError, psutil.Error):
+        except (ProcessLookupError, PermissionError, psutil.Error):  # gone, or not ours to stop
             pass
     if stale and not port_taken(host, port):
         return None

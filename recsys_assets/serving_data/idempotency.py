@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from recsys_assets.serving_data.kv import redis_client
+from recsys_assets.serving_data.kv import WATCH_ATTEMPTS, redis_client
 
 KEEP_S = 2 * 86_400  # a key is remembered at least this long (the promise is a day)
 PENDING_S = 30.0  # a claim still unanswered after this long belongs to a request that died: a retry takes it
@@ -80,7 +80,8 @@ class SQLiteIdempotency:
                 conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, json.dumps(record), now))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                conn.execute("ROLLBACK")
             raise
         return Claim(status, record)
 
@@ -104,7 +105,7 @@ class RedisIdempotency:
         import redis
 
         name = self.PREFIX + key
-        while True:  # optimistic: WATCH, read, write in MULTI/EXEC; another claimer in between: again
+        for _ in range(WATCH_ATTEMPTS):  # optimistic: WATCH, read, write in MULTI/EXEC; another claimer: again
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(name)
@@ -117,6 +118,7 @@ class RedisIdempotency:
                     return Claim(status, record)
                 except redis.WatchError:
                     continue
+        raise RuntimeError(f"Idempotency-Key {key!r}: contended {WATCH_ATTEMPTS} times in a row")
 
     def complete(self, key: str, record: dict, answer: dict) -> None:
         self.client.set(self.PREFIX + key, json.dumps({**record, "answer": answer}), ex=KEEP_S)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 _SQLITE_CHUNK = 900  # below SQLite's default limit of bound parameters
+WATCH_ATTEMPTS = 100  # an optimistic Redis transaction gives up (an error, not a spin) after this many conflicts
 
 
 class KeyValueStore(Protocol):
@@ -91,7 +92,8 @@ class SQLiteKV:
                              [(k, json.dumps(v, separators=(",", ":"))) for k, v in items])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                conn.execute("ROLLBACK")
             raise
         return items
 
@@ -143,7 +145,7 @@ class RedisKV:
         EXEC fail, and the change is computed again on the new values."""
         import redis
 
-        while True:
+        for _ in range(WATCH_ATTEMPTS):
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*keys)
@@ -156,6 +158,7 @@ class RedisKV:
                     return items
                 except redis.WatchError:
                     continue
+        raise RuntimeError(f"{keys}: changed by other writers {WATCH_ATTEMPTS} times in a row; not written")
 
     def close(self) -> None:
         self.client.close()

@@ -5,6 +5,7 @@ a retry with the same `Idempotency-Key` header gets the first answer back and re
 import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import time
 from datetime import date, datetime, timezone
@@ -13,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from recsys_assets.data.schema import day_start_ms
 from recsys_assets.serving.recommender import Recommender
@@ -20,6 +22,8 @@ from recsys_assets.serving.routes.shared import Rec, answer, runtime_of
 from recsys_assets.serving.runtime import Runtime
 from recsys_assets.serving_data.events import new_event_id
 from recsys_assets.serving_data.idempotency import event_id_for
+
+log = logging.getLogger("recsys.serving")
 
 # An interaction's time: from the first day of Amazon reviews to a day past the server's clock (clock skew).
 MIN_TIMESTAMP_MS = int(datetime(1995, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
@@ -70,7 +74,7 @@ async def interactions(request: Request, rec: Rec, body: Interaction, idempotenc
     _refuse_before_first_partition(body.timestamp_ms, runtime.config.settings.start_date)
     if idempotency_key is None:
         event = {"event_id": new_event_id(), "timestamp_ms": _timestamp(body)}
-        return answer(request, rec, _record(runtime, rec, body, event), status=201)
+        return answer(request, rec, await run_in_threadpool(_record, runtime, rec, body, event), status=201)
     return await _record_once(request, runtime, rec, body, idempotency_key)
 
 
@@ -88,12 +92,18 @@ def _refuse_before_first_partition(timestamp_ms: int | None, start: date) -> Non
 
 
 def _record(runtime: Runtime, rec: Recommender, body: Interaction, event: dict) -> dict:
-    """The durable record first, then the features: a failed append changes nothing (the 5xx is the truth),
-    and a failed push leaves a logged event, which lands with its day."""
+    """The durable record first, then the features. A failed append changes nothing and raises (the 5xx is the
+    truth: not recorded, retry). Once logged the interaction is recorded, whatever follows: a failed push is
+    answered 201 with `features_updated: false` (the day's batch counts it), never a 5xx that a client would
+    retry into a second push."""
     rec.known_items([body.item_id])  # an unknown item: 404 before anything is written
     runtime.events.append(body.user_id, body.item_id, body.rating, event["timestamp_ms"], event_id=event["event_id"])
-    state = rec.record_interaction(body.user_id, body.item_id, body.rating, event["timestamp_ms"])
-    return {**state, **event}
+    try:
+        state = rec.record_interaction(body.user_id, body.item_id, body.rating, event["timestamp_ms"])
+    except Exception:
+        log.exception("interaction %s logged; its fresh features were not updated", event["event_id"])
+        return {**event, "features_updated": False}
+    return {**state, **event, "features_updated": True}
 
 
 async def _record_once(request: Request, runtime: Runtime, rec: Recommender, body: Interaction, key: str):
@@ -101,10 +111,11 @@ async def _record_once(request: Request, runtime: Runtime, rec: Recommender, bod
     fingerprint = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
     proposed = {"fingerprint": fingerprint, "event_id": event_id_for(key), "timestamp_ms": _timestamp(body)}
     deadline = time.monotonic() + IN_PROGRESS_WAIT_S
-    claim = runtime.idempotency.claim(key, proposed)
+    # Files, locks and stores block: each step runs in the thread pool, never on the replica's event loop.
+    claim = await run_in_threadpool(runtime.idempotency.claim, key, proposed)
     while claim.status == "pending" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)  # the first request is recording it (on another replica): wait for its answer
-        claim = runtime.idempotency.claim(key, proposed)
+        claim = await run_in_threadpool(runtime.idempotency.claim, key, proposed)
     if claim.status == "mismatch":
         raise HTTPException(422, "this Idempotency-Key was already used with a different body")
     if claim.status == "pending":
@@ -116,9 +127,9 @@ async def _record_once(request: Request, runtime: Runtime, rec: Recommender, bod
         return response
     event = {"event_id": claim.record["event_id"], "timestamp_ms": claim.record["timestamp_ms"]}
     try:
-        result = _record(runtime, rec, body, event)
+        result = await run_in_threadpool(_record, runtime, rec, body, event)
     except BaseException:
-        runtime.idempotency.release(key)  # not recorded (or logged only, which lands once by its id): retry
+        await run_in_threadpool(runtime.idempotency.release, key)  # not logged (`_record` raises only before or at the append): retry
         raise
-    runtime.idempotency.complete(key, claim.record, result)
+    await run_in_threadpool(runtime.idempotency.complete, key, claim.record, result)
     return answer(request, rec, result, status=201)

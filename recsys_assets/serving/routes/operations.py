@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from recsys_assets.serving.routes.shared import answer, error, runtime_of
 
@@ -30,7 +31,7 @@ async def readyz(request: Request):
     if current is None:
         return error(request, 503, "no release loaded")
     # A replica whose store (Redis) is unreachable fails its requests: out of rotation until it answers.
-    problem = runtime.store_problem()
+    problem = await run_in_threadpool(runtime.store_problem)  # a network call: off the event loop
     if problem is not None:
         return error(request, 503, problem)
     return answer(request, current, {"ready": True, "day": current.release.day})
