@@ -57,9 +57,14 @@ def _check_results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
     ]
 
 
-def _reject(asset_name: str, outcomes: list[CheckOutcome]):
-    """Record the failed checks, then fail the step without materializing anything."""
+REFUSED_TAG = "recsys/refused"
+
+
+def _reject(context: AssetExecutionContext, asset_name: str, outcomes: list[CheckOutcome]):
+    """Record the failed checks, mark the run as refused for its input (the landing sensor does not ask for it
+    again: only a new version of the file can pass), then fail the step without materializing anything."""
     yield from _check_results(outcomes)
+    context.instance.add_run_tags(context.run_id, {REFUSED_TAG: "input"})
     failed = [f"{o.name}: {o.message}" for o in outcomes if not o.passed]
     raise Failure(
         description=f"{asset_name} rejected, previous data kept. Failed checks: " + " | ".join(failed),
@@ -97,7 +102,7 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
               if table is not None and all(o.passed for o in outcomes[day])}
     merged = merge_outcomes(outcomes)
     if not all(o.passed for o in merged):
-        yield from _reject("raw_reviews", merged)
+        yield from _reject(context, "raw_reviews", merged)
         return
     written = warehouse.warehouse().replace_partitions("raw_reviews", tables)
     users = set().union(*(set(t.column("user_id").to_pylist()) for t in tables.values()))
@@ -141,7 +146,7 @@ def item_metadata(context: AssetExecutionContext, landing: LandingResource, ware
     table, error = _read(read_items, landing.zone())
     outcomes = validate_items(table, error)
     if not all(o.passed for o in outcomes):
-        yield from _reject("item_metadata", outcomes)
+        yield from _reject(context, "item_metadata", outcomes)
         return
     rows = conform(table, ITEM_SCHEMA)
     written = warehouse.warehouse().replace_table("item_metadata", rows)

@@ -19,13 +19,15 @@ from dagster import (
 from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource
+from recsys_assets.defs.shared.retries import TRANSIENT_FAULTS
 from recsys_assets.feature_contract import INDEX_ALIASES
 from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.serving_data.release import ReleaseStore
 
+# A store that is briefly away (MLflow, Qdrant, Redis) costs a pause, not the day's release.
 SERVING_ASSET = dict(partitions_def=daily_partitions, group_name="serving",
-                     automation_condition=NEWEST_LANDED_DAY)
+                     automation_condition=NEWEST_LANDED_DAY, retry_policy=TRANSIENT_FAULTS)
 
 
 def build_version(context: AssetExecutionContext, model_version: str | None = None) -> str:
