@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,9 @@ from typing import Literal
 from recsys_assets.serving_data.kv import WATCH_ATTEMPTS, redis_client
 
 KEEP_S = 2 * 86_400  # a key is remembered at least this long (the promise is a day)
-PENDING_S = 30.0  # a claim still unanswered after this long belongs to a request that died: a retry takes it
+# A claim still unanswered after this long belongs to a request that died: a retry takes it. Well above what
+# one request may take (its store waits: Redis 0.5 s, SQLite's busy wait, a push lock's 10 s).
+PENDING_S = 120.0
 
 Status = Literal["new", "done", "pending", "mismatch"]
 
@@ -40,14 +43,16 @@ def event_id_for(key: str) -> str:
 
 def _decide(current: dict | None, proposed: dict, now: float) -> tuple[Status, dict, bool]:
     """What a claim finds, the record it returns and whether that record is (re)written as claimed now."""
+    # Each claim has its owner (a fresh token): only the request holding it may answer or release it.
     if current is None or current["claimed_at"] < now - KEEP_S:
-        return "new", {**proposed, "answer": None, "claimed_at": now}, True
+        return "new", {**proposed, "answer": None, "claimed_at": now, "owner": uuid.uuid4().hex}, True
     if current["fingerprint"] != proposed["fingerprint"]:
         return "mismatch", current, False
     if current["answer"] is not None:
         return "done", current, False
     if current["claimed_at"] < now - PENDING_S:
-        return "new", {**current, "claimed_at": now}, True  # its request died: the same event, recorded again
+        # Its request died: the same event (id, timestamp), recorded again by a new owner.
+        return "new", {**current, "claimed_at": now, "owner": uuid.uuid4().hex}, True
     return "pending", current, False
 
 
@@ -86,13 +91,13 @@ class SQLiteIdempotency:
         return Claim(status, record)
 
     def complete(self, key: str, record: dict, answer: dict) -> None:
-        self._connection().execute("UPDATE claims SET record = ? WHERE key = ?",
-                                   (json.dumps({**record, "answer": answer}), key))
+        self._connection().execute("UPDATE claims SET record = ? WHERE key = ? AND json_extract(record, '$.owner') = ?",
+                                   (json.dumps({**record, "answer": answer}), key, record["owner"]))
 
-    def release(self, key: str) -> None:
-        """The request failed before it was answered: a retry may record it."""
-        self._connection().execute("DELETE FROM claims WHERE key = ? AND json_extract(record, '$.answer') IS NULL",
-                                   (key,))
+    def release(self, key: str, record: dict) -> None:
+        """The request failed before it was answered: a retry may record it (unless another owns it now)."""
+        self._connection().execute("DELETE FROM claims WHERE key = ? AND json_extract(record, '$.answer') IS NULL "
+                                   "AND json_extract(record, '$.owner') = ?", (key, record["owner"]))
 
 
 class RedisIdempotency:
@@ -120,14 +125,17 @@ class RedisIdempotency:
                     continue
         raise RuntimeError(f"Idempotency-Key {key!r}: contended {WATCH_ATTEMPTS} times in a row")
 
-    def complete(self, key: str, record: dict, answer: dict) -> None:
-        self.client.set(self.PREFIX + key, json.dumps({**record, "answer": answer}), ex=KEEP_S)
+    # Compare-and-set on the owner, in one step on the server (a GET then a SET could overwrite a new owner).
+    _IF_OWNER = ("local v = redis.call('GET', KEYS[1]) if v and cjson.decode(v)['owner'] == ARGV[1] then "
+                 "if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end "
+                 "return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return 0")
 
-    def release(self, key: str) -> None:
-        name = self.PREFIX + key
-        value = self.client.get(name)
-        if value is not None and json.loads(value)["answer"] is None:
-            self.client.delete(name)
+    def complete(self, key: str, record: dict, answer: dict) -> None:
+        self.client.eval(self._IF_OWNER, 1, self.PREFIX + key, record["owner"],
+                         json.dumps({**record, "answer": answer}), KEEP_S)
+
+    def release(self, key: str, record: dict) -> None:
+        self.client.eval(self._IF_OWNER, 1, self.PREFIX + key, record["owner"], "", KEEP_S)
 
 
 def open_idempotency(folder: Path, redis_url: str | None = None) -> SQLiteIdempotency | RedisIdempotency:

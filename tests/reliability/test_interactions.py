@@ -317,3 +317,24 @@ def test_a_full_disk_acknowledges_only_what_it_kept(live):
     assert sorted(mine["event_id"]) == sorted(acknowledged.values()), (len(mine), len(acknowledged))
     assert _user_count(home, user) == len(bodies)
     print(f"disk full: {refused} of {len(bodies)} refused, all recorded {recovered_s:.1f} s after space was freed")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_only_the_claims_owner_answers_or_releases_it(backend, tmp_path, monkeypatch, request):
+    """A claim taken over (its first request seemed dead) is no longer the first request's: its late answer or
+    release changes nothing, the new owner's answer is the one replayed."""
+    from recsys_assets.serving_data import idempotency
+
+    store = (idempotency.SQLiteIdempotency(tmp_path / "idempotency.sqlite") if backend == "sqlite"
+             else idempotency.RedisIdempotency(request.getfixturevalue("redis_url")))
+    key, proposed = f"k-{uuid.uuid4().hex}", {"fingerprint": "f", "event_id": "e", "timestamp_ms": 1}
+    first = store.claim(key, proposed)
+    monkeypatch.setattr(idempotency, "PENDING_S", 0.0)  # the first request now counts as dead
+    time.sleep(0.01)
+    second = store.claim(key, proposed)
+    assert first.status == second.status == "new" and first.record["owner"] != second.record["owner"]
+    store.release(key, first.record)  # the first request fails late: the claim is not its to drop
+    store.complete(key, first.record, {"from": "first"})  # nor to answer
+    store.complete(key, second.record, {"from": "second"})
+    replay = store.claim(key, proposed)
+    assert replay.status == "done" and replay.record["answer"] == {"from": "second"}

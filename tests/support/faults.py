@@ -74,7 +74,6 @@ class FaultResult:
     recovery_s: float | None  # from the end of the fault until serving is what it should be; None: never
     served: dict[str, int]  # release id (or "popularity:<id>") -> answers during the fault
     p99_ms: float
-    events_lost: int = 0
     notes: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:

@@ -129,7 +129,8 @@ async def _record_once(request: Request, runtime: Runtime, rec: Recommender, bod
     try:
         result = await run_in_threadpool(_record, runtime, rec, body, event)
     except BaseException:
-        await run_in_threadpool(runtime.idempotency.release, key)  # not logged (`_record` raises only before or at the append): retry
+        # Not logged (`_record` raises only before or at the append): a retry may record it.
+        await run_in_threadpool(runtime.idempotency.release, key, claim.record)
         raise
     await run_in_threadpool(runtime.idempotency.complete, key, claim.record, result)
     return answer(request, rec, result, status=201)
