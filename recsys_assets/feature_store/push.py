@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,6 +39,8 @@ from recsys_assets.feature_store.definitions import (
 )
 from recsys_assets.feature_store.online import FRESH, OnlineFeatures
 from recsys_assets.redis_connection import client_kwargs
+
+log = logging.getLogger(__name__)
 
 LOCK_STRIPES = 256  # lock files of the SQLite store: entities share one by hash (few files, rare contention)
 LOCK_EXPIRY_S = 10  # a Redis lock whose holder died frees itself after this long
@@ -96,6 +99,16 @@ def _redis(connection_string: str):
     return redis.Redis(**client_kwargs(connection_string))
 
 
+def _release(lock) -> None:
+    """A lock that expired while held (a push slower than LOCK_EXPIRY_S) is not a failed push: it is said."""
+    from redis.exceptions import LockError
+
+    try:
+        lock.release()
+    except LockError as exc:
+        log.warning("push lock %s expired before its release: %s", lock.name, exc)
+
+
 @contextmanager
 def _redis_locks(connection_string: str, names: list[str]) -> Iterator[None]:
     client = _redis(connection_string)
@@ -104,7 +117,7 @@ def _redis_locks(connection_string: str, names: list[str]) -> Iterator[None]:
             lock = client.lock(f"recsys:push-lock:{name}", timeout=LOCK_EXPIRY_S, blocking_timeout=LOCK_WAIT_S)
             if not lock.acquire():
                 raise TimeoutError(f"the online store's lock on {name} is still held after {LOCK_WAIT_S} s")
-            stack.callback(lock.release)
+            stack.callback(_release, lock)
         yield
 
 

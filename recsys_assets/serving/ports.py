@@ -4,10 +4,13 @@ proxy when a replica answers on the public port), and who holds the port `recsys
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import shutil
 import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -21,13 +24,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=None)
 def haproxy_folder(home) -> str:
-    """A new private folder for HAProxy's files, naming the home it serves in a file, so that a HAProxy a killed
-    service left is recognised (`is_stale_haproxy`). Not in the folder's name: Ray Serve puts its admin
-    socket two levels down, and a socket path may have 97 bytes at most."""
+    """This process's private folder for HAProxy's files (one per home), naming the home it serves in a file, so
+    that a HAProxy a killed service left is recognised (`is_stale_haproxy`). Not in the folder's name: Ray Serve
+    puts its admin socket two levels down, and a socket path may have 97 bytes at most. Folders no running
+    HAProxy uses (a killed service's) are removed first."""
+    _remove_unused_haproxy_folders()
     folder = tempfile.mkdtemp(prefix=HAPROXY_FOLDER_PREFIX)
     Path(folder, HOME_FILE).write_text(str(home))
     return folder
+
+
+def _remove_unused_haproxy_folders() -> None:
+    import psutil
+
+    in_use = set()
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if "haproxy" in (process.info["name"] or ""):
+            in_use |= {str(parent) for arg in process.info["cmdline"] or [] for parent in Path(arg).parents}
+    for folder in Path(tempfile.gettempdir()).glob(f"{HAPROXY_FOLDER_PREFIX}*"):
+        # Half an hour of grace: a folder another `recsys serve` made, its HAProxy not started yet (Ray first).
+        if str(folder) not in in_use and time.time() - folder.stat().st_mtime > 1800:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _haproxy_home(command: list[str]) -> str | None:

@@ -66,6 +66,8 @@ class SQLiteIdempotency:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, record TEXT NOT NULL, "
                          "claimed_at REAL NOT NULL)")
+            # Each claim purges the expired ones: by this index, not a scan of two days of keys.
+            conn.execute("CREATE INDEX IF NOT EXISTS claims_by_time ON claims (claimed_at)")
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
