@@ -65,12 +65,15 @@ def test_like_and_reload_reranks_in_the_browser(served_home, browser):
         browser.find_element(By.CSS_SELECTOR, "#config summary").click()
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "reload").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Sent 2 like(s)"))
+        try:  # two POSTs (fsync'd, pushed) and a rerank: slower than a read on a busy machine
+            WebDriverWait(browser, 90).until(ec.text_to_be_present_in_element((By.ID, "status"), "Sent 2 like(s)"))
+        except TimeoutException:
+            pytest.fail(f"the likes were not sent; the page says: {browser.find_element(By.ID, 'status').text!r}")
         after = [c.get_attribute("data-item-id") for c in browser.find_elements(By.CSS_SELECTOR, "#cards .card")]
         assert len(after) == 8 and not set(first[:2]) & set(after)
         recent = browser.find_element(By.ID, "recent").text
         assert first[0] in recent and first[1] in recent
 
-        features = httpx.get(f"{url}/features/user", params={"user_id": user}).json()
+        features = httpx.get(f"{url}/features/user", params={"user_id": user}, timeout=30).json()
         assert features["source"] == "fresh"
         assert set(features["features"]["user_rating_list_10_recent_asin"][-2:]) == set(first[:2])

@@ -136,6 +136,9 @@ def shutdown(own_cluster: bool = True) -> None:
 
     if own_cluster:
         started = _descendants()
+        # HAProxy holds the port: it goes first, before Ray's shutdown (seconds), which a supervisor's SIGKILL
+        # may cut short.
+        _kill_survivors([p for p in started if _is_haproxy(p)], wait_s=1.0)
         ray.shutdown()
         # Ray's workers run in process groups of their own, and HAProxy is a child of one: whatever outlived
         # the shutdown (HAProxy holding the port) goes now, so a stop leaves nothing behind.
@@ -155,6 +158,15 @@ def _descendants() -> list:
         return psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _is_haproxy(process) -> bool:
+    import psutil
+
+    try:
+        return "haproxy" in process.name()
+    except psutil.Error:
+        return False
 
 
 def _kill_survivors(processes: list, wait_s: float = 5.0) -> None:

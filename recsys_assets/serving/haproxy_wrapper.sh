@@ -17,4 +17,9 @@ for arg in "$@"; do
   fi
   previous="$arg"
 done
+# HAProxy dies with the process that started it (Ray's HAProxy manager), even one killed outright: it would
+# otherwise outlive a stopped service, holding its port (util-linux's setpriv, where there is one).
+if command -v setpriv >/dev/null 2>&1; then
+  exec setpriv --pdeathsig KILL "$RECSYS_HAPROXY_BINARY" "$@"
+fi
 exec "$RECSYS_HAPROXY_BINARY" "$@"

@@ -140,12 +140,12 @@ def service(tmp_path_factory):
 
 def test_a_stale_haproxy_of_the_same_home_is_stopped_at_start(service):
     assert service.stale.poll() is not None, "the HAProxy left by an earlier service still runs"
-    assert httpx.get(f"{service.url}/readyz").status_code == 200
+    assert httpx.get(f"{service.url}/readyz", timeout=30).status_code == 200
 
 
 def test_a_non_ascii_bearer_token_is_refused_with_401(service):
     for given in ("Bearer wrong-tøken".encode(), f"Bearer {TOKEN}x".encode(), "Bearer ü".encode("latin-1")):
-        response = httpx.post(f"{service.url}/interactions", headers={"authorization": given},
+        response = httpx.post(f"{service.url}/interactions", timeout=30, headers={"authorization": given},
                               json={"user_id": "u", "item_id": "item-a"})
         assert response.status_code == 401, (given, response.status_code, response.text)
 
@@ -159,20 +159,23 @@ def test_a_chunked_body_over_the_limit_is_refused_with_413(service):
     from recsys_assets.serving.app import MAX_BODY_BYTES
 
     for path in ("/interactions", "/score/seq_rating_prediction"):
-        response = httpx.post(f"{service.url}{path}", content=_chunks(MAX_BODY_BYTES + 1),
+        response = httpx.post(f"{service.url}{path}", timeout=30, content=_chunks(MAX_BODY_BYTES + 1),
                               headers={"authorization": f"Bearer {TOKEN}".encode(),
                                        "content-type": "application/json"})
         assert response.status_code == 413, (path, response.status_code, response.text[:200])
     # A chunked body within the limit reaches the route whole: its validation reads the field.
     small = b'{"user_id": "u1", "item_ids": []}'
-    response = httpx.post(f"{service.url}/score/seq_rating_prediction", content=iter([small[:10], small[10:]]),
+    response = httpx.post(f"{service.url}/score/seq_rating_prediction", timeout=30,
+                          content=iter([small[:10], small[10:]]),
                           headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert [e["loc"] for e in response.json()["detail"]] == [["body", "item_ids"]]
 
 
 def test_the_token_is_never_printed_or_logged(service):
-    out = service.output()
+    deadline = time.monotonic() + 60  # the welcome lines follow readiness by a moment
+    while "recsys serving on" not in (out := service.output()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert "recsys serving on" in out and "Bearer $RECSYS_API_TOKEN" in out
     assert TOKEN not in out
     # Nor in Ray's own logs of this service's session.
@@ -268,7 +271,8 @@ def test_a_replica_that_cannot_reach_redis_is_not_ready_and_fails_fast(tmp_path)
     with redis_server(redis_port) as redis:
         write_popularity_release(home, redis_url)
         with serving(home, free_port(), env) as running:
-            assert httpx.get(f"{running.url}/recs/popular").status_code == 200
+            # The first answer may be slow on a busy machine (the replica warms up); later ones are timed.
+            assert httpx.get(f"{running.url}/recs/popular", timeout=60).status_code == 200
             redis.terminate()
             redis.wait(timeout=10)
             for path in ("/readyz", "/recs/popular"):
