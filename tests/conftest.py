@@ -208,10 +208,11 @@ def served_home(trained_home) -> Home:
 SERVICE_TOKEN = "test-token"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(served_home):
-    """`recsys serve` over served_home (Ray Serve, one replica per core behind its ingress), once per session:
-    an httpx client on its base URL. Replicas look for a new release every second; half the reranks go to a
+    """`recsys serve` over served_home (Ray Serve, one replica per core behind its ingress), once per module (a
+    module's service is stopped before the next module starts its own: two at once would share one machine's
+    Ray): an httpx client on its base URL. Replicas look for a new release every second; half the reranks go to a
     challenger ranker when a release names one."""
     import httpx
 

@@ -79,7 +79,7 @@ def test_only_reads_are_replayed_on_another_replica(tmp_path):
             time.sleep(0.2)
             assert replica.requests.count(b"POST") == 1  # never replayed
     finally:
-        proxy.terminate()
+        proxy.kill()  # a test proxy: no graceful stop needed
         proxy.wait(timeout=10)
         replica.server.close()
     assert "127.0.0.1:" in config.read_text() and "disable-l7-retry" in config.read_text()
