@@ -237,6 +237,8 @@ def test_concurrent_clients_with_retries_land_every_acknowledged_event_once(live
     home, client = live
     day = date(2024, 1, 5)
     acknowledged: dict[str, int] = {}
+    not_pushed: dict[str, str] = {}  # acknowledged (logged) but the feature push failed: the batch counts them
+    errors: list[str] = []
     lock = threading.Lock()
 
     def run_client(n: int) -> None:
@@ -248,22 +250,31 @@ def test_concurrent_clients_with_retries_land_every_acknowledged_event_once(live
                 sends = 0
                 while sends < (2 if i % 3 == 0 else 1) or key not in acknowledged:  # as a client retries
                     sends += 1
-                    assert sends <= 20, f"{key}: no 201 after 20 sends"
+                    if sends > 60:
+                        errors.append(f"{key}: no 201 after 60 sends")
+                        return
                     try:
                         response = own.post("/interactions", headers={**AUTH, "idempotency-key": key}, json=body)
                     except httpx.TransportError:
                         time.sleep(0.2)
                         continue
-                    assert response.status_code in (201, 409, 500, 503), response.text
+                    if response.status_code not in (201, 409, 500, 503):
+                        errors.append(f"{key}: {response.status_code} {response.text[:200]}")
+                        return
                     if response.status_code == 201:
                         with lock:
                             acknowledged[key] = body["timestamp_ms"]
+                            if response.json().get("features_updated") is False:
+                                not_pushed[key] = user
+                    else:
+                        time.sleep(0.5)  # busy or still recording: a client backs off
 
     threads = [threading.Thread(target=run_client, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors[:5]
     assert len(acknowledged) == 100
 
     from recsys_assets.data.landing import LocalLandingZone
@@ -272,7 +283,9 @@ def test_concurrent_clients_with_retries_land_every_acknowledged_event_once(live
     landed = home.landing.read_parquet(review_file_name(day)).to_pandas()
     load = landed[landed["user_id"].str.startswith("load-")]
     assert len(load) == 100 and sorted(load["timestamp"]) == sorted(acknowledged.values())
-    assert [_user_count(home, f"load-{n}") for n in range(4)] == [25] * 4
+    # Each pushed event counted once (never twice); one whose push failed was said so in its answer.
+    expected = [25 - sum(1 for u in not_pushed.values() if u == f"load-{n}") for n in range(4)]
+    assert [_user_count(home, f"load-{n}") for n in range(4)] == expected, not_pushed
     assert pd.Series(load["timestamp"]).is_unique
 
 
