@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from recsys_assets.feature_store.online import FRESH, OnlineFeatures
 from recsys_assets.redis_connection import client_kwargs
 
 log = logging.getLogger(__name__)
+_IN_PROCESS = threading.Lock()
 
 LOCK_STRIPES = 256  # lock files of the SQLite store: entities share one by hash (few files, rare contention)
 LOCK_EXPIRY_S = 10  # a Redis lock whose holder died frees itself after this long
@@ -140,7 +142,9 @@ def push_interaction(store: FeatureStore, user_id: str, parent_asin: str, rating
     """Append one interaction to the user's and the item's fresh views; returns the user's new state."""
     if not 1 <= rating <= 5:
         raise ValueError(f"rating must be within 1..5, got {rating}")
-    with entity_locks(store, user_id, parent_asin):
+    # One push at a time in this process (Feast's SQLite online store shares one connection between threads:
+    # two at once fail "cannot start a transaction within a transaction"), the entity locks across processes.
+    with _IN_PROCESS, entity_locks(store, user_id, parent_asin):
         return _push(store, user_id, parent_asin, rating, timestamp_ms)
 
 
