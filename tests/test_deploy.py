@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from recsys_assets.settings import REPO_ROOT
+from tests.test_deploy_platform import _platform_errors
 
 SPEC = importlib.util.spec_from_file_location("deploy_check", REPO_ROOT / "deploy" / "check.py")
 check = importlib.util.module_from_spec(SPEC)
@@ -239,15 +240,7 @@ def test_a_secret_key_no_one_creates_fails():
 
 def _exposure_errors(edit_objects=None, edit_values=None, edit_secrets=None) -> list[str]:
     """The exposure errors of the rendered deployment after an edit (platform_errors, as `make deploy-check`)."""
-    base = check.rendering()
-    planted = copy.copy(base)
-    planted.__dict__ = {**base.__dict__, "objects": copy.deepcopy(base.objects), "values": copy.deepcopy(base.values),
-                        "secrets": copy.deepcopy(base.secrets)}
-    for edit, target in ((edit_objects, planted.objects), (edit_values, planted.values),
-                         (edit_secrets, planted.secrets)):
-        if edit:
-            edit(target)
-    found = check.platform_errors(planted)
+    found = _platform_errors(edit_objects, edit_values, edit_secrets)
     return [e for name, errors in found.items() if name.startswith("exposure") for e in errors]
 
 
