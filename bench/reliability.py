@@ -31,7 +31,7 @@ from recsys_assets.serving_data.release import Release, ReleaseStore
 from recsys_assets.settings import REPO_ROOT, Settings
 from recsys_assets.warehouse.stores import DuckDBWarehouse
 from tests.support.faults import ClosedLoopLoad, serving_release
-from tests.support.processes import serve_process
+from tests.support.processes import serve_process, serving_processes
 
 MEMORY_GROWTH, P99_DRIFT = 0.10, 0.20
 
@@ -43,18 +43,6 @@ def fault_suite(hold_s: float) -> list[dict]:
                          cwd=REPO_ROOT, env=env)
     results = json.loads(out.read_text()) if out.exists() else []
     return [{**r, "suite_passed": run.returncode == 0} for r in results]
-
-
-def serving_processes(home: Path) -> list[psutil.Process]:
-    """`recsys serve` of this home and every process under it (Ray's head, workers, replicas, HAProxy)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmd = proc.info["cmdline"] or []
-            if "recsys_assets.cli" in cmd and "serve" in cmd and proc.environ().get("RECSYS_HOME") == str(home):
-                return [proc, *proc.children(recursive=True)]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    raise RuntimeError("recsys serve not found")
 
 
 def memory_mb(processes: list[psutil.Process]) -> dict[str, float]:

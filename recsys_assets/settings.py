@@ -157,6 +157,12 @@ class ServingSettings(Section):
     max_queued_requests: int = Field(24, ge=-1, validation_alias="RECSYS_SERVE_MAX_QUEUED",
                                      description="requests that may wait per replica before 503 (-1: no limit)")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After of a shed request, seconds")
+    # A claimed Idempotency-Key whose request died (a replica killed mid-POST) answers 409 until this has passed,
+    # then a retry records the same event. Well above what one request may take: its store waits (Redis 0.5 s,
+    # SQLite's busy wait) and a feature push's lock (10 s); a retry that takes over a live request's claim could
+    # count its features twice.
+    idempotency_pending_s: float = Field(120.0, gt=0, description="seconds before the claim of an unanswered "
+                                                                  "POST with an Idempotency-Key may be taken over")
     # A replica's Redis calls fail fast (one retry) instead of stalling its requests; /readyz reports it.
     redis_timeout_s: float = Field(0.5, gt=0, description="connect and read timeout of serving's Redis calls, "
                                                           "seconds")

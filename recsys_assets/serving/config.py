@@ -78,6 +78,7 @@ class ServingConfig:
     max_queued_requests: int
     retry_after_s: float
     redis_timeout_s: float
+    idempotency_pending_s: float
     max_replicas: int | None
 
     @classmethod

@@ -70,7 +70,8 @@ class Runtime:
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
         self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
         self.events = open_event_log(config.events_dir, serving_redis_url(settings))
-        self.idempotency = open_idempotency(config.events_dir, serving_redis_url(settings))
+        self.idempotency = open_idempotency(config.events_dir, serving_redis_url(settings),
+                                            pending_s=config.idempotency_pending_s)
         self.metrics = ServingMetrics()
         self._current: Recommender | None = None
         self._reload_lock = threading.Lock()

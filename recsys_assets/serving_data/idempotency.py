@@ -21,8 +21,8 @@ from typing import Literal
 from recsys_assets.serving_data.kv import WATCH_ATTEMPTS, redis_client
 
 KEEP_S = 2 * 86_400  # a key is remembered at least this long (the promise is a day)
-# A claim still unanswered after this long belongs to a request that died: a retry takes it. Well above what
-# one request may take (its store waits: Redis 0.5 s, SQLite's busy wait, a push lock's 10 s).
+# A claim still unanswered after this long belongs to a request that died: a retry takes it (the default of
+# RECSYS_IDEMPOTENCY_PENDING_S, which says why it is this long).
 PENDING_S = 120.0
 
 Status = Literal["new", "done", "pending", "mismatch"]
@@ -41,7 +41,7 @@ def event_id_for(key: str) -> str:
     return "k-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _decide(current: dict | None, proposed: dict, now: float) -> tuple[Status, dict, bool]:
+def _decide(current: dict | None, proposed: dict, now: float, pending_s: float) -> tuple[Status, dict, bool]:
     """What a claim finds, the record it returns and whether that record is (re)written as claimed now."""
     # Each claim has its owner (a fresh token): only the request holding it may answer or release it.
     if current is None or current["claimed_at"] < now - KEEP_S:
@@ -50,15 +50,15 @@ def _decide(current: dict | None, proposed: dict, now: float) -> tuple[Status, d
         return "mismatch", current, False
     if current["answer"] is not None:
         return "done", current, False
-    if current["claimed_at"] < now - PENDING_S:
+    if current["claimed_at"] < now - pending_s:
         # Its request died: the same event (id, timestamp), recorded again by a new owner.
         return "new", {**current, "claimed_at": now, "owner": uuid.uuid4().hex}, True
     return "pending", current, False
 
 
 class SQLiteIdempotency:
-    def __init__(self, path: Path, timeout_s: float = 30.0):
-        self.path = Path(path)
+    def __init__(self, path: Path, timeout_s: float = 30.0, pending_s: float = PENDING_S):
+        self.path, self.pending_s = Path(path), pending_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
         self._local = threading.local()
@@ -82,7 +82,7 @@ class SQLiteIdempotency:
         try:
             conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - KEEP_S,))
             row = conn.execute("SELECT record FROM claims WHERE key = ?", (key,)).fetchone()
-            status, record, write = _decide(json.loads(row[0]) if row else None, proposed, now)
+            status, record, write = _decide(json.loads(row[0]) if row else None, proposed, now, self.pending_s)
             if write:
                 conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, json.dumps(record), now))
             conn.execute("COMMIT")
@@ -105,8 +105,8 @@ class SQLiteIdempotency:
 class RedisIdempotency:
     PREFIX = "idempotency:"
 
-    def __init__(self, url: str):
-        self.client = redis_client(url)
+    def __init__(self, url: str, pending_s: float = PENDING_S):
+        self.client, self.pending_s = redis_client(url), pending_s
 
     def claim(self, key: str, proposed: dict) -> Claim:
         import redis
@@ -117,7 +117,8 @@ class RedisIdempotency:
                 try:
                     pipe.watch(name)
                     value = pipe.get(name)
-                    status, record, write = _decide(json.loads(value) if value else None, proposed, time.time())
+                    status, record, write = _decide(json.loads(value) if value else None, proposed, time.time(),
+                                                    self.pending_s)
                     pipe.multi()
                     if write:
                         pipe.set(name, json.dumps(record), ex=KEEP_S)
@@ -140,6 +141,9 @@ class RedisIdempotency:
         self.client.eval(self._IF_OWNER, 1, self.PREFIX + key, record["owner"], "", KEEP_S)
 
 
-def open_idempotency(folder: Path, redis_url: str | None = None) -> SQLiteIdempotency | RedisIdempotency:
+def open_idempotency(folder: Path, redis_url: str | None = None,
+                     pending_s: float = PENDING_S) -> SQLiteIdempotency | RedisIdempotency:
     """Beside the event log: the Redis that holds it, else `idempotency.sqlite` in its folder."""
-    return RedisIdempotency(redis_url) if redis_url else SQLiteIdempotency(Path(folder) / "idempotency.sqlite")
+    if redis_url:
+        return RedisIdempotency(redis_url, pending_s=pending_s)
+    return SQLiteIdempotency(Path(folder) / "idempotency.sqlite", pending_s=pending_s)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from recsys_assets.data.schema import day_start_ms, review_file_name
 from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
 from recsys_assets.serving_data.events import EventLog, land_events
 from tests.support.filesystems import fill, small_filesystem
-from tests.support.processes import serve_process
+from tests.support.processes import kill_service, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout under test (subprocesses import its code)
 TOKEN = "reliability-token"
@@ -175,7 +176,8 @@ def live(tmp_path_factory):
         home.own_filesystem = mounted
         # Ray's own proxy in front of two replicas that share the log and the claims.
         env = {"RECSYS_API_TOKEN": TOKEN, "RECSYS_SERVE_REPLICAS": "2", "RECSYS_SERVE_INGRESS": "proxy"}
-        with serve_process(home.path, env=env, log_path=tmp_path_factory.mktemp("live-log") / "serve.log") as url:
+        home.serve_env, home.serve_log = env, tmp_path_factory.mktemp("live-log") / "serve.log"
+        with serve_process(home.path, env=env, log_path=home.serve_log) as url:
             with httpx.Client(base_url=url, timeout=60) as client:
                 yield home, client
 
@@ -332,18 +334,106 @@ def test_a_full_disk_acknowledges_only_what_it_kept(live):
     print(f"disk full: {refused} of {len(bodies)} refused, all recorded {recovered_s:.1f} s after space was freed")
 
 
+class Poster:
+    """A client posting interactions with an Idempotency-Key, each sent until a 201 acknowledges it (through
+    refused connections, 5xx and 409s: what a client of an at-least-once API does)."""
+
+    def __init__(self, url: str, n: int, bodies: list[dict], deadline: float):
+        self.url, self.n, self.bodies, self.deadline = url, n, bodies, deadline
+        self.acknowledged: dict[str, dict] = {}  # key -> body
+        self.answers: Counter = Counter()
+        self.error: str | None = None
+
+    def __call__(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            for i, body in enumerate(self.bodies):
+                key = f"kill-{self.n}-{i}-{uuid.uuid4().hex[:6]}"
+                while key not in self.acknowledged:
+                    if time.monotonic() > self.deadline:
+                        self.error = f"{key}: no 201 before the deadline ({dict(self.answers)})"
+                        return
+                    try:
+                        response = client.post("/interactions", headers={**AUTH, "idempotency-key": key}, json=body)
+                    except httpx.TransportError:
+                        self.answers["no answer"] += 1
+                        time.sleep(0.5)
+                        continue
+                    self.answers[response.status_code] += 1
+                    if response.status_code == 201:
+                        self.acknowledged[key] = body
+                    elif response.status_code in (409, 500, 502, 503, 504):
+                        time.sleep(0.5)
+                    else:
+                        self.error = f"{key}: {response.status_code} {response.text[:200]}"
+                        return
+
+
+@pytest.mark.timeout(900)
+def test_acknowledged_events_survive_a_kill_a_torn_write_and_a_landing_run(live):
+    """Deliverable 3 of issue 33: 4 clients post 40 interactions each while (1) `landed_interactions` runs for
+    their day, (2) the whole service is killed with SIGKILL and started again, (3) the kill leaves a torn line in
+    the day's log. Every acknowledged event is in the day's landing file exactly once after the next landing.
+    Runs last in the module: it replaces the module's service with a restarted one."""
+    from recsys_assets.defs.ingest.interactions import landed_interactions
+
+    home, client = live
+    day, url = date(2024, 1, 2), str(client.base_url)
+    clients, per_client = 4, 40
+    posters = [Poster(url, n, [{"user_id": f"kill-{n}", "item_id": ITEMS[i % len(ITEMS)], "rating": 1 + i % 5,
+                                "timestamp_ms": day_start_ms(day) + n * 100_000 + i} for i in range(per_client)],
+                      deadline=time.monotonic() + 600) for n in range(clients)]
+    threads = [threading.Thread(target=poster) for poster in posters]
+    for thread in threads:
+        thread.start()
+
+    def acknowledged() -> int:
+        return sum(len(p.acknowledged) for p in posters)
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 300
+        while acknowledged() < count and any(t.is_alive() for t in threads):
+            assert time.monotonic() < deadline, f"{acknowledged()} acknowledged, waiting for {count}"
+            time.sleep(0.05)
+
+    total = clients * per_client
+    wait_for(total // 4)
+    home.materialize([landed_interactions], str(day))  # a landing run while the clients post
+    wait_for(total // 2)
+    killed = kill_service(home.path)
+    with open(home.settings.events_dir / f"{day}.jsonl", "a") as log:  # what a kill mid-append leaves
+        log.write('{"user_id": "kill-torn", "parent_asin": "B0LIVE0000", "rat')
+    # A restarted service takes over the claims of requests the kill cut short after 10 s, not 2 minutes.
+    with serve_process(home.path, env={**home.serve_env, "RECSYS_IDEMPOTENCY_PENDING_S": "10"},
+                       port=int(url.rsplit(":", 1)[1]), log_path=home.serve_log):
+        for thread in threads:
+            thread.join()
+        assert not [p.error for p in posters if p.error], [p.error for p in posters if p.error]
+        answers = sum((p.answers for p in posters), Counter())
+        assert acknowledged() == total, answers
+        home.materialize([landed_interactions], str(day))  # the next tick
+    landed = home.landing.read_parquet(review_file_name(day)).to_pandas()
+    for poster in posters:
+        mine = landed[landed["user_id"] == f"kill-{poster.n}"]
+        expected = sorted(body["timestamp_ms"] for body in poster.acknowledged.values())
+        assert sorted(mine["timestamp"]) == expected, (poster.n, len(mine), len(expected))
+    assert not (landed["user_id"] == "kill-torn").any()
+    print(f"kill -9 of {killed} processes under {clients} posting clients: {total} acknowledged, each landed once; "
+          f"answers {dict(answers)}")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_only_the_claims_owner_answers_or_releases_it(backend, tmp_path, monkeypatch, request):
+def test_only_the_claims_owner_answers_or_releases_it(backend, tmp_path, request):
     """A claim taken over (its first request seemed dead) is no longer the first request's: its late answer or
     release changes nothing, the new owner's answer is the one replayed."""
     from recsys_assets.serving_data import idempotency
 
-    store = (idempotency.SQLiteIdempotency(tmp_path / "idempotency.sqlite") if backend == "sqlite"
-             else idempotency.RedisIdempotency(request.getfixturevalue("redis_url")))
+    pending_s = 0.5  # RECSYS_IDEMPOTENCY_PENDING_S: after this the first request counts as dead
+    store = (idempotency.SQLiteIdempotency(tmp_path / "idempotency.sqlite", pending_s=pending_s) if backend == "sqlite"
+             else idempotency.RedisIdempotency(request.getfixturevalue("redis_url"), pending_s=pending_s))
     key, proposed = f"k-{uuid.uuid4().hex}", {"fingerprint": "f", "event_id": "e", "timestamp_ms": 1}
     first = store.claim(key, proposed)
-    monkeypatch.setattr(idempotency, "PENDING_S", 0.0)  # the first request now counts as dead
-    time.sleep(0.01)
+    assert store.claim(key, proposed).status == "pending"
+    time.sleep(pending_s + 0.1)
     second = store.claim(key, proposed)
     assert first.status == second.status == "new" and first.record["owner"] != second.record["owner"]
     store.release(key, first.record)  # the first request fails late: the claim is not its to drop

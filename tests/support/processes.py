@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from recsys_assets.serving.ports import free_port
 
 
@@ -63,3 +65,28 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def serving_processes(home: Path) -> list[psutil.Process]:
+    """`recsys serve` of this home and every process under it (Ray's head, workers, replicas, HAProxy)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if "recsys_assets.cli" in cmd and "serve" in cmd and proc.environ().get("RECSYS_HOME") == str(home):
+                return [proc, *proc.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    raise RuntimeError("recsys serve not found")
+
+
+def kill_service(home: Path) -> int:
+    """kill -9 of `recsys serve` over home and everything under it at once (a machine or container lost):
+    no handler runs, no stop, no cleanup. Returns how many processes were killed."""
+    processes = serving_processes(home)
+    for proc in processes:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+    return len(processes)
