@@ -11,6 +11,7 @@ from pathlib import Path
 
 from recsys_assets.data.landing import LocalLandingZone, review_days
 from recsys_assets.data.schema import ITEMS_FILE, review_file_name
+from recsys_assets.home_lock import HomeLock
 from recsys_assets.models.fusion import Fusion
 from recsys_assets.models.promotion import (
     GATE_EVIDENCE,
@@ -109,11 +110,26 @@ def _dagster(*args: str) -> list[str]:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from recsys_assets.console import elapsed
+
+    settings = get_settings()
+    # One at a time per home: a second waits for the first, then runs (re-materializing a day replaces its rows).
+    lock = HomeLock.for_home(settings.home, "pipeline")
+    waited = lock.acquire(on_wait=lambda holder: print(
+        f"{holder.describe('`recsys pipeline`')} is running on this home: waiting for it", flush=True))
+    if waited >= 1:
+        print(f"it finished after {elapsed(waited)}: running", flush=True)
+    try:
+        return _pipeline(args, settings, lock)
+    finally:
+        lock.release()
+
+
+def _pipeline(args: argparse.Namespace, settings: Settings, lock: HomeLock) -> int:
     from datetime import datetime
 
     from recsys_assets.console import StageReporter
 
-    settings = get_settings()
     zone = LocalLandingZone(settings.landing_dir)
     if not review_days(zone.list_files()):
         print(f"{zone.path} is empty: generating the default data set first")
@@ -128,7 +144,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     init_dagster_home(settings)
     ranges = contiguous_ranges(days)
     log_path = settings.home / "logs" / f"pipeline-{datetime.now():%Y%m%d-%H%M%S}.log"
-    stages = StageReporter(1 + len(ranges) + (0 if args.skip_models else 1), log_path)
+    # The Dagster CLI children hold the lock too: one left running by a killed `recsys pipeline` still keeps
+    # the next one waiting.
+    stages = StageReporter(1 + len(ranges) + (0 if args.skip_models else 1), log_path, pass_fds=(lock.fileno,))
     stages.say(f"pipeline over {len(days)} day(s) {days[0]}..{days[-1]}; full Dagster logs: {log_path}")
     stages.run("catalogue and Feast definitions", _dagster("--select", UNPARTITIONED_SELECTION))
     # One "planned" event per asset for a range run, not one per asset and day: on Dagster's SQLite storage

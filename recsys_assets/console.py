@@ -26,8 +26,9 @@ class StageReporter:
     """Runs commands as numbered stages; their output goes to `log_path`, a summary line per step to the
     console, and the whole failure (from the first failed step on) to the console when a stage fails."""
 
-    def __init__(self, total: int, log_path: Path, out=sys.stdout):
+    def __init__(self, total: int, log_path: Path, out=sys.stdout, pass_fds: tuple[int, ...] = ()):
         self.total, self.done, self.log_path, self.out = total, 0, log_path, out
+        self.pass_fds = pass_fds  # open files the commands inherit (a lock they hold while they live)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
 
@@ -43,7 +44,7 @@ class StageReporter:
         with open(self.log_path, "a") as log:
             log.write(f"\n=== [{self.done}/{self.total}] {title}: {' '.join(command)}\n")
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    bufsize=1)
+                                    bufsize=1, pass_fds=self.pass_fds)
             for line in proc.stdout:
                 log.write(line)
                 if failure or "STEP_FAILURE" in line:
