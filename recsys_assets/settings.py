@@ -360,9 +360,15 @@ telemetry:
 run_queue:
   # DuckDB allows one writer process: runs that write the local warehouse go one at a time.
   max_concurrent_runs: 1
+run_launcher:
+  # Dagster's default launcher plus a run worker health check: a run whose worker process is gone (killed with
+  # `dagster dev`, out of memory) is failed at run monitoring's next poll, not after max_runtime_seconds.
+  module: recsys_assets.defs.run_launcher
+  class: LocalRunLauncher
 run_monitoring:
   # A run whose worker died (the daemon stopped mid-launch or mid-run) would hold that one place forever:
-  # one stuck starting fails after 3 minutes, one running for over 2 hours fails (a day takes minutes).
+  # one stuck starting fails after 3 minutes, one whose worker is gone at the next poll (the launcher above),
+  # one running for over 2 hours fails (a day takes minutes).
   enabled: true
   start_timeout_seconds: 180
   cancel_timeout_seconds: 180
