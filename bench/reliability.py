@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 from common import write_result
+from pipeline_faults import pipeline_faults
 from serving import prepare_home
 
 from recsys_assets.serving.config import serving_kv
@@ -119,8 +120,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--hold", type=float, default=20.0, help="seconds each fault is held")
     parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--skip-pipeline-faults", action="store_true",
+                        help="not the pipeline's faults (bench/pipeline_faults.py, ~20 min on its own small home)")
     args = parser.parse_args()
     faults = [] if args.skip_faults else fault_suite(args.hold)
+    if not args.skip_faults and not args.skip_pipeline_faults:
+        # Two `recsys pipeline` at once, the daemon killed mid-run, the next day: its own home, its own service.
+        faults += pipeline_faults()
     result = {"faults": faults, "soak": soak(prepare_home(args), args.minutes, args.switch_every, args.clients)}
     write_result("reliability", result)
     for fault in faults:
