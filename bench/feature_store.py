@@ -118,7 +118,8 @@ def main() -> None:
         stores = {"sqlite": bench_store(FeatureRepository(FeatureStoreConfig.local(work / "feast-sqlite")),
                                         warehouse, days, users, items, args.calls)}
         point_in_time = bench_point_in_time(work / "feast-sqlite", entities)
-        with local_redis() as url:
+        with local_redis() as redis_server:
+            url = redis_server.url
             repo = FeatureRepository(FeatureStoreConfig.local(work / "feast-redis", online="redis", redis_url=url))
             stores["redis"] = bench_store(repo, warehouse, days, users, items, args.calls)
     finally:

@@ -2,7 +2,8 @@
 
     python bench/reliability.py [--home RECSYS_HOME] [--minutes 10] [--switch-every 120] [--hold 20]
 
-1. The fault suite (tests/reliability/test_faults.py) with each fault held `--hold` seconds under load.
+1. The fault suite (tests/reliability/test_faults.py, test_redis_faults.py) with each fault held `--hold` seconds
+   under load.
 2. The soak: `recsys serve` over a home with a published release (default: `make demo`'s data through
    `recsys pipeline`), a steady closed-loop load for `--minutes`, the release switched every `--switch-every`
    seconds (two releases in turn). Targets: 0 errors, every serving process's memory flat within 10% (the
@@ -35,12 +36,13 @@ from tests.support.faults import ClosedLoopLoad, serving_release
 from tests.support.processes import serve_process, serving_processes
 
 MEMORY_GROWTH, P99_DRIFT = 0.10, 0.20
+FAULT_MODULES = ("tests/reliability/test_faults.py", "tests/reliability/test_redis_faults.py")
 
 
 def fault_suite(hold_s: float) -> list[dict]:
     out = Path(tempfile.mkdtemp(prefix="bench-faults-")) / "faults.json"
     env = {**os.environ, "RECSYS_FAULT_HOLD_S": str(hold_s), "RECSYS_RELIABILITY_RESULTS": str(out)}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "tests/reliability/test_faults.py"],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", *FAULT_MODULES],
                          cwd=REPO_ROOT, env=env)
     results = json.loads(out.read_text()) if out.exists() else []
     return [{**r, "suite_passed": run.returncode == 0} for r in results]

@@ -119,8 +119,8 @@ def redis_url():
     """A real redis-server on a free loopback port, for the session (installed by `make setup`)."""
     from tests.support.redis_server import local_redis
 
-    with local_redis() as url:
-        yield url
+    with local_redis() as server:
+        yield server.url
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -161,7 +161,9 @@ def train_with_ray(build: Callable[[], nn.Module], data: dict[str, np.ndarray], 
         if os.environ.get("RAY_ADDRESS"):  # a running cluster (KubeRay under gcp): join it
             ray.init(log_to_driver=False)
         else:  # a local cluster just big enough for the workers
-            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
+            # "local": never the latest cluster on the machine (a running `recsys serve`'s), which Ray
+            # would join without an address.
+            ray.init(address="local", num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
     try:
         trainer = TorchTrainer(
             _ray_worker,

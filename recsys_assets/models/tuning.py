@@ -112,7 +112,8 @@ def search(data: TrainingData, catalogue: Catalogue, cfg: TuningConfig, storage:
         if os.environ.get("RAY_ADDRESS"):  # a running cluster (KubeRay under gcp): its CPUs run the trials
             ray.init(log_to_driver=False)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False)  # a cluster of its own, as training's (models/training.py)
     try:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, data=data, catalogue=catalogue, cfg=cfg), {"cpu": 1}),

@@ -13,7 +13,7 @@ from pathlib import Path
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.redis_connection import with_timeouts
-from recsys_assets.serving.ports import LOOPBACK, free_port, haproxy_folder
+from recsys_assets.serving.ports import LOOPBACK, free_port, free_port_block, haproxy_folder
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import ServingSettings, Settings, get_settings
@@ -154,6 +154,14 @@ class ServingConfig:
                        # (measured), and the app's /metrics counts every request already.
                        RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
                        RAY_SERVE_HAPROXY_NBTHREAD=str(max(1, min(self.replicas, os.cpu_count() or 1))))
+            # Replicas' own HTTP and gRPC ports: Serve takes them from one fixed range on every cluster
+            # (30000 and 40000 up), so two services on one machine shared ports, and each answered the
+            # other's requests. A free block per service; a replica that died leaves its port quarantined.
+            block = 2 * max(self.replicas, self.max_replicas or 0) + 8
+            start = free_port_block(2 * block)
+            for n, protocol in enumerate(("HTTP", "GRPC")):
+                env.update({f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT": str(start + n * block),
+                            f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT": str(start + (n + 1) * block)})
             if haproxy_binary():
                 env.update(RAY_SERVE_HAPROXY_BINARY_PATH=str(HAPROXY_WRAPPER), RECSYS_HAPROXY_BINARY=haproxy_binary(),
                            RECSYS_HAPROXY_LOOPBACK="1" if self.host in LOOPBACK else "0")

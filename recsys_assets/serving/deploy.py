@@ -82,7 +82,10 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     for name in ("ray", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+        # "local": a Ray of our own even when another runs on this machine. Without an address Ray joins the
+        # latest local cluster (/tmp/ray/ray_current_cluster), and a second `recsys serve` (another home,
+        # another port) would replace the first one's app in it.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
                  num_cpus=None if joined else max(2, os.cpu_count() or 2))
     # HAProxy or Ray's proxy listens on config.port; with one direct-ingress replica on it instead, Ray's
     # proxy still runs, on a free loopback port.
@@ -106,11 +109,21 @@ def _welcome(config: ServingConfig) -> str:
     lines = [f"recsys serving on {url}/  (demo page; API docs at {url}/docs)"]
     if not config.api_token:
         lines.append("POST /interactions disabled: set RECSYS_API_TOKEN (the demo page's likes need it)")
+    try:
+        return "\n".join(lines + _examples(config, url))
+    except Exception as error:  # a store that stalls at this moment must not end the service it welcomes
+        return "\n".join(lines + [f"the serving store did not answer ({type(error).__name__}: {error}); "
+                                   f"replicas keep trying: see {url}/readyz"])
+
+
+def _examples(config: ServingConfig, url: str) -> list[str]:
+    """The current release, and requests to try with a user and an item it knows."""
+    lines = []
     kv = serving_kv(config.settings)
     release = ReleaseStore(kv).current()
     if release is None:
         lines.append("no release yet: run `make pipeline`; serving picks it up when it is published")
-        return "\n".join(lines)
+        return lines
     lines.append(f"release {release.id} of {release.day}: " + (
         f"models {release.models}" if release.models else f"{release.pipeline} (no model has passed the gate yet)"))
     store = CandidateStore(kv)
@@ -126,7 +139,7 @@ def _welcome(config: ServingConfig) -> str:
         lines.append(f"      curl -X POST {url}/interactions -H \"Authorization: Bearer $RECSYS_API_TOKEN\" "
                      f"-H 'content-type: application/json' "
                      f"-d '{{\"user_id\": \"{user}\", \"item_id\": \"{popular[0][0]}\"}}'")
-    return "\n".join(lines)
+    return lines
 
 
 def shutdown(own_cluster: bool = True) -> None:

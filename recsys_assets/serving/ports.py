@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,6 +23,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(size: int, low: int = 20_000, high: int = 30_000) -> int:
+    """The first port of `size` consecutive ports nothing listens on now, below Linux's ephemeral range (32768 up,
+    where the OS picks ports for clients and `free_port`) and Ray Serve's own ranges (30000 and 40000 up, which
+    a service started without a block of its own takes); starts are tried in a random order."""
+    starts = list(range(low, high - size, size))
+    random.SystemRandom().shuffle(starts)
+    for start in starts:
+        if all(_bindable(port) for port in range(start, start + size)):
+            return start
+    raise RuntimeError(f"no {size} consecutive free ports between {low} and {high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))  # every interface: taken if anything listens on the port, loopback included
+        except OSError:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)

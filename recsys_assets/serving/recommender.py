@@ -38,6 +38,7 @@ from recsys_assets.serving_data.candidates import (
     CandidateStore,
 )
 from recsys_assets.serving_data.index import IndexReader
+from recsys_assets.serving_data.kv import StoreUnavailable
 from recsys_assets.serving_data.release import Release
 
 SHARED_KINDS = frozenset({ITEM, I2I, POPULAR, RECENT})  # keyed by item (or one key), not by user
@@ -79,6 +80,11 @@ class _Pending:
     probability: np.ndarray | None = None
     ranking: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
+    degraded: set[str] = field(default_factory=set)  # what the answer went without (the store unreachable)
+
+
+def _said(degraded: set[str]) -> dict:
+    return {"degraded": sorted(degraded)} if degraded else {}
 
 
 class NotFound(LookupError):
@@ -133,9 +139,22 @@ class Recommender:
         if unknown:
             raise NotFound(f"unknown item_id: {', '.join(unknown[:10])}")
 
-    def _cards(self, scored: list[tuple[str, float]], extra: list[dict] | None = None) -> list[dict]:
+    def _optional(self, degraded: set[str] | None, kind: str, ids: list[str]) -> list:
+        """A read an answer can go without: while the store is unreachable a rerank is ranked by the same
+        release's models over the candidates the replica can still get (the index, its cached lists) and
+        says what it lacked in `degraded`. Without `degraded` (a read the answer needs) the error stands."""
+        try:
+            return self._read(kind, ids)
+        except StoreUnavailable as exc:
+            if degraded is None:
+                raise
+            degraded.add(f"{kind}: {exc}")
+            return [None] * len(ids)
+
+    def _cards(self, scored: list[tuple[str, float]], extra: list[dict] | None = None,
+               degraded: set[str] | None = None) -> list[dict]:
         """Product cards: id, score and what the catalogue says, read in one batch."""
-        infos = self.items_info([i for i, _ in scored])
+        infos = self._optional(degraded, ITEM, [i for i, _ in scored])
         cards = []
         for n, ((item, score), info) in enumerate(zip(scored, infos)):
             card = {"item_id": item, "score": _number(score), **(info or {})}
@@ -144,8 +163,8 @@ class Recommender:
             cards.append(card)
         return cards
 
-    def _popular(self) -> list[list]:
-        return self._read(POPULAR, [POPULAR_KEY])[0] or []
+    def _popular(self, degraded: set[str] | None = None) -> list[list]:
+        return self._optional(degraded, POPULAR, [POPULAR_KEY])[0] or []
 
     def _user(self, user_id: str) -> tuple[dict, str]:
         rows = self.features.users([user_id])
@@ -177,12 +196,12 @@ class Recommender:
             items = self.popular(count, exclude=set(history))
         return {"cold_start": False, "last_item": last, "items": items}
 
-    def _ease_scores(self, user_id: str, ranker: Ranker) -> dict[str, float]:
+    def _ease_scores(self, user_id: str, ranker: Ranker, degraded: set[str] | None = None) -> dict[str, float]:
         """EASE's precomputed best items for the user with their scores (best first), when the ranker's fusion
         uses EASE and the release has them; empty for a user the batch did not cover."""
         if not ranker.fusion.uses_ease or EASE not in self.release.candidates:
             return {}
-        return {i: s for i, s in self._read(EASE, [user_id])[0] or []}
+        return {i: s for i, s in self._optional(degraded, EASE, [user_id])[0] or []}
 
     def _now_ms(self, user: dict) -> int:
         stamps = list(user[RECENT_ITEMS_TIMESTAMPS])
@@ -239,7 +258,7 @@ class Recommender:
         history = list(p.user[RECENT_ITEMS])
         seen = set(history)
         # A user with no event since the batch has the same ANN answer precomputed (u2i): one key read.
-        precomputed = self._read(U2I, [p.query.user_id])[0] if p.source == BATCH else None
+        precomputed = self._optional(p.degraded, U2I, [p.query.user_id])[0] if p.source == BATCH else None
         top_k = p.query.top_k_retrieval
         if precomputed is not None and len(precomputed) >= top_k:
             p.retrieval = "precomputed_u2i"
@@ -248,15 +267,16 @@ class Recommender:
             p.retrieval = "qdrant"
             ann = [(i, s) for i, s in self.index.search(p.vector, top_k + len(seen)) if i not in seen]
         origin = {i: "two_tower" for i, _ in ann[:top_k]}
-        p.ease = self._ease_scores(p.query.user_id, p.ranker)
+        p.ease = self._ease_scores(p.query.user_id, p.ranker, p.degraded)
         p.uses_recent = p.ranker.fusion.uses_recent and RECENT in self.release.candidates
-        trending = [i for i, _ in self._read(RECENT, [RECENT_TOP_KEY])[0] or []] if p.uses_recent else []
+        trending = ([i for i, _ in self._optional(p.degraded, RECENT, [RECENT_TOP_KEY])[0] or []]
+                    if p.uses_recent else [])
         for name, extra in (("ease", list(p.ease)[:EASE_DEPTH]), ("recent_popular", trending[:RECENT_DEPTH])):
             for i in extra:
                 if i not in seen:
                     origin.setdefault(i, name)
-        last_item_i2i = (self._read(I2I, [history[-1]])[0] or []) if history else []
-        for name, extra in (("last_item_i2i", last_item_i2i), ("popular", self._popular())):
+        last_item_i2i = (self._optional(p.degraded, I2I, [history[-1]])[0] or []) if history else []
+        for name, extra in (("last_item_i2i", last_item_i2i), ("popular", self._popular(p.degraded))):
             for i, _ in extra[:self.retrieval_extra]:
                 if i not in seen:
                     origin.setdefault(i, name)
@@ -270,18 +290,20 @@ class Recommender:
         ease_scores = np.array([p.ease.get(c, -np.inf) for c in candidates]) if p.ease else None
         recent = None
         if p.uses_recent:  # log(1 + the item's reviews, each decayed by age: `recent_popularity`'s table)
-            recent = np.log1p(np.array([n or 0 for n in self._read(RECENT, candidates)], dtype=np.float64))
+            recent = np.log1p(np.array([n or 0 for n in self._optional(p.degraded, RECENT, candidates)],
+                                       dtype=np.float64))
         fused = p.ranker.fusion.scores(p.ranking, logits, ease_scores, recent)
         order = np.argsort(-fused, kind="stable")[:p.query.count]
         p.timings["fusion_ms"] = (time.perf_counter() - t) * 1000
         scored = [(candidates[j], float(fused[j])) for j in order]
         if not p.query.debug:
-            return {"cold_start": False, "items": self._cards(scored)}
+            return {"cold_start": False, "items": self._cards(scored, degraded=p.degraded), **_said(p.degraded)}
         extra = [{"source": p.origin[candidates[j]], "ranker_probability": _number(p.probability[j]),
                   "ranker_score": _number(p.ranking[j]), "retrieval_score": _number(logits[j]),
                   "ease_score": _number(ease_scores[j]) if ease_scores is not None else None,
                   "recent_popularity": _number(recent[j]) if recent is not None else None} for j in order]
-        return {"cold_start": False, "items": self._cards(scored, extra),
+        items = self._cards(scored, extra, p.degraded)
+        return {"cold_start": False, "items": items, **_said(p.degraded),
                 "debug": {"candidates": len(candidates), "feature_source": p.source, "retrieval": p.retrieval,
                           "ranker": p.ranker.version, "fusion": asdict(p.ranker.fusion), "now_ms": p.now_ms,
                           "timings": {k: round(v, 3) for k, v in p.timings.items()}}}

@@ -29,6 +29,7 @@ from recsys_assets.serving.recommender import Recommender
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import open_event_log
 from recsys_assets.serving_data.idempotency import open_idempotency
+from recsys_assets.serving_data.kv import GuardedKV, StoreUnavailable
 from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 log = logging.getLogger("recsys.serving")
@@ -64,7 +65,7 @@ class Runtime:
     def __init__(self, config: ServingConfig, poll: bool = True):
         self.config = config
         settings = config.settings
-        kv = serving_kv(settings)
+        kv = GuardedKV(serving_kv(settings))  # a store that stops answering costs requests no waits
         self.releases, self.candidates = ReleaseStore(kv), CandidateStore(kv)
         self.index = vector_index(settings)
         self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
@@ -85,13 +86,12 @@ class Runtime:
         return self._current
 
     def store_problem(self) -> str | None:
-        """Why the serving store cannot answer now (read with serving's timeouts), or None when it can: every
-        request reads candidates from it, so a replica that cannot reach it is not ready."""
+        """Why the serving store cannot answer now (read with serving's timeouts), or None when it can."""
         try:
             self.releases.current()
-        except Exception as exc:
+        except StoreUnavailable as exc:
             store = "redis" if self.config.settings.serving_redis_url else "sqlite"
-            return f"serving store ({store}) unreachable: {type(exc).__name__}: {exc}"
+            return f"{store}: {exc}"
         return None
 
     def choose_ranker(self, recommender: Recommender) -> tuple[Ranker, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -167,3 +168,53 @@ class RedisKV:
 def open_kv(sqlite_path: Path, redis_url: str | None = None) -> KeyValueStore:
     """Redis when a URL is given, else the SQLite file."""
     return RedisKV(redis_url) if redis_url else SQLiteKV(sqlite_path)
+
+
+class StoreUnavailable(RuntimeError):
+    """The serving store did not answer a read (unreachable, timed out, failing): a retry may succeed."""
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+    try:
+        import redis
+    except ImportError:
+        return errors
+    return (*errors, redis.RedisError)
+
+
+class GuardedKV:
+    """A store read on the request path, behind a circuit breaker: a failed read raises StoreUnavailable and
+    opens the circuit for `cooldown_s`, during which reads fail at once instead of each waiting out its timeout
+    (a frozen Redis would cost every request 0.5 s, on the replica's event loop too); then one read tries
+    again. Writes and scans go straight to the store."""
+
+    def __init__(self, kv: KeyValueStore, cooldown_s: float = 1.0):
+        self.kv, self.cooldown_s = kv, cooldown_s
+        self._errors = _store_errors()
+        self._open_until, self._why = 0.0, ""
+
+    def get_many(self, keys: list[str]) -> list[object | None]:
+        if time.monotonic() < self._open_until:
+            raise StoreUnavailable(self._why)
+        try:
+            return self.kv.get_many(keys)
+        except self._errors as exc:
+            self._why = f"serving store unreachable: {type(exc).__name__}: {exc}"
+            self._open_until = time.monotonic() + self.cooldown_s
+            raise StoreUnavailable(self._why) from exc
+
+    def put_many(self, items: Iterable[tuple[str, object]]) -> int:
+        return self.kv.put_many(items)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.kv.delete_prefix(prefix)
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        return self.kv.keys_with_prefix(prefix)
+
+    def transact(self, keys: list[str], change: Change) -> list[tuple[str, object]]:
+        return self.kv.transact(keys, change)
+
+    def close(self) -> None:
+        self.kv.close()

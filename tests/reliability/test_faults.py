@@ -7,7 +7,6 @@ meanwhile (the previous release: never a silent popularity fallback), time to re
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +16,9 @@ from recsys_assets.models.registry import load_extras
 from recsys_assets.serving.config import serving_kv
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.release import Release, ReleaseStore
-from tests.support.faults import ClosedLoopLoad, FaultResult, measure_fault, serving_release
+from tests.support.faults import MAX_RECOVERY_S, ClosedLoopLoad, check_fault, measure_fault, serving_release
 
 HOLD_S = float(os.environ.get("RECSYS_FAULT_HOLD_S", "6"))
-MAX_FAILED_SHARE, MAX_RECOVERY_S = 0.001, 30.0
-RESULTS: list[FaultResult] = []
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +27,6 @@ def load(service, served_home):
     users = reviews["user_id"].value_counts().index[:100].tolist()
     with ClosedLoopLoad(str(service.base_url), users) as running:
         yield running
-    if path := os.environ.get("RECSYS_RELIABILITY_RESULTS"):
-        Path(path).write_text(json.dumps([r.as_dict() for r in RESULTS], indent=2) + "\n")
 
 
 @pytest.fixture
@@ -55,14 +50,6 @@ def _wait(condition, timeout_s: float = MAX_RECOVERY_S) -> bool:
     return False
 
 
-def _check(result: FaultResult, served_id: str) -> None:
-    RESULTS.append(result)
-    assert result.requests > 20, result  # the load ran through the fault
-    assert result.failed_share <= MAX_FAILED_SHARE, result
-    assert result.recovery_s is not None and result.recovery_s <= MAX_RECOVERY_S, result
-    assert set(result.served) == {served_id}, result  # the previous release, never popularity
-
-
 def _copy(release: Release, **changes) -> Release:
     return Release(**{**release.__dict__, "published_at": "", **changes})
 
@@ -74,7 +61,7 @@ def test_a_release_naming_a_missing_model_keeps_the_served_one(load, releases, s
     result = measure_fault("release names a model version that does not exist", load,
                            inject=lambda: releases.publish(broken), hold_s=HOLD_S,
                            restore=lambda: releases.publish(good), recovered=lambda: serving_release(url, good.id))
-    _check(result, good.id)
+    check_fault(result, good.id)
 
 
 def test_a_removed_index_collection_keeps_the_served_release(load, releases, service, served_home):
@@ -92,7 +79,7 @@ def test_a_removed_index_collection_keeps_the_served_release(load, releases, ser
     result = measure_fault("newest Qdrant collection removed", load, inject=lambda: releases.publish(moved),
                            hold_s=HOLD_S, restore=lambda: releases.publish(good),
                            recovered=lambda: serving_release(url, good.id))
-    _check(result, good.id)
+    check_fault(result, good.id)
 
 
 def test_an_unreadable_model_store_delays_a_release_without_failing_requests(load, releases, service, served_home):
@@ -115,8 +102,4 @@ def test_an_unreadable_model_store_delays_a_release_without_failing_requests(loa
     result = measure_fault("MLflow store unreadable while a release is published", load,
                            inject=lambda: (overwrite(b"\0" * len(original)), releases.publish(new)), hold_s=HOLD_S,
                            restore=lambda: overwrite(original), recovered=lambda: serving_release(url, new.id))
-    served_during_fault = {k: v for k, v in result.served.items() if k != new.id}
-    RESULTS.append(result)
-    assert result.failed_share <= MAX_FAILED_SHARE, result
-    assert result.recovery_s is not None and result.recovery_s <= MAX_RECOVERY_S, result
-    assert set(served_during_fault) == {good.id}, result
+    check_fault(result, good.id, during_fault_only=new.id)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,21 +26,23 @@ from recsys_assets.serving_data.kv import open_kv
 from recsys_assets.serving_data.release import CURRENT, POPULARITY, Release
 from recsys_assets.settings import Settings
 from tests.support.processes import stop_process_group, wait_ready
+from tests.support.redis_server import local_redis
 
 TOKEN = "s3cret-tøken-ä1"  # non-ASCII on purpose: the server must compare it as bytes
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
-def write_popularity_release(home: Path, redis_url: str | None = None) -> None:
-    """A popularity release with two items, in the serving store (SQLite under home, or Redis)."""
+def write_popularity_release(home: Path, redis_url: str | None = None, day: str = "2024-01-06") -> str:
+    """A popularity release of `day` with two items, in the serving store (SQLite under home, or Redis); its id."""
     kv = open_kv(Settings(home=home, env="local").serving_db_path, redis_url)
     store = CandidateStore(kv)
     store.write(POPULAR, "v1", [(POPULAR_KEY, [["item-a", 3], ["item-b", 2]])])
     store.write(ITEM, "v1", [("item-a", {"title": "A"}), ("item-b", {"title": "B"})])
-    release = Release(day="2024-01-06", models={}, collections={}, candidates={k: "v1" for k in KINDS},
+    release = Release(day=day, models={}, collections={}, candidates={k: "v1" for k in KINDS},
                       pipeline=POPULARITY)
     kv.put_many([(CURRENT, release.as_dict())])
     kv.close()
+    return release.id
 
 
 @dataclass
@@ -244,49 +245,41 @@ def _name(process: psutil.Process) -> str:
         return "?"
 
 
-@contextmanager
-def redis_server(port: int):
-    """A real redis-server on 127.0.0.1:port, nothing on disk; stopped by its pid."""
-    folder = tempfile.mkdtemp(prefix="redis-")
-    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while not _listening(port):
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_a_replica_that_cannot_reach_redis_is_not_ready_and_fails_fast(tmp_path):
-    home, redis_port = tmp_path / "home", free_port()
-    redis_url = f"127.0.0.1:{redis_port}"
-    env = {"RECSYS_SERVING_STORE": "redis", "RECSYS_REDIS_URL": redis_url}
-    with redis_server(redis_port) as redis:
-        write_popularity_release(home, redis_url)
+def test_a_replica_that_cannot_reach_redis_answers_fast_and_says_it_is_degraded(tmp_path):
+    home = tmp_path / "home"
+    with local_redis() as redis:  # nothing on disk: a restart comes back empty
+        env = {"RECSYS_SERVING_STORE": "redis", "RECSYS_REDIS_URL": redis.url}
+        write_popularity_release(home, redis.url)
         with serving(home, free_port(), env) as running:
             # The first answer may be slow on a busy machine (the replica warms up); later ones are timed.
             assert httpx.get(f"{running.url}/recs/popular", timeout=60).status_code == 200
-            redis.terminate()
-            redis.wait(timeout=10)
+            redis.stop()
             for path in ("/readyz", "/recs/popular"):
                 started = time.monotonic()
                 response = httpx.get(f"{running.url}{path}", timeout=30)
                 # A Redis that is gone costs a request a timeout or two, not redis-py's seconds of retries
                 # (the popular list may come from the replica's memory).
                 assert time.monotonic() - started < 3.0, (path, time.monotonic() - started, response.status_code)
+            # Still in rotation (every replica shares the store: a 503 would take them all out), and says why.
             ready = httpx.get(f"{running.url}/readyz", timeout=30)
-            assert ready.status_code == 503 and "redis" in ready.json()["detail"], ready.text
-            # Redis back (empty: the release is written again): ready again.
-            with redis_server(redis_port):
-                write_popularity_release(home, redis_url)
-                deadline = time.monotonic() + 20
-                while httpx.get(f"{running.url}/readyz", timeout=30).status_code != 200:
-                    assert time.monotonic() < deadline, "not ready again after Redis came back"
-                    time.sleep(0.5)
+            assert ready.status_code == 200 and ready.json()["degraded"].startswith("redis: "), ready.text
+            # Redis back (empty: the release is written again): no longer degraded.
+            redis.start()
+            write_popularity_release(home, redis.url)
+            deadline = time.monotonic() + 20
+            while "degraded" in (ready := httpx.get(f"{running.url}/readyz", timeout=30)).json():
+                assert time.monotonic() < deadline, f"still degraded after Redis came back: {ready.text}"
+                time.sleep(0.5)
+            assert ready.status_code == 200
+
+
+def test_two_services_on_one_machine_each_serve_their_own_home(tmp_path):
+    """Without an address Ray joins the machine's latest cluster: a second `recsys serve` (another home, another
+    port) replaced the first one's app, and each port answered with the other's release."""
+    homes = {day: tmp_path / day for day in ("2024-01-05", "2024-01-06")}
+    ids = {day: write_popularity_release(home, day=day) for day, home in homes.items()}
+    with serving(homes["2024-01-05"], free_port(), {}) as first, serving(homes["2024-01-06"], free_port(), {}) as second:
+        for day, running in (("2024-01-05", first), ("2024-01-06", second)):
+            for _ in range(5):
+                assert httpx.get(f"{running.url}/readyz", timeout=30).json()["release"] == ids[day], day
+        assert not {p.pid for p in first.tree()} & {p.pid for p in second.tree()}

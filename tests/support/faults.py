@@ -7,11 +7,14 @@ service can take (an open loop would measure overload, not the fault).
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -23,6 +26,7 @@ class Answer:
     release: str | None
     pipeline: str | None
     latency_s: float
+    degraded: bool = False  # ranked without some of the store's candidates (`degraded` in the answer)
 
 
 class ClosedLoopLoad:
@@ -48,7 +52,7 @@ class ClosedLoopLoad:
                 except httpx.HTTPError:
                     body, status = {}, 0
                 self.answers.append(Answer(time.monotonic(), status, body.get("release"), body.get("pipeline"),
-                                           time.monotonic() - started))
+                                           time.monotonic() - started, bool(body.get("degraded"))))
 
     def __enter__(self) -> ClosedLoopLoad:
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
@@ -74,6 +78,8 @@ class FaultResult:
     recovery_s: float | None  # from the end of the fault until serving is what it should be; None: never
     served: dict[str, int]  # release id (or "popularity:<id>") -> answers during the fault
     p99_ms: float
+    statuses: dict[str, int] = field(default_factory=dict)  # HTTP status (0: no answer) -> answers
+    degraded: int = 0  # answers ranked without some of the store's candidates
     notes: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -110,16 +116,42 @@ def measure_fault(name: str, load: ClosedLoopLoad, inject: Callable[[], None], h
     failed = sum(1 for a in answers if a.status != 200)
     return FaultResult(fault=name, requests=len(answers), failed=failed,
                        failed_share=round(failed / len(answers), 5) if answers else 1.0, recovery_s=recovery_s,
-                       served=_served(answers), p99_ms=_p99_ms(answers), notes=notes or {})
+                       served=_served(answers), p99_ms=_p99_ms(answers),
+                       statuses=dict(Counter(str(a.status) for a in answers)),
+                       degraded=sum(1 for a in answers if a.degraded), notes=notes or {})
 
 
 def serving_release(url: str, release_id: str, answers: int = 8) -> bool:
-    """`answers` readyz in a row (spread over the replicas by the ingress) name the release."""
+    """`answers` readyz in a row (spread over the replicas by the ingress) name the release, none degraded."""
     with httpx.Client(base_url=url, timeout=5) as client:
         for _ in range(answers):
             try:
-                if client.get("/readyz").json().get("release") != release_id:
+                body = client.get("/readyz").json()
+                if body.get("release") != release_id or "degraded" in body:
                     return False
             except (httpx.HTTPError, ValueError):
                 return False
     return True
+
+
+# The targets of issue 33's fault suite.
+MAX_FAILED_SHARE, MAX_RECOVERY_S = 0.001, 30.0
+
+
+def record(result: FaultResult) -> None:
+    """Adds the result to the JSON list at RECSYS_RELIABILITY_RESULTS (set by `make soak`), if set."""
+    if path := os.environ.get("RECSYS_RELIABILITY_RESULTS"):
+        target = Path(path)
+        kept = json.loads(target.read_text()) if target.exists() else []
+        target.write_text(json.dumps([*kept, result.as_dict()], indent=2) + "\n")
+
+
+def check_fault(result: FaultResult, served_id: str, during_fault_only: str | None = None) -> None:
+    """Recorded, then held to the targets: the load ran through the fault, at most 0.1% of requests failed,
+    serving recovered within 30 s, and only `served_id` was served (never popularity) besides
+    `during_fault_only`, a release the fault's own restore publishes."""
+    record(result)
+    assert result.requests > 20, result
+    assert result.failed_share <= MAX_FAILED_SHARE, result
+    assert result.recovery_s is not None and result.recovery_s <= MAX_RECOVERY_S, result
+    assert set(result.served) - {during_fault_only} == {served_id}, result

@@ -24,17 +24,19 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="A release is loaded and the serving store answers")
+@router.get("/readyz", summary="A release is loaded (`degraded` says when the serving store does not answer)")
 async def readyz(request: Request):
     runtime = runtime_of(request)
     current = runtime.current
     if current is None:
         return error(request, 503, "no release loaded")
-    # A replica whose store (Redis) is unreachable fails its requests: out of rotation until it answers.
-    problem = await run_in_threadpool(runtime.store_problem)  # a network call: off the event loop
-    if problem is not None:
-        return error(request, 503, problem)
-    return answer(request, current, {"ready": True, "day": current.release.day})
+    body = {"ready": True, "day": current.release.day}
+    # Ready, though degraded, when the store (Redis) does not answer: the replica ranks with the release it
+    # holds and fails fast where it cannot (recommender.py). Every replica shares the store, so a 503 here
+    # would take them all out of the load balancer at once: a total outage in place of a degraded one.
+    if problem := await run_in_threadpool(runtime.store_problem):  # a network call: off the event loop
+        body["degraded"] = problem
+    return answer(request, current, body)
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from recsys_assets.serving.recommender import NotFound, Recommender
 from recsys_assets.serving.runtime import Runtime
+from recsys_assets.serving_data.kv import StoreUnavailable
 
 log = logging.getLogger("recsys.serving")
 UserId = Annotated[str, Query(min_length=1, max_length=256, description="a user id as in the raw data")]
@@ -75,5 +76,12 @@ async def unexpected(request: Request, exc: Exception):
 
 
 # FastAPI's HTTPException only: Starlette's own (an unknown path, a wrong method) keeps Starlette's answer.
+async def store_unavailable(request: Request, exc: StoreUnavailable):
+    """A read the answer needs found the serving store unreachable: the client may retry (nothing was written)."""
+    response = error(request, 503, str(exc))
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 ERROR_HANDLERS = {NotFound: not_found, RequestValidationError: invalid, HTTPException: http_error,
-                  Exception: unexpected}
+                  StoreUnavailable: store_unavailable, Exception: unexpected}
