@@ -32,7 +32,7 @@ class Holder:
 
 
 class HomeLock:
-    """An exclusive flock on `path`, blocking until it is free. Use as a context manager, or acquire/release."""
+    """An exclusive flock on `path`: `acquire` blocks until it is free, `release` (or the holder's exit) frees it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -83,10 +83,3 @@ class HomeLock:
         if self._fd is not None:
             os.close(self._fd)  # the last close of the open file drops the flock
             self._fd = None
-
-    def __enter__(self) -> HomeLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -32,18 +32,10 @@ def free_port_block(size: int, low: int = 20_000, high: int = 30_000) -> int:
     starts = list(range(low, high - size, size))
     random.SystemRandom().shuffle(starts)
     for start in starts:
-        if all(_bindable(port) for port in range(start, start + size)):
+        # Every interface: taken if anything listens on the port, loopback included.
+        if not any(port_taken("0.0.0.0", port) for port in range(start, start + size)):
             return start
     raise RuntimeError(f"no {size} consecutive free ports between {low} and {high}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("", port))  # every interface: taken if anything listens on the port, loopback included
-        except OSError:
-            return False
-    return True
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,10 +21,6 @@ from typing import Literal
 from recsys_assets.serving_data.kv import WATCH_ATTEMPTS, redis_client
 
 KEEP_S = 2 * 86_400  # a key is remembered at least this long (the promise is a day)
-# A claim still unanswered after this long belongs to a request that died: a retry takes it (the default of
-# RECSYS_IDEMPOTENCY_PENDING_S, which says why it is this long).
-PENDING_S = 120.0
-
 Status = Literal["new", "done", "pending", "mismatch"]
 
 
@@ -57,7 +53,7 @@ def _decide(current: dict | None, proposed: dict, now: float, pending_s: float) 
 
 
 class SQLiteIdempotency:
-    def __init__(self, path: Path, timeout_s: float = 30.0, pending_s: float = PENDING_S):
+    def __init__(self, path: Path, pending_s: float, timeout_s: float = 30.0):
         self.path, self.pending_s = Path(path), pending_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
@@ -105,7 +101,7 @@ class SQLiteIdempotency:
 class RedisIdempotency:
     PREFIX = "idempotency:"
 
-    def __init__(self, url: str, pending_s: float = PENDING_S):
+    def __init__(self, url: str, pending_s: float):
         self.client, self.pending_s = redis_client(url), pending_s
 
     def claim(self, key: str, proposed: dict) -> Claim:
@@ -141,9 +137,9 @@ class RedisIdempotency:
         self.client.eval(self._IF_OWNER, 1, self.PREFIX + key, record["owner"], "", KEEP_S)
 
 
-def open_idempotency(folder: Path, redis_url: str | None = None,
-                     pending_s: float = PENDING_S) -> SQLiteIdempotency | RedisIdempotency:
-    """Beside the event log: the Redis that holds it, else `idempotency.sqlite` in its folder."""
+def open_idempotency(folder: Path, redis_url: str | None, pending_s: float) -> SQLiteIdempotency | RedisIdempotency:
+    """Beside the event log: the Redis that holds it, else `idempotency.sqlite` in its folder. A claim unanswered
+    after `pending_s` (RECSYS_IDEMPOTENCY_PENDING_S) belongs to a request that died: a retry takes it."""
     if redis_url:
         return RedisIdempotency(redis_url, pending_s=pending_s)
     return SQLiteIdempotency(Path(folder) / "idempotency.sqlite", pending_s=pending_s)
