@@ -3,8 +3,8 @@
 # Where it cannot (no apt, not root and no passwordless sudo), it stops with the exact command to run.
 set -euo pipefail
 
-PACKAGES=(redis-server chromium chromium-driver wrk)
-WHY="redis-server: the Redis online/serving store tests; chromium + chromium-driver: the demo page's browser test; wrk: the serving benchmark"
+PACKAGES=(redis-server chromium chromium-driver wrk prometheus prometheus-alertmanager)
+WHY="redis-server: the Redis online/serving store tests; chromium + chromium-driver: the demo page's browser test; wrk: the serving benchmark; prometheus + prometheus-alertmanager: make observe and the tests of the dashboards and alerts"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
