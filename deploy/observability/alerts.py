@@ -1,0 +1,149 @@
+"""The Prometheus alerting rules, each a *signal* (a PromQL expression that returns data whenever its source is
+scraped) and a *condition* on it, written to deploy/observability/alerts.yml.
+
+    python deploy/observability/alerts.py          writes alerts.yml
+    python deploy/observability/alerts.py --check  exit 1 when the committed alerts.yml differs
+
+Why generated: the real-Prometheus test (tests/observability) runs every alert's signal against a scraped
+`recsys serve` and pipeline exporter and requires data, so a misspelled metric fails a test instead of an alert
+that can never fire; the expression Prometheus evaluates is exactly `signal + condition`. alerts.test.yml
+(`promtool test rules`) tests each alert firing and not firing; `make deploy-check` runs promtool on both and
+renders the same rules as GKE's managed Prometheus `Rules` object (deploy/observability/gke.py).
+
+The latency SLO is the README's capacity plan ("Serving (Ray Serve)", Capacity): p99 under 50 ms per endpoint
+at a replica per 250 req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RULES_FILE = HERE / "alerts.yml"
+TESTS_FILE = HERE / "alerts.test.yml"
+LATENCY_SLO_S = 0.050
+ERROR_RATIO = 0.01  # 1% of answers 5xx over 5 minutes
+DRIFT_PSI = 0.25  # the usual "population shifted" threshold of the stability index
+FRESHNESS_LAG_DAYS = 1  # serving may lag the newest landed day while that day's run is going
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    group: str
+    signal: str
+    condition: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    labels: dict = field(default_factory=dict)
+
+    @property
+    def expr(self) -> str:
+        return f"{self.signal} {self.condition}"
+
+    def rule(self) -> dict:
+        rule = {"alert": self.name, "expr": self.expr}
+        if self.for_ != "0m":
+            rule["for"] = self.for_
+        rule["labels"] = {"severity": self.severity, **self.labels}
+        rule["annotations"] = {"summary": self.summary, "description": self.description}
+        return rule
+
+
+def _by_endpoint(metric: str, selector: str = "") -> str:
+    return f"sum by (endpoint) (rate({metric}{selector}[5m]))"
+
+
+_REQUESTS = "ray_recsys_requests_total"
+_SERVER_ERRORS = '{status=~"5.."}'
+ALERTS = [
+    Alert("RecsysServingTargetDown", "recsys-serving", 'up{job="recsys-serving"}', "== 0", "2m", "critical",
+          "A serving metrics target is down",
+          "Prometheus cannot scrape {{ $labels.instance }} (Ray's metrics export of a serving node) for 2 minutes: "
+          "the node is gone or its agent died."),
+    Alert("RecsysPipelineExporterDown", "recsys-pipeline", 'up{job="recsys-pipeline"}', "== 0", "5m", "warning",
+          "The pipeline exporter is down",
+          "Prometheus cannot scrape the pipeline exporter ({{ $labels.instance }}): freshness, runs, checks and "
+          "drift are not watched."),
+    Alert("RecsysHighErrorRate", "recsys-serving",
+          f"({_by_endpoint(_REQUESTS, _SERVER_ERRORS)} or {_by_endpoint(_REQUESTS)} * 0)"
+          f" / {_by_endpoint(_REQUESTS)}",
+          f"> {ERROR_RATIO}", "5m", "critical",
+          "{{ $labels.endpoint }} answers more than 1% 5xx",
+          "{{ $value | humanizePercentage }} of {{ $labels.endpoint }}'s answers are 5xx over 5 minutes "
+          "(503: shed load or a store down; see the serving dashboard)."),
+    Alert("RecsysLatencyP99OverSLO", "recsys-serving",
+          "histogram_quantile(0.99, sum by (le, endpoint) (rate(ray_recsys_request_latency_seconds_bucket[5m])))",
+          f"> {LATENCY_SLO_S}", "10m", "warning",
+          "{{ $labels.endpoint }} p99 over the 50 ms SLO",
+          "p99 of {{ $labels.endpoint }} is {{ $value | humanizeDuration }} over 10 minutes (SLO: 50 ms, README "
+          "Capacity): add replicas or look at the rerank stage latencies."),
+    Alert("RecsysReleaseReloadFailing", "recsys-serving",
+          'sum(increase(ray_recsys_release_reloads_total{outcome=~"load_failed|read_failed"}[15m])'
+          " or increase(ray_recsys_release_reloads_total[15m]) * 0)",
+          "> 0", "0m", "warning",
+          "Replicas fail to load the new release",
+          "{{ $value }} release loads failed in 15 minutes: the previous release is still served (MLflow, Qdrant "
+          "or the serving store unreachable, or a model version missing)."),
+    Alert("RecsysStaleRelease", "recsys-pipeline", "recsys_freshness_lag_days",
+          f"> {FRESHNESS_LAG_DAYS}", "1h", "warning",
+          "Serving lags the newest landed day",
+          "The served release is {{ $value }} days behind the newest landed day: a run failed, is stuck, or a "
+          "gate refused promotion (see the pipeline dashboard and Dagster)."),
+    Alert("RecsysPipelineRunFailed", "recsys-pipeline", "recsys_last_run_failed", "> 0", "0m", "critical",
+          "The latest {{ $labels.job }} run failed",
+          "Dagster's latest run of {{ $labels.job }} failed: open it in the Dagster UI (the run-failure sensor "
+          "posted it to Alertmanager too)."),
+    Alert("RecsysAssetCheckFailed", "recsys-pipeline", "recsys_asset_check_passed", "== 0", "0m", "warning",
+          "Check {{ $labels.check }} of {{ $labels.asset }} failed",
+          "The latest evaluation of {{ $labels.asset }}'s check {{ $labels.check }} failed."),
+    Alert("RecsysDrift", "recsys-models", "recsys_drift_psi", f"> {DRIFT_PSI}", "0m", "warning",
+          "{{ $labels.signal }} drifted from the previous day",
+          "Population stability index of {{ $labels.signal }} is {{ $value }} (over 0.25: shifted): look at the "
+          "data of the day before trusting its models."),
+]
+
+
+def rules(alerts: list[Alert] = ALERTS) -> dict:
+    """The rule file: one group per part of the platform, in ALERTS' order."""
+    groups: dict[str, list[dict]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.group, []).append(alert.rule())
+    return {"groups": [{"name": name, "rules": items} for name, items in groups.items()]}
+
+
+def rendered() -> str:
+    header = "# Generated by deploy/observability/alerts.py (edit there, then run it); make deploy-check compares.\n"
+    return header + yaml.safe_dump(rules(), sort_keys=False, width=120, allow_unicode=True)
+
+
+def differences() -> list[str]:
+    if not RULES_FILE.exists():
+        return ["deploy/observability/alerts.yml: missing (run deploy/observability/alerts.py)"]
+    if RULES_FILE.read_text() != rendered():
+        return ["deploy/observability/alerts.yml: differs from alerts.py's output (run it)"]
+    return []
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    if args.check:
+        errors = differences()
+        print("\n".join(errors) or "alerts.yml is current")
+        return 1 if errors else 0
+    RULES_FILE.write_text(rendered())
+    print(f"wrote {RULES_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
