@@ -21,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve bench soak clean
+.PHONY: help setup system-packages test deploy-check validate-defs demo pipeline dev serve observe bench soak clean
 help:
 	@echo "make setup     install the pinned stack into .venv and missing Debian packages (idempotent)"
 	@echo "make demo      setup + generate data + run the whole pipeline + serve on 127.0.0.1:8000"
@@ -31,6 +31,7 @@ help:
 	@echo "make pipeline  materialize every asset (not the on-demand search) for every day in RECSYS_HOME/landing"
 	@echo "make dev       Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make serve     the Ray Serve API + demo page on http://127.0.0.1:8000 (RECSYS_SERVE_PORT)"
+	@echo "make observe   Prometheus + Alertmanager on 127.0.0.1 (9090, 9093) over serving and the pipeline exporter"
 	@echo "make bench     benchmarks -> bench/results/*.json"
 	@echo "make soak      the fault suite held longer + a 10-minute soak -> bench/results/reliability.json"
 
@@ -82,6 +83,11 @@ serve: setup
 
 dev: setup
 	dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# Prometheus (alert rules loaded) and Alertmanager over what runs under RECSYS_HOME; starts the pipeline
+# exporter when none runs; Ctrl-C stops them (PROMETHEUS_PORT, ALERTMANAGER_PORT to move them).
+observe: setup
+	python deploy/observability/observe.py
 
 bench: setup
 	python bench/freshness.py

@@ -106,8 +106,8 @@ SERVING = Dashboard("recsys-serving", "recsys: serving", "Is the API healthy and
               unit="percentunit", extra={"min": 0, "max": 1}),
     ],
     "Release and replicas": [
-        Panel("Served release", "The release, its day and the model and index versions each replica serves.",
-              [Query("count by (release, day, two_tower_version, ranker_version, index) (ray_recsys_release_info)",
+        Panel("Served release", "The release, its day and model and index versions served (the count: replicas serving it).",
+              [Query("count by (release, day, two_tower_version, ranker_version, index) (ray_recsys_release_info == 1)",
                      instant=True)], kind="table", width=24),
         Panel("Release reloads", "Release loads per outcome over the last hour (load_failed and read_failed keep "
               "the served release).",
