@@ -15,6 +15,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from feast.type_map import feast_value_type_to_python_type
 from feast.types import Array, Int64
 
+from recsys_assets.circuit_breaker import CircuitBreaker
 from recsys_assets.feature_store.definitions import (
     FEATURES_BY_VIEW,
     ITEM_KEY,
@@ -101,10 +102,12 @@ def _nothing(view: str) -> FeatureRows:
 
 
 class OnlineFeatures:
-    """Reads what the feature services (the contract the views are served under) list."""
+    """Reads what the feature services (the contract the views are served under) list. With a circuit breaker
+    (serving's reads), an online store that stops answering raises StoreUnavailable, once per cooldown after
+    its timeout and at once in between, instead of costing every request the timeout."""
 
-    def __init__(self, store: FeatureStore):
-        self.store = store
+    def __init__(self, store: FeatureStore, breaker: CircuitBreaker | None = None):
+        self.store, self.breaker = store, breaker
         self._refs: dict[str, list[str]] = {}
 
     def _service_refs(self, service: str) -> list[str]:
@@ -116,6 +119,10 @@ class OnlineFeatures:
         return self._refs[service]
 
     def _read(self, service: str, entity_rows: list[dict]) -> dict:
+        return self.breaker.call(self._read_store, service, entity_rows) if self.breaker else \
+            self._read_store(service, entity_rows)
+
+    def _read_store(self, service: str, entity_rows: list[dict]) -> dict:
         proto = self.store.get_online_features(features=self._service_refs(service), entity_rows=entity_rows,
                                                full_feature_names=True).proto
         return dict(zip(proto.metadata.feature_names.val, proto.results))

@@ -14,6 +14,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 
+from recsys_assets.circuit_breaker import CircuitBreaker
 from recsys_assets.feature_contract import TWO_TOWER_ITEMS
 from recsys_assets.feature_store.online import ItemFeatureCache, OnlineFeatures
 from recsys_assets.feature_store.repository import FeatureRepository
@@ -68,7 +69,8 @@ class Runtime:
         kv = GuardedKV(serving_kv(settings))  # a store that stops answering costs requests no waits
         self.releases, self.candidates = ReleaseStore(kv), CandidateStore(kv)
         self.index = vector_index(settings)
-        self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store)
+        self.features = OnlineFeatures(FeatureRepository(feature_store_config(settings)).store,
+                                       breaker=CircuitBreaker("online feature store"))
         self.item_features = ItemFeatureCache(self.features, ttl_s=config.item_feature_ttl_s)
         self.events = open_event_log(config.events_dir, serving_redis_url(settings))
         self.idempotency = open_idempotency(config.events_dir, serving_redis_url(settings),

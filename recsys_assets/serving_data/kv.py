@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
+
+from recsys_assets.circuit_breaker import CircuitBreaker, StoreUnavailable
+
+__all__ = ["GuardedKV", "KeyValueStore", "RedisKV", "SQLiteKV", "StoreUnavailable", "open_kv"]
 
 _SQLITE_CHUNK = 900  # below SQLite's default limit of bound parameters
 WATCH_ATTEMPTS = 100  # an optimistic Redis transaction gives up (an error, not a spin) after this many conflicts
@@ -170,39 +173,17 @@ def open_kv(sqlite_path: Path, redis_url: str | None = None) -> KeyValueStore:
     return RedisKV(redis_url) if redis_url else SQLiteKV(sqlite_path)
 
 
-class StoreUnavailable(RuntimeError):
-    """The serving store did not answer a read (unreachable, timed out, failing): a retry may succeed."""
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
-    try:
-        import redis
-    except ImportError:
-        return errors
-    return (*errors, redis.RedisError)
-
-
 class GuardedKV:
-    """A store read on the request path, behind a circuit breaker: a failed read raises StoreUnavailable and
-    opens the circuit for `cooldown_s`, during which reads fail at once instead of each waiting out its timeout
-    (a frozen Redis would cost every request 0.5 s, on the replica's event loop too); then one read tries
-    again. Writes and scans go straight to the store."""
+    """Reads on the request path go through a circuit breaker (`recsys_assets/circuit_breaker.py`: a failed
+    read raises StoreUnavailable, and the next ones fail at once for `cooldown_s` instead of each waiting out
+    its timeout). Writes and scans go straight to the store."""
 
     def __init__(self, kv: KeyValueStore, cooldown_s: float = 1.0):
-        self.kv, self.cooldown_s = kv, cooldown_s
-        self._errors = _store_errors()
-        self._open_until, self._why = 0.0, ""
+        self.kv = kv
+        self.breaker = CircuitBreaker("serving store", cooldown_s)
 
     def get_many(self, keys: list[str]) -> list[object | None]:
-        if time.monotonic() < self._open_until:
-            raise StoreUnavailable(self._why)
-        try:
-            return self.kv.get_many(keys)
-        except self._errors as exc:
-            self._why = f"serving store unreachable: {type(exc).__name__}: {exc}"
-            self._open_until = time.monotonic() + self.cooldown_s
-            raise StoreUnavailable(self._why) from exc
+        return self.breaker.call(self.kv.get_many, keys)
 
     def put_many(self, items: Iterable[tuple[str, object]]) -> int:
         return self.kv.put_many(items)

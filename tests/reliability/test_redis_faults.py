@@ -85,3 +85,34 @@ def test_a_store_that_stopped_answering_costs_one_timeout_per_cooldown():
             redis.thaw()
         time.sleep(1.0)
         assert store.get_many(["k"]) == [1]
+
+
+def test_an_online_feature_store_that_stopped_answering_costs_one_timeout_per_cooldown(tmp_path):
+    """The online feature store on Redis (GKE's) behind serving's circuit breaker: reads after Redis froze fail
+    as StoreUnavailable (a 503 with Retry-After for the request), one timeout per cooldown, then recover."""
+    import time
+
+    from recsys_assets.circuit_breaker import CircuitBreaker, StoreUnavailable
+    from recsys_assets.feature_store.online import MISSING, OnlineFeatures
+    from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
+    from recsys_assets.redis_connection import with_timeouts
+
+    with local_redis() as redis:
+        config = FeatureStoreConfig.local(tmp_path / "feast", online="redis", redis_url=with_timeouts(redis.url, 0.5))
+        repo = FeatureRepository(config)
+        repo.ensure_applied()
+        reader = OnlineFeatures(repo.store, breaker=CircuitBreaker("online feature store", cooldown_s=1.0))
+        assert reader.users(["someone"]).source == [MISSING]  # the store answers
+        redis.freeze()
+        try:
+            waits = []
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="online feature store unreachable"):
+                    reader.users(["someone"])
+                waits.append(time.monotonic() - started)
+            assert waits[0] >= 0.5 and max(waits[1:]) < 0.05, waits
+        finally:
+            redis.thaw()
+        time.sleep(1.0)
+        assert reader.users(["someone"]).source == [MISSING]
