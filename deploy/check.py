@@ -24,6 +24,11 @@ The manifests, the Dagster Helm values and the Secrets are rendered from an exam
 * wiring: Services select pods with their ports, the Ingress is GKE's with NEGs and its BackendConfig,
   every Secret and key read is created by `render.py secrets`, the Redis string parses with Feast to
   Memorystore with TLS and a mounted CA, MLflow's allowed hosts and database URI (checks/wiring.py);
+* observability (checks/observability.py): the committed dashboards and alert rules equal their generators'
+  output, `promtool check rules` / `promtool test rules` (a firing and a silent case per alert),
+  `amtool check-config`, the GKE Rules object holds alerts.yml's rules, each PodMonitoring selects pods with
+  its port and is the job the alerts watch, each dashboard has its ConfigMap; PodMonitoring and Rules against
+  Google Managed Prometheus' CRD schemas;
 * no project-specific literal in the templates; yamllint on every manifest, hadolint on the Dockerfile.
 
     python deploy/check.py [files...]     (default: the rendered deployment; files: already-rendered manifests)
@@ -53,7 +58,7 @@ REPO = DEPLOY.parent
 sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `python deploy/check.py` or imported
 
 import render  # noqa: E402
-from checks import dagster_chart, exposure, flows, network, wiring  # noqa: E402
+from checks import dagster_chart, exposure, flows, network, observability, wiring  # noqa: E402
 from checks import terraform as terraform_checks  # noqa: E402
 from checks.strict import strict  # noqa: E402
 
@@ -64,7 +69,10 @@ KUBERAY_KINDS = {"RayService": "rayservice.json", "RayCluster": "raycluster.json
 GKE_SCHEMAS = DEPLOY / "schemas" / "gke"
 CRD_SCHEMAS = {("cloud.google.com/v1", "BackendConfig"): GKE_SCHEMAS / "backendconfig-v1.json",
                ("networking.gke.io/v1", "ManagedCertificate"): GKE_SCHEMAS / "managedcertificate-v1.json",
-               ("networking.gke.io/v1beta1", "FrontendConfig"): GKE_SCHEMAS / "frontendconfig-v1beta1.json"}
+               ("networking.gke.io/v1beta1", "FrontendConfig"): GKE_SCHEMAS / "frontendconfig-v1beta1.json",
+               # Google Managed Prometheus (deploy/observability/gke/)
+               ("monitoring.googleapis.com/v1", "PodMonitoring"): DEPLOY / "schemas" / "gmp" / "podmonitoring-v1.json",
+               ("monitoring.googleapis.com/v1", "Rules"): DEPLOY / "schemas" / "gmp" / "rules-v1.json"}
 TERRAFORM = DEPLOY / "terraform"
 HELM_VALUES = DEPLOY / "dagster" / "values.yaml"  # a template: render.py fills it
 DAGSTER_CHART = "1.13.27"  # = the dagster version in uv.lock
@@ -627,6 +635,8 @@ def platform_errors(r: Rendering) -> dict[str, list[str]]:
                    + wiring.apply_order_errors([o for o in yaml.safe_load_all((r.folder / "manifests.yaml").read_text())
                                                 if o])),
         "project-specific literals": literal_errors(outputs),
+        "observability (generated dashboards and rules, promtool, amtool, PodMonitorings)":
+            observability.errors(objects, pods),
     }
     return {name: errors for name, errors in found.items() if errors}
 

@@ -12,7 +12,8 @@ kustomize cannot substitute inside strings such as the MLflow command line or a 
 Without --outputs, `terraform -chdir=deploy/terraform output -json` is run. The files written:
 `manifests.yaml` (namespace first, then everything kubectl applies before Helm), `dagster-values.yaml`
 (`helm upgrade --install dagster ... -f`), `kuberay.yaml` (the RayService and the training RayCluster, once the
-KubeRay operator's CRDs exist). Secrets never touch the disk: pipe them to `kubectl apply -f -`.
+KubeRay operator's CRDs exist), `observability.yaml` (PodMonitorings, the alert Rules, the dashboards'
+ConfigMaps). Secrets never touch the disk: pipe them to `kubectl apply -f -`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ BUILD = DEPLOY / "build"
 # What each rendered file holds, in apply order.
 MANIFESTS = {
     "manifests.yaml": ["k8s/namespace.yaml", "dagster/env.yaml", "k8s/mlflow.yaml", "k8s/qdrant.yaml",
-                       "k8s/networkpolicies.yaml", "k8s/ingress.yaml"],
+                       "k8s/networkpolicies.yaml", "k8s/ingress.yaml", "k8s/pipeline-exporter.yaml"],
     "kuberay.yaml": ["kuberay/serving-env.yaml", "kuberay/rayservice.yaml", "kuberay/raycluster-training.yaml"],
     "dagster-values.yaml": ["dagster/values.yaml"],
+    # Google Managed Prometheus' scrape targets and alert rules, the Grafana dashboards (generated files:
+    # deploy/observability/alerts.py, dashboards.py); GKE's managed collection provides the CRDs.
+    "observability.yaml": ["observability/gke/podmonitorings.yaml", "observability/gke/rules.yaml",
+                           "observability/gke/dashboards.yaml"],
 }
 FIELD = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 # Where pods mount Memorystore's CA (the Secret recsys-redis, key ca.pem); the connection string names it.

@@ -8,6 +8,7 @@ from .network import Address, Flow, Pod
 
 NAMESPACE = "recsys"
 KUBERAY_NAMESPACE = "kuberay-system"  # README, "Deploy to GKE": helm install kuberay-operator -n kuberay-system
+GMP_NAMESPACE = "gmp-system"  # where GKE runs Google Managed Prometheus' collectors
 RELEASE = "dagster"  # the Helm release name the README installs the chart as
 # Labels the Dagster chart gives its pods (helm/dagster/templates/deployment-*.yaml, _helpers.tpl).
 CHART_LABELS = {
@@ -72,6 +73,10 @@ def workloads(objects: list[dict], run_pod: dict, step_pod: dict, user_code_pod:
     found["kuberay-operator"] = Pod(KUBERAY_NAMESPACE, {"app.kubernetes.io/name": "kuberay-operator",
                                                         "app.kubernetes.io/instance": "kuberay-operator"})
     found["kube-dns"] = Pod("kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP"), "dns-tcp": (53, "TCP")})
+    # Google Managed Prometheus' collectors (GKE's managed collection: DaemonSet `collector` in gmp-system,
+    # labels of prometheus-engine's charts/operator/templates/_helpers.tpl).
+    found["gmp-collector"] = Pod(GMP_NAMESPACE, {"app.kubernetes.io/name": "collector",
+                                                 "app": "managed-prometheus-collector"})
     found.update(OUTSIDERS)
     found["cloud-sql"] = Address(outputs["postgres_host"])
     found["memorystore"] = Address(outputs["redis_host"])
@@ -80,7 +85,8 @@ def workloads(objects: list[dict], run_pod: dict, step_pod: dict, user_code_pod:
 
 def namespaces(objects: list[dict]) -> dict[str, dict]:
     """Namespace labels, with the one Kubernetes sets on every namespace (kubernetes.io/metadata.name)."""
-    found = {name: {"kubernetes.io/metadata.name": name} for name in ("kube-system", KUBERAY_NAMESPACE, NAMESPACE)}
+    found = {name: {"kubernetes.io/metadata.name": name}
+             for name in ("kube-system", KUBERAY_NAMESPACE, GMP_NAMESPACE, NAMESPACE)}
     for obj in objects:
         if obj["kind"] == "Namespace":
             name = obj["metadata"]["name"]
@@ -104,7 +110,9 @@ OUTSIDERS = {
 
 def outsider_flows(workloads: dict[str, Pod | Address]) -> list[Flow]:
     """Flows the NetworkPolicies must refuse: every party other than a store's clients to that store's ports."""
-    stores = {"mlflow": ((5000,), MLFLOW_CLIENTS), "qdrant": ((6333, 6334), QDRANT_CLIENTS)}
+    stores = {"mlflow": ((5000,), MLFLOW_CLIENTS), "qdrant": ((6333, 6334), QDRANT_CLIENTS),
+              # the pipeline's metrics: read by Google Managed Prometheus' collectors only
+              "recsys-pipeline-exporter": ((9108,), ("gmp-collector",))}
     return [Flow(f"{source}-to-{store}", source, store, port, why="only the store's clients may reach it")
             for store, (ports, clients) in stores.items() for source in workloads
             if source not in clients and source != store for port in ports]
@@ -113,7 +121,7 @@ def outsider_flows(workloads: dict[str, Pod | Address]) -> list[Flow]:
 def flows(redis_port: int) -> list[Flow]:
     """Who talks to whom: each line is something the platform does not work without."""
     ours = ["dagster-code-server", "dagster-run", "dagster-step", "serving-head", "serving-worker", "training-head",
-            "training-worker", "mlflow", "qdrant", "dagster-webserver", "dagster-daemon"]
+            "training-worker", "mlflow", "qdrant", "dagster-webserver", "dagster-daemon", "recsys-pipeline-exporter"]
     needed = [
         Flow("code-location-load", "dagster-webserver", "dagster-code-server", 3030, why="the UI lists the assets"),
         Flow("sensors-and-automation", "dagster-daemon", "dagster-code-server", 3030,
@@ -136,7 +144,14 @@ def flows(redis_port: int) -> list[Flow]:
         *(Flow(f"{source}-to-{w}", source, w, 8000, why="the public API and its health check")
           for source in ("google-load-balancer", "google-health-checker") for w in ("serving-head", "serving-worker")),
         *(Flow(f"{w}-dagster-postgres", w, "cloud-sql", 5432, why="the Dagster instance")
-          for w in ("dagster-code-server", "dagster-run", "dagster-step", "dagster-webserver", "dagster-daemon")),
+          for w in ("dagster-code-server", "dagster-run", "dagster-step", "dagster-webserver", "dagster-daemon",
+                    "recsys-pipeline-exporter")),
+        *(Flow(f"gmp-scrapes-{w}", "gmp-collector", w, 8080, why="Ray's metrics export (PodMonitoring recsys-serving)")
+          for w in ("serving-head", "serving-worker")),
+        Flow("gmp-scrapes-pipeline-exporter", "gmp-collector", "recsys-pipeline-exporter", 9108,
+             why="the pipeline's metrics (PodMonitoring recsys-pipeline)"),
+        Flow("pipeline-exporter-redis", "recsys-pipeline-exporter", "memorystore", redis_port,
+             why="the served release, for the freshness lag"),
         Flow("mlflow-cloud-sql-proxy", "mlflow", "cloud-sql", 3307, why="the Auth Proxy's port on the instance"),
         *(Flow(f"{w}-redis", w, "memorystore", redis_port, why="Feast online store, serving store")
           for w in ("dagster-step", "dagster-code-server", "serving-head", "serving-worker")),
