@@ -191,6 +191,8 @@ Observing {home}
                  pipeline: {pipeline}
   Saved views (the dashboards' main questions, README "Operations: where to look"):
 {links}
+Dagster's run-failure sensor posts here too when `make dev` runs with
+  RECSYS_ALERTMANAGER_URL={alertmanager}
 Ctrl-C stops Prometheus, Alertmanager{and_exporter}.
 """
 
