@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -125,6 +126,27 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def wait_for_runs_in_progress(say, poll_s: float = 2.0) -> float:
+    """Until no run of the instance is in progress (the daemon's automation, a launch from `dagster dev`): they
+    write the same warehouse and models. While one of ours is in progress the daemon's run queue starts none
+    (max_concurrent_runs counts every run of the instance), so only its runs already going need waiting for.
+    Returns the seconds waited."""
+    from dagster import DagsterInstance
+
+    from recsys_assets.defs.run_launcher import runs_in_progress
+
+    started = time.monotonic()
+    with DagsterInstance.get() as instance:
+        said = set()
+        while running := runs_in_progress(instance):
+            for run in running:
+                if run.run_id not in said:
+                    say(f"waiting for Dagster run {run.run_id[:8]} ({run.job_name}, {run.status.value}) to finish")
+                    said.add(run.run_id)
+            time.sleep(poll_s)
+    return time.monotonic() - started
+
+
 def _pipeline(args: argparse.Namespace, settings: Settings, lock: HomeLock) -> int:
     from datetime import datetime
 
@@ -148,18 +170,23 @@ def _pipeline(args: argparse.Namespace, settings: Settings, lock: HomeLock) -> i
     # the next one waiting.
     stages = StageReporter(1 + len(ranges) + (0 if args.skip_models else 1), log_path, pass_fds=(lock.fileno,))
     stages.say(f"pipeline over {len(days)} day(s) {days[0]}..{days[-1]}; full Dagster logs: {log_path}")
-    stages.run("catalogue and Feast definitions", _dagster("--select", UNPARTITIONED_SELECTION))
+
+    def stage(title: str, command: list[str]) -> None:
+        wait_for_runs_in_progress(stages.say)
+        stages.run(title, command)
+
+    stage("catalogue and Feast definitions", _dagster("--select", UNPARTITIONED_SELECTION))
     # One "planned" event per asset for a range run, not one per asset and day: on Dagster's SQLite storage
     # each is a commit, and twenty years of imported history (7,300 days, 5 assets) spent 5 minutes on them
     # before the run started. Dagster's trade-off: a failed range run leaves its days "missing", not
     # "failed", in the UI; the pipeline stops and says so itself. Only the runs this command starts.
     os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
     for first, last in ranges:
-        stages.run(f"features for {(last - first).days + 1} day(s) {first}..{last}: raw_reviews -> dbt -> Feast online",
-                   _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}"))
+        stage(f"features for {(last - first).days + 1} day(s) {first}..{last}: raw_reviews -> dbt -> Feast online",
+              _dagster("--select", PARTITIONED_SELECTION, "--partition-range", f"{first}...{last}"))
     if not args.skip_models:
-        stages.run(f"models, evaluation and serving for the newest day {days[-1]}",
-                   _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1])))
+        stage(f"models, evaluation and serving for the newest day {days[-1]}",
+              _dagster("--select", MODEL_SELECTION, "--partition", str(days[-1])))
     print(pipeline_summary(settings, days, stages.total_elapsed(), models=not args.skip_models))
     return 0
 

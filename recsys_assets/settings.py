@@ -177,6 +177,16 @@ class ServingSettings(Section):
         return None if str(value).strip() == "0" else value
 
 
+class ObservabilitySettings(Section):
+    """Where the pipeline's alerts and metrics go."""
+
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager (e.g. http://127.0.0.1:9093) the run-failure sensor posts to (unset: "
+                          "it only logs)")
+    pipeline_exporter_port: int = Field(9108, ge=1, le=65535, description="port of `recsys pipeline-exporter` "
+                                                                          "(Prometheus text on 127.0.0.1)")
+
+
 class Settings(Section):
     """Where state lives, which environment we run in, and every section's settings."""
 
@@ -188,6 +198,7 @@ class Settings(Section):
     gcp: GcpSettings = Field(default_factory=GcpSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("home")
     @classmethod

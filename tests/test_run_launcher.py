@@ -59,3 +59,33 @@ def test_a_run_whose_worker_has_not_logged_itself_yet_is_left_running(tmp_path, 
     instance = _instance(tmp_path, monkeypatch)
     run = create_run_for_test(instance, job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED)
     assert _monitor(instance, run) == DagsterRunStatus.STARTED
+
+
+def test_recsys_pipeline_waits_for_a_run_the_daemon_has_in_progress(tmp_path, monkeypatch):
+    """`recsys pipeline` and the daemon's automation write the same warehouse and models: before each of its
+    stages the pipeline waits for the instance's runs in progress, says which, and ignores one whose worker is
+    gone (that run writes nothing more; run monitoring fails it)."""
+    import threading
+
+    from recsys_assets.cli import wait_for_runs_in_progress
+    from recsys_assets.defs.run_launcher import runs_in_progress
+
+    instance = _instance(tmp_path, monkeypatch)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _started_run(instance, dead)
+    assert runs_in_progress(instance) == []
+    assert wait_for_runs_in_progress(print) < 1
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run = _started_run(instance, worker)
+        assert [r.run_id for r in runs_in_progress(instance)] == [run.run_id]
+        said = []
+        threading.Timer(2.0, worker.kill).start()
+        waited = wait_for_runs_in_progress(said.append, poll_s=0.2)
+        assert waited >= 1.5
+        assert said == [f"waiting for Dagster run {run.run_id[:8]} (__ASSET_JOB, STARTED) to finish"]
+    finally:
+        worker.kill()
+        worker.wait()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 import psutil
-from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, DefaultRunLauncher, RunsFilter
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 # What the code server's run subprocess (and `dagster api execute_run`) logs first, with its pid.
@@ -40,6 +40,18 @@ def worker_alive(pid: int, started_by: float) -> bool:
         return False
     except psutil.AccessDenied:
         return True  # another user's process: cannot tell, so not declared dead
+
+
+def runs_in_progress(instance) -> list[DagsterRun]:
+    """Runs of the instance that are starting or running with a live worker (the daemon's, `dagster dev`'s):
+    a run whose worker is gone writes nothing more, whatever status it was left in."""
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]))
+    live = []
+    for record in records:
+        worker = run_worker_pid(instance, record.dagster_run.run_id)
+        if worker is None or worker_alive(*worker):
+            live.append(record.dagster_run)
+    return live
 
 
 class LocalRunLauncher(DefaultRunLauncher):
