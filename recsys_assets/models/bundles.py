@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_assets.models.data import Vocabulary
-from recsys_assets.models.dataset import pack_ranker_for_user, pack_users
+from recsys_assets.models.data import TIME, Vocabulary
+from recsys_assets.models.dataset import pack_ranker, pack_ranker_for_user, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.ranker import score
 from recsys_assets.models.registry import ITEM_VECTORS, MlflowStore, fit_only, i2i_weight, load_version, ranker_fusion
 from recsys_assets.models.two_tower import encode
 
@@ -63,6 +64,13 @@ class Ranker:
         model, folder = load_version(store, "ranker", version)
         return cls(version, model, Vocabulary(json.loads((folder / "users.json").read_text())),
                    Catalogue.from_artifacts(folder), ranker_fusion(store.client(), version))
+
+    @torch.inference_mode()
+    def probabilities(self, pairs: pd.DataFrame) -> np.ndarray:
+        """The probability of each (user, item) row of a training data frame (e.g. a day's held-out pairs, with
+        their features as of each row's time), under this version's own vocabularies: how two versions are
+        compared on one sample."""
+        return score(self.model, pack_ranker(pairs, self.users, self.catalogue, pairs[TIME].to_numpy()))
 
     @torch.inference_mode()
     def score(self, user: pd.DataFrame, items: list[str], item_stats: pd.DataFrame | dict, now_ms: int

@@ -160,6 +160,35 @@ def evaluation_metrics(report: dict) -> dict[str, float]:
     return metrics
 
 
+# The day's figures as `model_evaluation`'s metadata, one number per key (the Dagster UI plots each over the
+# days; the pipeline exporter reads them back as recsys_model_evaluation{model, metric}): on the holdout, per
+# model (ours and the baselines), and the ranker's classification of held-out pairs.
+FIGURE_PREFIX = "evaluation"
+RANKING_FIGURES = {"ndcg@10": "ndcg_at_10", "recall@50": "recall_at_50", "coverage@10": "coverage"}
+RANKER_FIGURES = {"roc_auc": "auc", "pr_auc": "pr_auc"}
+
+
+def figure_key(model: str, metric: str) -> str:
+    return f"{FIGURE_PREFIX}/{model}/{metric}"
+
+
+def parse_figure_key(key: str) -> tuple[str, str] | None:
+    """(model, metric) of a `figure_key`; None for any other metadata key."""
+    parts = key.split("/")
+    return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == FIGURE_PREFIX else None
+
+
+def evaluation_figures(report: dict) -> dict[str, float]:
+    """`figure_key(model, metric)` -> value: NDCG@10, Recall@50 and coverage (of the top 10 lists) of every
+    model on the holdout, and the ranker's ROC-AUC (`auc`) and PR-AUC on the held-out pairs."""
+    figures = {figure_key(model, name): float(values[metric])
+               for model, values in report.get("models", {}).items()
+               for metric, name in RANKING_FIGURES.items() if metric in values}
+    figures.update({figure_key("ranker", name): float(report["ranker"][metric])
+                    for metric, name in RANKER_FIGURES.items() if metric in report.get("ranker", {})})
+    return figures
+
+
 def apply_gate(report: dict, client: MlflowClient, day: str, log: logging.Logger = LOG) -> Decision:
     """The gate's decision on the day's evaluation `report` (`promotion.gate`, against the champion now), logged
     to a nested MLflow run and applied: the day's versions promoted (tagged with the gate metric and the day),

@@ -16,7 +16,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Tab
 from recsys_assets.defs.shared.materializations import latest_version
 from recsys_assets.defs.shared.models import MODEL_ASSET, Tracking, load_inputs
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource, WarehouseResource
-from recsys_assets.models.daily_evaluation import apply_gate, evaluate_day
+from recsys_assets.models.daily_evaluation import apply_gate, evaluate_day, evaluation_figures
 from recsys_assets.models.evaluation import EvaluationConfig
 from recsys_assets.models.promotion import GATE_EVIDENCE, GATE_METRIC, metrics_table, png_markdown, read_report
 from recsys_assets.models.registry import MODEL_NAMES
@@ -52,6 +52,8 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
         "path": MetadataValue.path(str(evaluation.path)),
         **{f"{row['model']}_{GATE_METRIC}": row[GATE_METRIC] for row in table},
         "champion_on_this_split": MetadataValue.json(report.get("champion", {})),
+        # evaluation/<model>/<metric>: one number each, plotted over the days and exported as metrics
+        **{key: MetadataValue.float(value) for key, value in evaluation_figures(report).items()},
     })
 
 
