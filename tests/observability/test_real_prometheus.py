@@ -21,7 +21,7 @@ import pytest
 
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.ports import free_port
-from recsys_assets.settings import REPO_ROOT
+from recsys_assets.settings import REPO_ROOT, Settings
 from tests.conftest import SERVICE_TOKEN
 
 OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
@@ -166,9 +166,11 @@ def test_prometheus_scrapes_serving_and_the_pipeline_exporter_through_file_sd(ob
     assert set(jobs) >= {"recsys-serving", "recsys-pipeline"}, jobs
     for job in ("recsys-serving", "recsys-pipeline"):
         assert all(t["health"] == "up" for t in jobs[job]), [(t["scrapeUrl"], t["lastError"]) for t in jobs[job]]
-    # Every replica's series reach it (Ray's export of the node), not one replica picked by a load balancer.
-    replicas = {s["metric"].get("replica") for s in _query(observed, "ray_recsys_requests_total")}
-    assert len(replicas - {None}) >= 1, replicas
+    # Every replica's series reach it (Ray's export of the node), not one replica picked by a load balancer:
+    # each replica Serve reports healthy has its own served-release series.
+    healthy = {s["metric"]["replica"] for s in _query(observed, "ray_serve_deployment_replica_healthy == 1")}
+    serving = {s["metric"]["replica"] for s in _query(observed, "ray_recsys_release_info == 1")}
+    assert len(healthy) == Settings().serving.replicas and serving == healthy, (healthy, serving)
 
 
 def test_every_dashboard_query_returns_data(observed):
