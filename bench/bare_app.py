@@ -8,6 +8,7 @@ from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig
 from recsys_assets.serving.ingress import nodelay_on_every_tcp_socket
 from recsys_assets.serving.runtime import Runtime
+from recsys_assets.serving.telemetry import json_logs
 
 
 def bare_app() -> FastAPI:
@@ -15,4 +16,5 @@ def bare_app() -> FastAPI:
     and `--loop asyncio`; uvicorn's own multi-worker socket needs the same TCP_NODELAY fix as theirs."""
     nodelay_on_every_tcp_socket()
     torch.set_num_threads(1)
+    json_logs()
     return create_app(Runtime(ServingConfig.from_env()))

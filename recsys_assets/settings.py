@@ -171,6 +171,13 @@ class ServingSettings(Section):
     max_replicas: int | None = Field(None, ge=1, validation_alias="RECSYS_SERVE_MAX_REPLICAS",
                                      description="autoscale up to this many replicas (unset or 0: a fixed number)")
 
+    # Ray's metrics agent exports every replica's metrics on this port (127.0.0.1 unless RECSYS_SERVE_HOST says
+    # otherwise) when `recsys serve` starts the Ray; a cluster it joins has its own (KubeRay: 8080).
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="RECSYS_METRICS_PORT",
+                                     description="port of Ray's metrics export, every replica's series "
+                                                 "(default: a free one; `recsys serve` prints it)")
+    telemetry: bool = Field(True, description="serving's metrics and traces (0: off, to measure what they cost)")
+
     @field_validator("max_replicas", mode="before")
     @classmethod
     def _zero_is_fixed(cls, value):

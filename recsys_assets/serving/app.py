@@ -6,7 +6,6 @@ unknown items 404, unknown users the popular list with `cold_start: true`, a ser
 503; nothing a client sends can cause a 500.
 """
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,20 +23,22 @@ from recsys_assets.serving.routes import features, interactions, operations, rec
 from recsys_assets.serving.routes.recommendations import rerank_alone
 from recsys_assets.serving.routes.shared import ERROR_HANDLERS
 from recsys_assets.serving.runtime import Runtime
+from recsys_assets.serving.telemetry import REQUEST_ID, Telemetry, end_server_span, server_span
 
 log = logging.getLogger("recsys.serving")
 MAX_BODY_BYTES = 256 * 1024  # the largest valid body (500 ids of 256 characters) is about 130 KB
 
 
 class ObserveRequests:
-    """Request id (`accepted_request_id`) in request.state and the response header, Prometheus count +
-    latency per route, a JSON log line per failed request; a body over MAX_BODY_BYTES is refused with 413: at
-    once when its Content-Length says so, after reading no more than that when it is chunked (no length).
+    """Request id (`accepted_request_id`) in request.state, the response header and the log lines' context;
+    count + latency per route and status (`ServingMetrics.request`), a server span when tracing is on, a JSON
+    log line per failed request; a body over MAX_BODY_BYTES is refused with 413: at once when its
+    Content-Length says so, after reading no more than that when it is chunked (no length).
     Plain ASGI: Starlette's BaseHTTPMiddleware cost about a millisecond a request here."""
 
-    def __init__(self, app, metrics, echo_request_id: bool = True):
+    def __init__(self, app, telemetry: Telemetry, echo_request_id: bool = True):
         # Under Ray Serve its own middleware echoes the id (bounded by `BoundedRequestId`): not twice.
-        self.app, self.metrics, self.echo_request_id = app, metrics, echo_request_id
+        self.app, self.telemetry, self.echo_request_id = app, telemetry, echo_request_id
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -45,6 +46,16 @@ class ObserveRequests:
         headers = dict(scope.get("headers") or [])
         request_id = accepted_request_id(headers.get(b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        try:
+            if self.telemetry.tracer is None:
+                return await self._observed(scope, receive, send, headers, request_id, None)
+            with server_span(self.telemetry.tracer, scope["method"], headers, request_id) as span:
+                return await self._observed(scope, receive, send, headers, request_id, span)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _observed(self, scope, receive, send, headers, request_id, span):
         status, started = 500, time.perf_counter()
 
         async def send_with_id(message):
@@ -68,11 +79,12 @@ class ObserveRequests:
             route = scope.get("route")
             endpoint = route.path if route is not None else "unmatched"
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(elapsed)
+            self.telemetry.metrics.request(endpoint, status, elapsed)
+            if span is not None:
+                end_server_span(span, endpoint, status)
             if status >= 400:
-                log.info(json.dumps({"request_id": request_id, "path": scope.get("path"), "status": status,
-                                     "ms": round(elapsed * 1000, 2)}))
+                log.info("request answered %s", status,
+                         extra={"path": scope.get("path"), "status": status, "ms": round(elapsed * 1000, 2)})
 
 
 async def _read_bounded(receive):
@@ -110,7 +122,7 @@ def create_app(runtime: Runtime, under_ray_serve: bool = False,
     # What the routes reach through request.app.state (`routes.shared.runtime_of`, the rerank route).
     app.state.runtime = runtime
     app.state.rerank = batched_rerank or rerank_alone
-    app.add_middleware(ObserveRequests, metrics=runtime.metrics, echo_request_id=not under_ray_serve)
+    app.add_middleware(ObserveRequests, telemetry=runtime.telemetry, echo_request_id=not under_ray_serve)
     # The OpenAPI document lists the paths in this order.
     for router in (recommendations.router, features.router, interactions.router, operations.router):
         app.include_router(router)

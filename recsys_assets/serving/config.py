@@ -80,6 +80,8 @@ class ServingConfig:
     redis_timeout_s: float
     idempotency_pending_s: float
     max_replicas: int | None
+    metrics_port: int | None
+    telemetry: bool
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingConfig:

@@ -12,17 +12,26 @@ from dataclasses import replace
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from ray.serve.schema import LoggingConfig
 
 from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
 from recsys_assets.serving.ports import free_port
 from recsys_assets.serving.routes.recommendations import rerank_group
 from recsys_assets.serving.runtime import Runtime
+from recsys_assets.serving.telemetry import (
+    SERVING_JOB,
+    Telemetry,
+    json_logs,
+    remove_scrape_target,
+    scrape_target_path,
+    write_scrape_target,
+)
 from recsys_assets.serving_data.candidates import POPULAR, POPULAR_KEY, SEQUENCE, CandidateStore
 from recsys_assets.serving_data.release import ReleaseStore
 
 APP_NAME = "recsys"
-_FORWARDED_ENV = ("RECSYS_", "MLFLOW_", "FEAST_", "HF_", "DO_NOT_TRACK")
+_FORWARDED_ENV = ("RECSYS_", "MLFLOW_", "FEAST_", "HF_", "DO_NOT_TRACK", "OTEL_")  # OTEL_*: where spans go
 
 
 def build_app():
@@ -31,15 +40,20 @@ def build_app():
 
     torch.set_num_threads(1)  # replicas share few cores; one thread per request keeps latency steady
     logging.basicConfig(level=logging.INFO)
+    json_logs()
     config = ServingConfig.from_env()
     # Dynamic batching: the reranks that arrived while the replica was busy are answered together, one
     # feature read and one forward pass each (about half the CPU per rerank at batches of 8). No wait for
     # a batch to fill: alone, a request goes at once.
     batched = serve.batch(max_batch_size=config.max_ongoing_requests, batch_wait_timeout_s=0.0)(rerank_group)
-    return create_app(Runtime(config), under_ray_serve=True, batched_rerank=batched)
+    telemetry = Telemetry.in_replica(config.telemetry, config.metrics_port)
+    return create_app(Runtime(config, telemetry=telemetry), under_ray_serve=True, batched_rerank=batched)
 
 
-@serve.deployment(name="recsys", health_check_period_s=2, graceful_shutdown_timeout_s=5)
+# Serve's own lines (access log, replica events) as JSON in Ray's log folder, with the request id: the app's own
+# lines are JSON on stderr (`telemetry.json_logs`).
+@serve.deployment(name="recsys", health_check_period_s=2, graceful_shutdown_timeout_s=5,
+                  logging_config=LoggingConfig(encoding="JSON"))
 @serve.ingress(build_app)
 class RecsysIngress:
     """The ingress deployment; its routes are the FastAPI app's."""
@@ -77,6 +91,10 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     import ray
 
     joined = bool(os.environ.get("RAY_ADDRESS"))
+    if not joined:
+        # Ray's metrics agent exports every replica's metrics on a port we know (on the node's address: 127.0.0.1
+        # for a loopback host), so a scraper finds them; replicas learn it (RECSYS_METRICS_PORT) for /metrics.
+        config = replace(config, metrics_port=config.metrics_port or free_port())
     # Ray's and Serve's own INFO lines (controller, proxy, replicas starting) go to their log files under
     # /tmp/ray; the console keeps warnings and what a user needs (the welcome below).
     for name in ("ray", "ray.serve"):
@@ -86,13 +104,19 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
         # latest local cluster (/tmp/ray/ray_current_cluster), and a second `recsys serve` (another home,
         # another port) would replace the first one's app in it.
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if joined else max(2, os.cpu_count() or 2))
+                 num_cpus=None if joined else max(2, os.cpu_count() or 2),
+                 _metrics_export_port=None if joined else config.metrics_port)
     # HAProxy or Ray's proxy listens on config.port; with one direct-ingress replica on it instead, Ray's
     # proxy still runs, on a free loopback port.
     proxy_port = free_port() if config.ingress == "direct" and config.direct_ingress else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
+    # The export listens on the node's address (127.0.0.1 when served on loopback: ServingConfig.ray_serve_environment);
+    # named before the app answers, so a scraper knows it by the time the service is ready.
+    metrics = None if joined else f"{ray.util.get_node_ip_address()}:{config.metrics_port}"
+    if metrics:
+        write_scrape_target(config.settings.home, "serving", metrics, SERVING_JOB)
     serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
-    print(_welcome(config), flush=True)
+    print(_welcome(config, metrics), flush=True)
     if blocking:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
@@ -100,13 +124,20 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
+            if metrics:
+                remove_scrape_target(config.settings.home, "serving")
             shutdown(own_cluster=not joined)
 
 
-def _welcome(config: ServingConfig) -> str:
-    """Where to look, with a user the current release knows."""
+def _welcome(config: ServingConfig, metrics: str | None = None) -> str:
+    """Where to look, with a user the current release knows. `metrics`: host:port of Ray's metrics export."""
     url = f"http://{config.host}:{config.port}"
     lines = [f"recsys serving on {url}/  (demo page; API docs at {url}/docs)"]
+    if metrics:
+        lines.append(f"metrics of every replica (Ray's export): http://{metrics}/metrics  (Prometheus file_sd: "
+                     f"{scrape_target_path(config.settings.home, 'serving')})")
+    if not config.telemetry:
+        lines.append("telemetry off (RECSYS_TELEMETRY=0): no recsys metrics or spans are recorded")
     if not config.api_token:
         lines.append("POST /interactions disabled: set RECSYS_API_TOKEN (the demo page's likes need it)")
     try:

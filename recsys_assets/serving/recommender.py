@@ -51,6 +51,15 @@ def _number(value) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
+@dataclass
+class RerankStats:
+    """What a rerank did, for the caller's metrics and trace: (stage, start, end) intervals in
+    `time.perf_counter_ns()` (stage: features, retrieval or ranking; a batch's shared steps are each query's),
+    and how many candidates were scored."""
+    stages: list[tuple[str, int, int]] = field(default_factory=list)
+    candidates: int = 0
+
+
 @dataclass(frozen=True)
 class RerankQuery:
     user_id: str
@@ -58,6 +67,7 @@ class RerankQuery:
     count: int = 10
     debug: bool = False
     ranker: Ranker | None = None  # None: the release's champion (the canary passes the challenger)
+    stats: RerankStats = field(default_factory=RerankStats, compare=False, repr=False)
 
 
 @dataclass(eq=False)
@@ -215,8 +225,12 @@ class Recommender:
         """Answers to several rerank queries at once (what Serve's batching gathers from concurrent
         requests): one online-feature read and one user-tower pass for all users, one ranker forward pass
         per ranker for all candidates; the rest per user."""
-        started = time.perf_counter()
+        clock = time.perf_counter_ns
+        started = clock()
         rows = self.features.users([q.user_id for q in queries])
+        read = clock()
+        for query in queries:
+            query.stats.stages.append(("features", started, read))
         answers: list[dict | None] = [None] * len(queries)
         pending = []
         for n, query in enumerate(queries):
@@ -231,23 +245,27 @@ class Recommender:
             return answers
         frame = pd.DataFrame([{USER: p.query.user_id, **p.user} for p in pending])
         vectors = self.retriever.user_vectors(frame, np.array([p.now_ms for p in pending]))
-        features_ms = (time.perf_counter() - started) * 1000
+        towered = clock()
         for k, (p, vector) in enumerate(zip(pending, vectors)):
             p.frame, p.vector = frame.iloc[[k]], vector
-            t = time.perf_counter()
+            t = clock()
             self._candidates(p)
-            p.timings = {"features_user_ms": features_ms, "retrieval_ms": (time.perf_counter() - t) * 1000}
-            t = time.perf_counter()
+            t2 = clock()
             p.item_stats = self.item_features.items(p.candidates).columns if p.candidates else {}
-            p.timings["features_items_ms"] = (time.perf_counter() - t) * 1000
+            t3 = clock()
+            p.query.stats.stages += [("retrieval", read, towered), ("retrieval", t, t2), ("features", t2, t3)]
+            p.query.stats.candidates = len(p.candidates)
+            p.timings = {"features_user_ms": (read - started) / 1e6, "user_tower_ms": (towered - read) / 1e6,
+                         "retrieval_ms": (t2 - t) / 1e6, "features_items_ms": (t3 - t2) / 1e6}
         for ranker in {id(p.ranker): p.ranker for p in pending if p.candidates}.values():
             group = [p for p in pending if p.ranker is ranker and p.candidates]
-            t = time.perf_counter()
+            t = clock()
             scored = ranker.score_many([(p.frame, p.candidates, p.item_stats, p.now_ms) for p in group])
-            forward_ms = (time.perf_counter() - t) * 1000
+            t2 = clock()
             for p, (probability, ranking) in zip(group, scored):
                 p.probability, p.ranking = probability, ranking
-                p.timings["ranker_forward_ms"] = forward_ms  # shared by the batch
+                p.timings["ranker_forward_ms"] = (t2 - t) / 1e6  # shared by the batch
+                p.query.stats.stages.append(("ranking", t, t2))
         for p in pending:
             answers[p.index] = self._fused(p) if p.candidates else {"cold_start": False, "items": []}
         return answers
@@ -284,7 +302,7 @@ class Recommender:
 
     def _fused(self, p: _Pending) -> dict:
         """The user's candidates ordered by the ranker's fusion of the experts' scores, as cards."""
-        t = time.perf_counter()
+        t = time.perf_counter_ns()
         candidates = p.candidates
         logits = self.retriever.logits(p.vector, candidates)
         ease_scores = np.array([p.ease.get(c, -np.inf) for c in candidates]) if p.ease else None
@@ -294,7 +312,9 @@ class Recommender:
                                        dtype=np.float64))
         fused = p.ranker.fusion.scores(p.ranking, logits, ease_scores, recent)
         order = np.argsort(-fused, kind="stable")[:p.query.count]
-        p.timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        done = time.perf_counter_ns()
+        p.query.stats.stages.append(("ranking", t, done))
+        p.timings["fusion_ms"] = (done - t) / 1e6
         scored = [(candidates[j], float(fused[j])) for j in order]
         if not p.query.debug:
             return {"cold_start": False, "items": self._cards(scored, degraded=p.degraded), **_said(p.degraded)}

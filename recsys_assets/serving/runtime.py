@@ -11,8 +11,7 @@ import gc
 import logging
 import random
 import threading
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+import time
 
 from recsys_assets.circuit_breaker import CircuitBreaker
 from recsys_assets.feature_contract import TWO_TOWER_ITEMS
@@ -27,6 +26,7 @@ from recsys_assets.serving.config import (
     vector_index,
 )
 from recsys_assets.serving.recommender import Recommender
+from recsys_assets.serving.telemetry import Telemetry
 from recsys_assets.serving_data.candidates import CandidateStore
 from recsys_assets.serving_data.events import open_event_log
 from recsys_assets.serving_data.idempotency import open_idempotency
@@ -35,21 +35,6 @@ from recsys_assets.serving_data.release import POPULARITY, Release, ReleaseStore
 
 log = logging.getLogger("recsys.serving")
 CLOSE_GRACE_S = 30.0
-
-
-class ServingMetrics:
-    def __init__(self):
-        self.registry = CollectorRegistry()
-        self.requests = Counter("recsys_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("recsys_request_latency_seconds", "Request latency by endpoint", ["endpoint"],
-                                 registry=self.registry,
-                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5))
-        self.reloads = Counter("recsys_release_reloads", "Release loads by outcome", ["outcome"],
-                               registry=self.registry)
-        self.release = Info("recsys_release", "The release being served", registry=self.registry)
-        self.variants = Counter("recsys_rerank_variant", "Reranks by ranker variant", ["variant"],
-                                registry=self.registry)
 
 
 def freeze_heap() -> None:
@@ -63,7 +48,9 @@ def freeze_heap() -> None:
 
 
 class Runtime:
-    def __init__(self, config: ServingConfig, poll: bool = True):
+    def __init__(self, config: ServingConfig, poll: bool = True, telemetry: Telemetry | None = None):
+        """`telemetry`: where metrics and spans go (`Telemetry.in_replica` under Ray Serve); default a
+        prometheus_client registry, on or off as the config says."""
         self.config = config
         settings = config.settings
         kv = GuardedKV(serving_kv(settings))  # a store that stops answering costs requests no waits
@@ -75,7 +62,8 @@ class Runtime:
         self.events = open_event_log(config.events_dir, serving_redis_url(settings))
         self.idempotency = open_idempotency(config.events_dir, serving_redis_url(settings),
                                             pending_s=config.idempotency_pending_s)
-        self.metrics = ServingMetrics()
+        self.telemetry = telemetry or Telemetry.local(config.telemetry)
+        self.metrics = self.telemetry.metrics
         self._current: Recommender | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,7 +100,7 @@ class Runtime:
                 release = self.releases.current()
             except Exception:
                 log.exception("reading the current release failed")
-                self.metrics.reloads.labels("read_failed").inc()
+                self.metrics.reload("read_failed")
                 return False
             old = self._current
             if release is None or (old is not None and old.release.id == release.id):
@@ -122,14 +110,15 @@ class Runtime:
             except Exception:
                 log.exception("loading release %s failed; still serving %s", release.id,
                               old.release.id if old else None)
-                self.metrics.reloads.labels("load_failed").inc()
+                self.metrics.reload("load_failed")
                 return False
             self._current = new  # one reference assignment: the next request uses the new release
             freeze_heap()
-            self.metrics.reloads.labels("loaded").inc()
-            self.metrics.release.info({"release": release.id, "day": release.day,
-                                       **{f"{name}_version": v for name, v in release.models.items()},
-                                       "index": release.collections.get(TWO_TOWER_ITEMS, "")})
+            self.metrics.reload("loaded")
+            self.metrics.release({"release": release.id, "day": release.day,
+                                  "two_tower_version": release.models.get("two_tower", ""),
+                                  "ranker_version": release.models.get("ranker", ""),
+                                  "index": release.collections.get(TWO_TOWER_ITEMS, "")})
             log.info("serving release %s (models %s)", release.id, release.models)
             if old is not None and old.index is not None:
                 timer = threading.Timer(CLOSE_GRACE_S, old.index.close)
@@ -155,8 +144,14 @@ class Runtime:
             raise
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.config.reload_interval_s):
-            self.reload()
+        # At least every 5 s: the release info gauge is set again each time (Ray drops one not set for 20 s).
+        tick = min(self.config.reload_interval_s, 5.0)
+        due = time.monotonic() + self.config.reload_interval_s
+        while not self._stop.wait(tick):
+            if time.monotonic() >= due:
+                self.reload()
+                due = time.monotonic() + self.config.reload_interval_s
+            self.metrics.release()
 
     def close(self) -> None:
         self._stop.set()

@@ -1,5 +1,6 @@
 """Beside the API: liveness, readiness (a release is loaded, its store answers), Prometheus metrics, and the demo page."""
 
+import urllib.request
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -41,4 +42,20 @@ async def readyz(request: Request):
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def prometheus(request: Request):
-    return Response(generate_latest(runtime_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Outside Ray, this process's metrics. Under Ray Serve a request reaches one replica of several, whose own
+    numbers would be a random replica's: the answer is the node's Ray metrics export instead, which holds every
+    replica on the node (with `recsys serve`, one node: all of them). On a cluster we joined (GKE) there is no
+    one answer: 404 saying where to scrape. The public route never reaches it there (deploy/: ingress)."""
+    telemetry = runtime_of(request).telemetry
+    if telemetry.metrics.registry is not None:
+        return Response(generate_latest(telemetry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if telemetry.node_metrics_url:
+        body, content_type = await run_in_threadpool(_fetch, telemetry.node_metrics_url)
+        return Response(body, media_type=content_type)
+    return error(request, 404, "serving metrics are exported by Ray's metrics agent on every node (its metrics "
+                               "export port; KubeRay's 8080, scraped by the PodMonitor), or telemetry is off")
+
+
+def _fetch(url: str) -> tuple[bytes, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read(), response.headers.get("content-type", CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from recsys_assets.serving.recommender import Recommender, RerankQuery
-from recsys_assets.serving.routes.shared import ItemId, Rec, UserId, answer, runtime_of
+from recsys_assets.serving.routes.shared import ItemId, Rec, UserId, answer, request_id, runtime_of
 
 router = APIRouter()
 
@@ -45,7 +45,9 @@ async def i2i(request: Request, rec: Rec, item_id: ItemId, count: Annotated[int,
 @router.get("/recs/u2i/last_item_i2i", summary="Items like the user's latest item")
 async def last_item_i2i(request: Request, rec: Rec, user_id: UserId,
                         count: Annotated[int, Query(ge=1, le=100)] = 10):
-    return answer(request, rec, {"user_id": user_id, **rec.last_item_i2i(user_id, count)})
+    body = rec.last_item_i2i(user_id, count)
+    runtime_of(request).metrics.recommendation("/recs/u2i/last_item_i2i", body["cold_start"])
+    return answer(request, rec, {"user_id": user_id, **body})
 
 
 @router.get("/recs/u2i/rerank", summary="Two-tower ANN + last-item i2i + popular, reranked by the ranker")
@@ -54,9 +56,10 @@ async def rerank(request: Request, rec: Rec, user_id: UserId,
                  count: Annotated[int, Query(ge=1, le=50)] = 10, debug: bool = False):
     runtime = runtime_of(request)
     ranker, variant = runtime.choose_ranker(rec)
-    runtime.metrics.variants.labels(variant).inc()
+    query = RerankQuery(user_id, top_k_retrieval, count, debug, ranker)
     # app.state.rerank: `rerank_alone`, or under Ray Serve the batched `rerank_group` (see `create_app`).
-    body = await request.app.state.rerank((rec, RerankQuery(user_id, top_k_retrieval, count, debug, ranker)))
+    body = await request.app.state.rerank((rec, query))
+    runtime.telemetry.reranked("/recs/u2i/rerank", query.stats, body, variant, request_id(request))
     return answer(request, rec, {"user_id": user_id, "ranker_variant": variant, **body})
 
 
