@@ -29,7 +29,7 @@ GKE_RULES_FILE = HERE / "gke" / "rules.yaml"
 TESTS_FILE = HERE / "alerts.test.yml"
 LATENCY_SLO_S = 0.050
 ERROR_RATIO = 0.01  # 1% of answers 5xx over 5 minutes
-DRIFT_PSI = 0.25  # the usual "population shifted" threshold of the stability index
+DRIFT_PSI = 0.2  # = the drift checks' warning threshold (their WARN severity)
 FRESHNESS_LAG_DAYS = 1  # serving may lag the newest landed day while that day's run is going
 
 
@@ -107,8 +107,8 @@ ALERTS = [
           "The latest evaluation of {{ $labels.asset }}'s check {{ $labels.check }} failed."),
     Alert("RecsysDrift", "recsys-models", "recsys_drift_psi", f"> {DRIFT_PSI}", "0m", "warning",
           "{{ $labels.signal }} drifted from the previous day",
-          "Population stability index of {{ $labels.signal }} is {{ $value }} (over 0.25: shifted): look at the "
-          "data of the day before trusting its models."),
+          "Population stability index of {{ $labels.signal }} is {{ $value }} (over 0.2, the drift check's "
+          "threshold): look at the day's data before trusting its models."),
 ]
 
 

@@ -157,8 +157,8 @@ MODELS = Dashboard("recsys-models", "recsys: models", "Are the models getting be
               [Query('recsys_model_evaluation{metric="auc"}', "{{model}}")], width=6),
     ],
     "Drift (against the previous day)": [
-        Panel("Population stability index", "PSI per signal: under 0.1 stable, 0.1-0.25 moderate, over 0.25 "
-              "shifted (the RecsysDrift alert).",
+        Panel("Population stability index", "PSI per signal against the previous day: under 0.1 stable, over 0.2 "
+              "the drift check warns and RecsysDrift fires.",
               [Query("recsys_drift_psi", "{{signal}}")], width=24, extra={"min": 0}),
     ],
 })
