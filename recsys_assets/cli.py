@@ -336,6 +336,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline_exporter(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    settings = get_settings()
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    init_dagster_home(settings)
+    from dagster import DagsterInstance
+
+    from recsys_assets.observability import pipeline_exporter as exporter
+
+    collector = exporter.PipelineCollector(DagsterInstance.get(), exporter.code_location_check_keys(),
+                                           exporter.served_day_reader(settings))
+    port = args.port or settings.observability.pipeline_exporter_port
+    try:
+        server, thread = exporter.serve(collector, port, settings.home)
+    except OSError as exc:
+        print(f"recsys pipeline-exporter: 127.0.0.1:{port} cannot be bound ({exc}); pass --port or set "
+              "RECSYS_PIPELINE_EXPORTER_PORT", file=sys.stderr)
+        return 2
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    print(f"pipeline metrics of {os.environ['DAGSTER_HOME']} on http://127.0.0.1:{port}/metrics "
+          f"(Prometheus file_sd: {exporter.target_path(settings.home, exporter.TARGET_NAME)})", flush=True)
+    stopped.wait()
+    exporter.stop(server, thread, settings.home)
+    return 0
+
+
 SECRET_SETTINGS = ("api_token", "qdrant_api_key", "redis_url")  # may hold a password
 
 
@@ -454,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
                            add_help=False)
     feast.add_argument("feast_args", nargs=argparse.REMAINDER)
     feast.set_defaults(func=cmd_feast)
+
+    exporter = sub.add_parser("pipeline-exporter", help="Prometheus metrics of the pipeline and the models, read from "
+                                                        "the Dagster instance on each scrape (127.0.0.1)")
+    exporter.add_argument("--port", type=int, default=None,
+                          help="default RECSYS_PIPELINE_EXPORTER_PORT (9108)")
+    exporter.set_defaults(func=cmd_pipeline_exporter)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")
     home.set_defaults(func=lambda args: print(init_dagster_home(get_settings())) or 0)

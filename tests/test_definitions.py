@@ -61,6 +61,9 @@ def test_feast_assets_come_after_the_dbt_models():
 
 
 ORCHESTRATION = {"defs", "definitions.py", "cli.py"}
+# Reads the Dagster instance for Prometheus (`recsys pipeline-exporter`); defines no Dagster objects, so it
+# lives outside the defs folder, which is loaded as definitions.
+ORCHESTRATION_MODULES = {"observability/pipeline_exporter.py"}
 
 
 def _imports(path) -> list[str]:
@@ -77,7 +80,8 @@ def test_library_code_never_imports_dagster():
     package = REPO_ROOT / "recsys_assets"
     offenders = []
     for path in package.rglob("*.py"):
-        if path.relative_to(package).parts[0] in ORCHESTRATION:
+        if path.relative_to(package).parts[0] in ORCHESTRATION or \
+                path.relative_to(package).as_posix() in ORCHESTRATION_MODULES:
             continue
         offenders += [f"{path.relative_to(package)}: {n}" for n in _imports(path) if n.split(".")[0].startswith("dagster")]
     assert offenders == []

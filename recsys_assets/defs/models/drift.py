@@ -8,10 +8,9 @@ numbers are in the evaluation's metadata (`psi`, `threshold`, `histogram`, `vers
 `drift_signal`), which the pipeline exporter turns into recsys_drift_psi{signal="ranker_score"}.
 """
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey, AssetRecordsFilter, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey, AssetRecordsFilter, Failure, asset_check
 
-from recsys_assets.defs.ingest.drift import drift_result
-from recsys_assets.defs.shared.materializations import latest_version
+from recsys_assets.defs.ingest.drift import checked_day, drift_result
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource
 from recsys_assets.models.bundles import Ranker
 from recsys_assets.models.dataset import TrainingData
@@ -39,8 +38,12 @@ def previous_version(context: AssetCheckExecutionContext, version: str) -> str |
                          f"version's deciles, warns over {PSI_THRESHOLD}.")
 def ranker_score_drift(context: AssetCheckExecutionContext, training: TrainingResource,
                        serving: ServingResource) -> AssetCheckResult:
-    day = context.partition_key
-    version = latest_version(context, "ranker")
+    day = checked_day(context, RANKER)
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RANKER, asset_partitions=[day]), limit=1).records if day else []
+    if not records:
+        raise Failure(f"ranker has no materialization for {day}: materialize it first")
+    version = str(records[0].asset_materialization.metadata["mlflow_version"].value)
     previous = previous_version(context, version)
     data = TrainingData.load(training.dataset_dir(day))
     pairs = data.ranker_holdout.sample(n=min(SAMPLE_PAIRS, len(data.ranker_holdout)), random_state=training.seed)
