@@ -350,19 +350,22 @@ def cmd_pipeline_exporter(args: argparse.Namespace) -> int:
     collector = exporter.PipelineCollector(DagsterInstance.get(), exporter.code_location_check_keys(),
                                            exporter.served_day_reader(settings))
     port = args.port or settings.observability.pipeline_exporter_port
+    # The file_sd target is for a local Prometheus (`make observe`); a pod (--host 0.0.0.0) is found by its
+    # PodMonitoring instead.
+    target_home = settings.home if args.host in ("127.0.0.1", "localhost") else None
     try:
-        server, thread = exporter.serve(collector, port, settings.home)
+        server, thread = exporter.serve(collector, port, target_home, host=args.host)
     except OSError as exc:
-        print(f"recsys pipeline-exporter: 127.0.0.1:{port} cannot be bound ({exc}); pass --port or set "
+        print(f"recsys pipeline-exporter: {args.host}:{port} cannot be bound ({exc}); pass --port or set "
               "RECSYS_PIPELINE_EXPORTER_PORT", file=sys.stderr)
         return 2
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
-    print(f"pipeline metrics of {os.environ['DAGSTER_HOME']} on http://127.0.0.1:{port}/metrics "
-          f"(Prometheus file_sd: {exporter.target_path(settings.home, exporter.TARGET_NAME)})", flush=True)
+    where = f" (Prometheus file_sd: {exporter.target_path(settings.home, exporter.TARGET_NAME)})" if target_home else ""
+    print(f"pipeline metrics of {os.environ['DAGSTER_HOME']} on http://{args.host}:{port}/metrics{where}", flush=True)
     stopped.wait()
-    exporter.stop(server, thread, settings.home)
+    exporter.stop(server, thread, target_home)
     return 0
 
 
@@ -489,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "the Dagster instance on each scrape (127.0.0.1)")
     exporter.add_argument("--port", type=int, default=None,
                           help="default RECSYS_PIPELINE_EXPORTER_PORT (9108)")
+    exporter.add_argument("--host", default="127.0.0.1",
+                          help="address to listen on (default 127.0.0.1; a pod scraped by its PodMonitoring: 0.0.0.0)")
     exporter.set_defaults(func=cmd_pipeline_exporter)
 
     home = sub.add_parser("init-dagster-home", help="write DAGSTER_HOME/dagster.yaml (telemetry off, run queue)")

@@ -102,7 +102,9 @@ ALERTS = [
           "The latest {{ $labels.job }} run failed",
           "Dagster's latest run of {{ $labels.job }} failed: open it in the Dagster UI (the run-failure sensor "
           "posted it to Alertmanager too)."),
-    Alert("RecsysAssetCheckFailed", "recsys-pipeline", "recsys_asset_check_passed", "== 0", "0m", "warning",
+    # Blocking checks only: a drift check failing (severity WARN) is RecsysDrift's to say.
+    Alert("RecsysAssetCheckFailed", "recsys-pipeline", 'recsys_asset_check_passed{severity="ERROR"}', "== 0", "0m",
+          "warning",
           "Check {{ $labels.check }} of {{ $labels.asset }} failed",
           "The latest evaluation of {{ $labels.asset }}'s check {{ $labels.check }} failed."),
     Alert("RecsysDrift", "recsys-models", "recsys_drift_psi", f"> {DRIFT_PSI}", "0m", "warning",
