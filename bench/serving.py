@@ -5,6 +5,7 @@ count=10) for the 300 most active users in turn, at 1, 10, 50 and 200 connection
 * Ray Serve as it ran before this issue (one replica answering on the port itself, no queue bound), with
   today's code: what the second core and HAProxy add;
 * the same app on bare uvicorn with as many worker processes as replicas (the overhead baseline),
+* Ray Serve as `recsys serve` runs it with its telemetry off (RECSYS_TELEMETRY=0): what metrics cost,
 
 all in the same run: requests/s, p50/p90/p99 latency, answers by status (503 = refused by load shedding),
 client timeouts (5 s), and the server's CPU milliseconds per answered request (its whole process tree).
@@ -12,6 +13,11 @@ Server-side stage timings (debug=true) say where a request's time goes. Writes b
 and prints the table and the Ray Serve / bare uvicorn ratio.
 
     python bench/serving.py [--home RECSYS_HOME] [--seconds 15] [--levels 1,10,50,200]
+    python bench/serving.py --telemetry-cost [--rounds 2] [--home ...]   # only telemetry on/off, 1 and 10 clients
+
+--telemetry-cost alternates on and off (on, off, then off, on, ...: a drift of the shared machine falls on both)
+and compares medians: rerank p50 at 1 client and throughput at 10 clients, on / off (target: at most 5% worse).
+Writes bench/results/serving_telemetry.json.
 
 Without --home it generates data (20k users, 5k items, 60 days: `make demo`'s) and runs `recsys pipeline`.
 """
@@ -41,6 +47,7 @@ from tests.support.wrk import run_wrk, wrk_available
 
 LEVELS = (1, 10, 50, 200)
 BENCH_DIR = str(Path(__file__).resolve().parent)  # uvicorn imports the baseline, bare_app.py, from here
+TELEMETRY_OFF = {"RECSYS_TELEMETRY": "0"}
 TARGETS = {"p99_ms_at_1": 15.0, "rps_at_10": 250.0, "p99_ms_at_10": 60.0, "timeouts_at_50": 0,
            "p99_ms_at_50": 300.0, "refused_share_at_50": 0.05, "ray_over_bare_rps_at_10": 0.95}
 
@@ -131,24 +138,71 @@ def measure(name: str, command: list[str], env: dict, url: str, users_file: Path
         stop_process_group(proc)
 
 
+def telemetry_ratios(on: list[dict], off: list[dict]) -> dict:
+    """Medians over the rounds: rerank p50 at 1 client and requests/s at 10 clients, telemetry on / off."""
+    def median(runs, clients, key):
+        return float(np.median([r[clients][key] for r in runs]))
+
+    ratios = {}
+    if "1" in on[0]:
+        ratios["p50_ms_at_1_on_over_off"] = round(median(on, "1", "p50_ms") / median(off, "1", "p50_ms"), 3)
+    if "10" in on[0]:
+        rps_on, rps_off = median(on, "10", "requests_per_s"), median(off, "10", "requests_per_s")
+        ratios["rps_at_10_on_over_off"] = round(rps_on / rps_off, 3)
+    return ratios
+
+
+def telemetry_cost(args, home: Path, users: Path, levels) -> None:
+    """`recsys serve` with telemetry on and off, alternating, `args.rounds` times each."""
+    base_env = {**os.environ, "RECSYS_HOME": str(home)}
+    serve = [sys.executable, "-m", "recsys_assets.cli", "serve"]
+    runs: dict[str, list] = {"on": [], "off": []}
+    for n in range(args.rounds):
+        for mode in (("on", "off") if n % 2 == 0 else ("off", "on")):
+            port = free_port()
+            env = {**base_env, "RECSYS_SERVE_PORT": str(port), **(TELEMETRY_OFF if mode == "off" else {})}
+            print(f"telemetry {mode}, round {n + 1}:", flush=True)
+            runs[mode].append(measure(f"telemetry_{mode}", serve, env, f"http://127.0.0.1:{port}", users, levels,
+                                      args.seconds))
+    ratios = telemetry_ratios(runs["on"], runs["off"])
+    met = {k: (v <= 1.05 if k.startswith("p50") else v >= 0.95) for k, v in ratios.items()}
+    write_result("serving_telemetry", {"home": str(home), "replicas": os.cpu_count() or 1, "rounds": args.rounds,
+                                       "seconds_per_level": args.seconds, "runs": runs, "ratios": ratios,
+                                       "target": "p50 at 1 client at most 5% higher, rps at 10 at most 5% lower",
+                                       "met": met})
+    for mode, results in runs.items():
+        for k, r in enumerate(results):
+            print(f"telemetry {mode} round {k + 1}: " + ", ".join(
+                f"{c} clients {r[c]['requests_per_s']} req/s p50 {r[c]['p50_ms']} ms" for c in map(str, levels)))
+    print(f"telemetry on / off: {ratios}; targets met: {met}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", help="a RECSYS_HOME with a published release (default: generate one)")
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument("--levels", default=None, help=f"client counts (default {LEVELS}; 1,10 with --telemetry-cost)")
+    parser.add_argument("--telemetry-cost", action="store_true",
+                        help="only `recsys serve` with telemetry on and off (RECSYS_TELEMETRY=0)")
+    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs with --telemetry-cost")
     args = parser.parse_args()
     if not wrk_available():
         sys.exit("wrk is missing: `make system-packages` installs it")
-    levels = [int(x) for x in args.levels.split(",")]
+    default_levels = "1,10" if args.telemetry_cost else ",".join(map(str, LEVELS))
+    levels = [int(x) for x in (args.levels or default_levels).split(",")]
     home = prepare_home(args)
     users = most_active_users(home)
+    if args.telemetry_cost:
+        telemetry_cost(args, home, users, levels)
+        return
     replicas = os.cpu_count() or 1
     base_env = {**os.environ, "RECSYS_HOME": str(home)}
     serve = [sys.executable, "-m", "recsys_assets.cli", "serve"]
     results = {}
     for name, extra in (("ray_serve", {}),
                         ("ray_serve_1_replica", {"RECSYS_SERVE_REPLICAS": "1", "RECSYS_SERVE_INGRESS": "direct",
-                                              "RECSYS_SERVE_MAX_QUEUED": "-1", "RECSYS_SERVE_MAX_ONGOING": "32"})):
+                                              "RECSYS_SERVE_MAX_QUEUED": "-1", "RECSYS_SERVE_MAX_ONGOING": "32"}),
+                        ("ray_serve_telemetry_off", TELEMETRY_OFF)):
         port = free_port()
         print(f"{name}:", flush=True)
         results[name] = measure(name, serve, {**base_env, "RECSYS_SERVE_PORT": str(port), **extra},
@@ -161,6 +215,7 @@ def main() -> None:
                          "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}", users, levels, args.seconds)
 
     ray, bare = results["ray_serve"], results["bare_uvicorn"]
+    telemetry = telemetry_ratios([ray], [results["ray_serve_telemetry_off"]])
     ratio = {c: round(ray[c]["requests_per_s"] / max(bare[c]["requests_per_s"], 1e-9), 3) for c in map(str, levels)}
     reached = {}
     if "1" in ray:
@@ -176,7 +231,7 @@ def main() -> None:
     write_result("serving", {"home": str(home), "replicas": replicas, "users": "the 300 most active",
                              "endpoint": "/recs/u2i/rerank?top_k_retrieval=100&count=10",
                              "seconds_per_level": args.seconds, **results, "ray_serve_over_bare_rps": ratio,
-                             "targets": TARGETS, "reached": reached, "met": met})
+                             "telemetry_on_over_off": telemetry, "targets": TARGETS, "reached": reached, "met": met})
     print(f"\n{'server':<18} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'503 %':>6} {'timeouts':>8} "
           f"{'cpu ms/req':>10}")
     for name, result in results.items():
@@ -185,6 +240,7 @@ def main() -> None:
             print(f"{name:<18} {c:>7} {r['requests_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
                   f"{100 * r['refused_share']:>6.1f} {r['timeouts']:>8} {r['server_cpu_ms_per_answer']:>10}")
     print(f"Ray Serve / bare uvicorn throughput: {ratio}; targets met: {met}")
+    print(f"telemetry on / off (one run each): {telemetry}")
     if not args.home:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from conftest import SERVICE_TOKEN, recsys_env, serving_assets
 from recsys_assets.data.schema import ITEMS_FILE
 from recsys_assets.serving.config import serving_kv
 from recsys_assets.serving_data.release import Release, ReleaseStore
+from tests.support.scrape import wait_for_samples
 from tests.support.wrk import run_wrk
 
 TOKEN = SERVICE_TOKEN
@@ -178,9 +179,10 @@ def test_healthz_readyz_metrics_and_docs(service):
     assert service.get("/healthz").json() == {"status": "ok"}
     ready = _ok(service.get("/readyz"))
     assert ready["ready"] is True
-    metrics = service.get("/metrics").text
-    assert 'recsys_requests_total{endpoint="/recs/u2i/rerank",status="200"}' in metrics
-    assert "recsys_release_info" in metrics
+    # /metrics answers Ray's export of every replica (telemetry.py), which lags requests by a report interval.
+    scrape = lambda: service.get("/metrics").text  # noqa: E731
+    wait_for_samples(scrape, "ray_recsys_requests_total", endpoint="/recs/u2i/rerank", status="200")
+    wait_for_samples(scrape, "ray_recsys_release_info")
     paths = set(service.get("/openapi.json").json()["paths"])
     assert {"/recs/popular", "/recs/i2i", "/recs/u2i/last_item_i2i", "/recs/u2i/rerank",
             "/score/seq_rating_prediction", "/features/user", "/interactions", "/healthz", "/readyz"} <= paths
@@ -278,10 +280,8 @@ def test_a_release_that_cannot_load_leaves_the_served_one_in_place(service, serv
                      candidates=good.candidates)
     releases.publish(broken)
     try:
-        deadline = time.monotonic() + 30
-        while 'recsys_release_reloads_total{outcome="load_failed"}' not in service.get("/metrics").text:
-            assert time.monotonic() < deadline, "the broken release was never tried"
-            time.sleep(0.5)
+        wait_for_samples(lambda: service.get("/metrics").text, "ray_recsys_release_reloads_total",
+                         outcome="load_failed")
         body = _ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))
         assert body["release"] == good.id and body["model_version"] == good.models
     finally:
@@ -302,7 +302,7 @@ def test_canary_share_goes_to_the_challenger_ranker(service, served_home, known)
         variants = [_ok(service.get("/recs/u2i/rerank", params={"user_id": known["user"]}))["ranker_variant"]
                     for _ in range(60)]
         assert 10 <= variants.count("challenger") <= 50 and set(variants) == {"champion", "challenger"}
-        assert 'recsys_rerank_variant_total{variant="challenger"}' in service.get("/metrics").text
+        wait_for_samples(lambda: service.get("/metrics").text, "ray_recsys_rerank_variant_total", variant="challenger")
     finally:
         releases.publish(Release(day=current.day, models=current.models, collections=current.collections,
                                  candidates=current.candidates))

@@ -215,22 +215,33 @@ def test_the_file_sd_target_names_rays_metrics_export_on_loopback(service):
     assert listening == {"127.0.0.1"}
 
 
-def test_every_replicas_requests_reach_the_scrape(service, users, served_home):
-    def load():
+def _load(service, users, clients: int = 4) -> None:
+    """Reranks from concurrent clients (HAProxy spreads them over the replicas), and one cold start."""
+    def client_run():
         with httpx.Client(base_url=service["url"], timeout=30) as client:
             for user in users:
                 assert client.get(RERANK, params={"user_id": user}).status_code == 200
             client.get(RERANK, params={"user_id": "nobody-at-all"})
 
-    threads = [threading.Thread(target=load) for _ in range(4)]  # concurrent: HAProxy spreads them
+    threads = [threading.Thread(target=client_run) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    requests = wait_for_samples(lambda: _scrape(service), "ray_recsys_requests_total",
-                                until=lambda found: len({s.labels["replica"] for s in found}) == 2,
-                                endpoint=RERANK, status="200")
-    assert sum(s.value for s in requests) >= 4 * len(users)
+
+
+def test_every_replicas_requests_reach_the_scrape(service, users, served_home):
+    def load_then_scrape():
+        # Ready means one replica answers: on a busy machine the other may still be loading, and HAProxy sends it
+        # nothing until it is healthy. Load again until both have answered.
+        _load(service, users)
+        return _scrape(service)
+
+    def both_replicas_and_every_request(found):  # the agent gets a replica's numbers every 2 s: wait for all
+        return len({s.labels["replica"] for s in found}) == 2 and sum(s.value for s in found) >= 4 * len(users)
+
+    requests = wait_for_samples(load_then_scrape, "ray_recsys_requests_total", timeout_s=180,
+                                until=both_replicas_and_every_request, endpoint=RERANK, status="200")
     assert all(s.labels["deployment"] == "recsys" and s.labels["application"] == "recsys" for s in requests)
     text = _scrape(service)
     assert {s.labels["stage"] for s in samples(text, "ray_recsys_rerank_stage_seconds_bucket")} == {
