@@ -130,8 +130,11 @@ def measure(name: str, command: list[str], env: dict, url: str, users_file: Path
         out = {"profile": stage_profile(url, users[:100])}
         for clients in levels:
             out[str(clients)] = wrk(url, users_file, clients, seconds, server)
-            with httpx.Client(timeout=10) as c:  # still up and ready after the load?
-                out[str(clients)]["ready_after"] = c.get(f"{url}/readyz").status_code == 200
+            try:  # still up and ready after the load? (recorded, not fatal: the run goes on)
+                with httpx.Client(timeout=30) as c:
+                    out[str(clients)]["ready_after"] = c.get(f"{url}/readyz").status_code == 200
+            except httpx.HTTPError as exc:
+                out[str(clients)]["ready_after"] = f"no answer: {type(exc).__name__}"
             print(f"  {name}, {clients:>3} clients: {out[str(clients)]}", flush=True)
         return out
     finally:
