@@ -347,8 +347,14 @@ def cmd_pipeline_exporter(args: argparse.Namespace) -> int:
 
     from recsys_assets.observability import pipeline_exporter as exporter
 
-    collector = exporter.PipelineCollector(DagsterInstance.get(), exporter.code_location_check_keys(),
-                                           exporter.served_day_reader(settings))
+    collector = exporter.PipelineCollector(DagsterInstance.get(), [], exporter.served_day_reader(settings))
+
+    def load_checks() -> None:
+        collector.check_keys = exporter.code_location_check_keys()
+
+    # Loading the code location to list its checks takes 10-80 s: /metrics answers at once, and the check
+    # families join once the checks are known.
+    threading.Thread(target=load_checks, name="load-checks", daemon=True).start()
     port = args.port or settings.observability.pipeline_exporter_port
     # The file_sd target is for a local Prometheus (`make observe`); a pod (--host 0.0.0.0) is found by its
     # PodMonitoring instead.

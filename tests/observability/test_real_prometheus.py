@@ -39,7 +39,7 @@ GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__interval": "5s", "$__range":
 EVENT_ONLY = {
     "ray_recsys_degraded_answers_total": "only while the serving store does not answer (tests/reliability)",
 }
-WAIT_FOR_DATA_S = 120
+WAIT_FOR_DATA_S = 180
 
 
 def _query(prometheus: str, expr: str) -> list[dict]:
