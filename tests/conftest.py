@@ -38,14 +38,25 @@ def recsys_env(home: Path):
                 os.environ[key] = value
 
 
-class Home:
-    """A RECSYS_HOME with its landing zone, resources and an ephemeral Dagster instance."""
+def persistent(dagster_home: Path) -> DagsterInstance:
+    """A Dagster instance on disk, as `recsys init-dagster-home` writes it: other processes (the pipeline
+    exporter, the CLI) read its runs, materializations and check evaluations through DAGSTER_HOME."""
+    from recsys_assets.settings import DAGSTER_YAML
 
-    def __init__(self, path: Path):
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return DagsterInstance.from_config(str(dagster_home))
+
+
+class Home:
+    """A RECSYS_HOME with its landing zone, resources and a Dagster instance (ephemeral, or on disk under
+    RECSYS_HOME/dagster)."""
+
+    def __init__(self, path: Path, persistent_instance: bool = False):
         self.path = path
         self.settings = Settings(home=path, env="local")
         self.landing = LocalLandingZone(self.settings.landing_dir)
-        self.instance = DagsterInstance.ephemeral()
+        self.instance = persistent(path / "dagster") if persistent_instance else DagsterInstance.ephemeral()
         self.training_overrides: dict = {}
 
     def resources(self) -> dict:
@@ -96,7 +107,8 @@ def generated_home(tmp_path_factory) -> Home:
     from recsys_assets.defs.features.assets import dbt_features
     from recsys_assets.defs.ingest.assets import item_metadata, raw_reviews
 
-    h = Home(tmp_path_factory.mktemp("generated") / "recsys_home")
+    # On disk: the session's pipeline is what the pipeline exporter and `make observe`'s tests read.
+    h = Home(tmp_path_factory.mktemp("generated") / "recsys_home", persistent_instance=True)
     days = h.write_generated()
     h.materialize_unpartitioned([item_metadata])
     h.materialize([raw_reviews, dbt_features], str(days[0]), str(days[-1]))
@@ -200,8 +212,21 @@ def serving_assets() -> list:
 
 @pytest.fixture(scope="session")
 def served_home(trained_home) -> Home:
-    """trained_home with the index, candidate and release assets of the last day: what serving reads."""
+    """trained_home with the index, candidate and release assets of the last day (what serving reads), and the
+    day's drift checks evaluated (a check-only run, as the automation runs them after their assets)."""
+    from dagster import AssetSelection
+
+    from recsys_assets.defs.ingest.assets import raw_reviews
+    from recsys_assets.defs.ingest.drift import item_popularity_drift_check, ratings_drift
+    from recsys_assets.defs.models.assets import ranker
+    from recsys_assets.defs.models.drift import ranker_score_drift
+
     trained_home.served = trained_home.materialize(serving_assets(), str(trained_home.days[-1]))
+    checks = [ratings_drift, item_popularity_drift_check, ranker_score_drift]
+    with recsys_env(trained_home.path):
+        drift = materialize([raw_reviews, ranker, *checks], selection=AssetSelection.checks(*checks),
+                            resources=trained_home.resources(), instance=trained_home.instance)
+    assert drift.success
     return trained_home
 
 

@@ -11,7 +11,7 @@ import urllib.request
 from datetime import date, timedelta
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterRunStatus, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterRunStatus
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_assets.observability.drift import item_popularity_drift, rating_drift
@@ -27,7 +27,6 @@ from recsys_assets.observability.pipeline_exporter import (
 from recsys_assets.observability.targets import target_path
 from recsys_assets.serving.ports import free_port
 from recsys_assets.serving_data.release import ReleaseStore
-from tests.conftest import recsys_env
 
 
 def scrape(address: str) -> dict[str, dict[tuple, float]]:
@@ -48,34 +47,19 @@ def one(samples: dict, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def checked(served_home):
-    """served_home with the drift checks executed as a check-only run (they check the newest day)."""
-    from recsys_assets.defs.ingest.assets import raw_reviews
-    from recsys_assets.defs.ingest.drift import item_popularity_drift_check, ratings_drift
-    from recsys_assets.defs.models.assets import ranker
-    from recsys_assets.defs.models.drift import ranker_score_drift
-
-    checks = [ratings_drift, item_popularity_drift_check, ranker_score_drift]
-    with recsys_env(served_home.path):
-        result = materialize([raw_reviews, ranker, *checks], selection=AssetSelection.checks(*checks),
-                             resources=served_home.resources(), instance=served_home.instance)
-    assert result.success
-    return served_home
-
-
-@pytest.fixture(scope="module")
-def metrics(checked):
-    """The exporter over `checked`'s instance on a free loopback port: one scrape."""
-    collector = PipelineCollector(checked.instance, code_location_check_keys(), served_day_reader(checked.settings))
-    server, thread = serve(collector, free_port(), home=checked.path)
+def metrics(served_home):
+    """The exporter over served_home's instance (its drift checks evaluated) on a free loopback port: one scrape."""
+    collector = PipelineCollector(served_home.instance, code_location_check_keys(),
+                                  served_day_reader(served_home.settings))
+    server, thread = serve(collector, free_port(), home=served_home.path)
     address = f"127.0.0.1:{server.server_port}"
     try:
-        target = json.loads(target_path(checked.path, "pipeline").read_text())
+        target = json.loads(target_path(served_home.path, "pipeline").read_text())
         assert target == [{"targets": [address], "labels": {"job": PIPELINE_JOB}}]
         yield scrape(address)
     finally:
-        stop(server, thread, home=checked.path)
-    assert not target_path(checked.path, "pipeline").exists()
+        stop(server, thread, home=served_home.path)
+    assert not target_path(served_home.path, "pipeline").exists()
 
 
 def _evaluation(instance, key: AssetCheckKey):
@@ -83,13 +67,13 @@ def _evaluation(instance, key: AssetCheckKey):
     return record.event.asset_check_evaluation
 
 
-def test_asset_metrics_are_the_instances_latest_materializations(checked, metrics):
+def test_asset_metrics_are_the_instances_latest_materializations(served_home, metrics):
     from recsys_assets.warehouse.stores import DuckDBWarehouse
 
     # raw_reviews' rows: every review in the warehouse (the session loaded all days in one run)
-    loaded = sum(DuckDBWarehouse(checked.settings.warehouse_path).row_counts("raw_reviews").values())
+    loaded = sum(DuckDBWarehouse(served_home.settings.warehouse_path).row_counts("raw_reviews").values())
     assert one(metrics, "recsys_asset_rows", asset="raw_reviews") == loaded > 0
-    latest = checked.instance.get_latest_materialization_event(AssetKey("serving_release"))
+    latest = served_home.instance.get_latest_materialization_event(AssetKey("serving_release"))
     assert one(metrics, "recsys_asset_last_materialization_timestamp_seconds",
                asset="serving_release") == pytest.approx(latest.timestamp)
     # the ranker's training step took seconds, dbt's one step materialized several assets
@@ -98,10 +82,10 @@ def test_asset_metrics_are_the_instances_latest_materializations(checked, metric
         metrics, "recsys_asset_materialization_duration_seconds", asset="parent_asin_rating_stats")
 
 
-def test_model_evaluation_figures_equal_the_days_report(checked, metrics):
+def test_model_evaluation_figures_equal_the_days_report(served_home, metrics):
     from recsys_assets.models.promotion import read_latest
 
-    report = read_latest(checked.path / "evaluation")  # what `recsys evaluate` prints
+    report = read_latest(served_home.path / "evaluation")  # what `recsys evaluate` prints
     for model in ("rerank", "two_tower", "popularity", "ease"):
         for metric, name in (("ndcg@10", "ndcg_at_10"), ("recall@50", "recall_at_50"), ("coverage@10", "coverage")):
             assert one(metrics, "recsys_model_evaluation", model=model, metric=name) == pytest.approx(
@@ -111,40 +95,40 @@ def test_model_evaluation_figures_equal_the_days_report(checked, metrics):
     assert 0.5 < report["ranker"]["roc_auc"] <= 1  # a ranker that learned something, read back as such
 
 
-def test_drift_metrics_are_the_checks_psi_of_the_newest_day(checked, metrics):
+def test_drift_metrics_are_the_checks_psi_of_the_newest_day(served_home, metrics):
     from recsys_assets.warehouse.stores import DuckDBWarehouse
 
-    newest = checked.days[-1]
-    rows = DuckDBWarehouse(checked.settings.warehouse_path).read_reviews(newest - timedelta(days=1), newest)
+    newest = served_home.days[-1]
+    rows = DuckDBWarehouse(served_home.settings.warehouse_path).read_reviews(newest - timedelta(days=1), newest)
     frame = rows.to_pandas()
     before, now = frame[frame.partition_date == newest - timedelta(days=1)], frame[frame.partition_date == newest]
     expected = {"ratings": rating_drift(before.rating, now.rating).psi,
                 "item_popularity": item_popularity_drift(before.parent_asin, now.parent_asin).psi}
     for signal_name, check in (("ratings", "ratings_drift"), ("item_popularity", "item_popularity_drift")):
-        evaluation = _evaluation(checked.instance, AssetCheckKey(AssetKey("raw_reviews"), check))
+        evaluation = _evaluation(served_home.instance, AssetCheckKey(AssetKey("raw_reviews"), check))
         assert evaluation.metadata["day"].value == str(newest)
         assert evaluation.metadata["psi"].value == pytest.approx(expected[signal_name])
         assert one(metrics, "recsys_drift_psi", signal=signal_name) == pytest.approx(expected[signal_name])
         assert one(metrics, "recsys_asset_check_passed", asset="raw_reviews", check=check,
                    severity="WARN") == float(expected[signal_name] <= 0.2)
     # one ranker version in this home: nothing to compare with, said, and no made-up PSI exported
-    score = _evaluation(checked.instance, AssetCheckKey(AssetKey("ranker"), "score_drift"))
+    score = _evaluation(served_home.instance, AssetCheckKey(AssetKey("ranker"), "score_drift"))
     assert score.passed and "no previous model" in score.description
     assert ("signal", "ranker_score") not in {k for key in metrics["recsys_drift_psi"] for k in key}
 
 
-def test_check_outcomes_runs_and_freshness(checked, metrics):
+def test_check_outcomes_runs_and_freshness(served_home, metrics):
     assert one(metrics, "recsys_asset_check_passed", asset="raw_reviews", check="rating_in_range",
                severity="ERROR") == 1.0
     assert one(metrics, "recsys_asset_check_failures_total", asset="raw_reviews", check="rating_in_range") == 0.0
-    records = checked.instance.get_run_records()
+    records = served_home.instance.get_run_records()
     assert sum(metrics["recsys_runs"].values()) == len(records)
     assert one(metrics, "recsys_runs", status="SUCCESS") == sum(
         r.dagster_run.status == DagsterRunStatus.SUCCESS for r in records)
     assert set(metrics["recsys_last_run_failed"].values()) == {0.0}
     # the real release: its day against the newest landed day
-    release = ReleaseStore(checked.resources()["serving"].kv()).current()
-    assert one(metrics, "recsys_freshness_lag_days") == (checked.days[-1] - date.fromisoformat(release.day)).days
+    release = ReleaseStore(served_home.resources()["serving"].kv()).current()
+    assert one(metrics, "recsys_freshness_lag_days") == (served_home.days[-1] - date.fromisoformat(release.day)).days
 
 
 def test_freshness_lag_counts_days_from_the_served_release():
