@@ -92,7 +92,7 @@ def app_routes() -> list[tuple[str, set[str], bool]]:
                 yield from walk(route.original_router.routes, prefix + context.prefix,
                                 (*dependencies, *(d.dependency for d in context.dependencies)))
 
-    app = create_app(SimpleNamespace(metrics=None))
+    app = create_app(SimpleNamespace(telemetry=None))  # routes only: no request is served
     found = [(path, set(route.methods), path == METRICS_PATH or bearer in calls(route.dependant)
               or bearer in included) for path, route, included in walk(app.routes)]
     if not any(private for *_, private in found) or not any(not private for *_, private in found):
