@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from recsys_assets.observability.targets import target_path
 from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
 from recsys_assets.serving.runtime import Runtime
@@ -24,7 +25,6 @@ from recsys_assets.serving.telemetry import (
     JsonLogFormatter,
     Telemetry,
     merged,
-    scrape_target_path,
     stage_seconds,
     tracer_provider,
 )
@@ -195,7 +195,7 @@ def service(served_home):
     env = {"RECSYS_SERVE_REPLICAS": "2", "RAY_metrics_report_interval_ms": "2000", "RECSYS_RELOAD_INTERVAL_S": "1"}
     running = serve_process(served_home.path, env=env)
     url = running.__enter__()
-    target = scrape_target_path(served_home.path, "serving")
+    target = target_path(served_home.path, "serving")
     yield {"url": url, "target": target, "scrape_config": json.loads(target.read_text()),
            "stop": lambda: running.__exit__(None, None, None)}
     running.__exit__(None, None, None)

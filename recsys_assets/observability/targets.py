@@ -21,3 +21,7 @@ def write_target(home: Path, name: str, address: str, job: str) -> Path:
     partial.write_text(json.dumps([{"targets": [address], "labels": {"job": job}}]))
     os.replace(partial, path)
     return path
+
+
+def remove_target(home: Path, name: str) -> None:
+    target_path(home, name).unlink(missing_ok=True)

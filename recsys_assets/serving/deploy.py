@@ -14,19 +14,13 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.schema import LoggingConfig
 
+from recsys_assets.observability.targets import remove_target, target_path, write_target
 from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
 from recsys_assets.serving.ports import free_port
 from recsys_assets.serving.routes.recommendations import rerank_group
 from recsys_assets.serving.runtime import Runtime
-from recsys_assets.serving.telemetry import (
-    SERVING_JOB,
-    Telemetry,
-    json_logs,
-    remove_scrape_target,
-    scrape_target_path,
-    write_scrape_target,
-)
+from recsys_assets.serving.telemetry import SERVING_JOB, Telemetry, json_logs
 from recsys_assets.serving_data.candidates import POPULAR, POPULAR_KEY, SEQUENCE, CandidateStore
 from recsys_assets.serving_data.release import ReleaseStore
 
@@ -99,6 +93,36 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     # /tmp/ray; the console keeps warnings and what a user needs (the welcome below).
     for name in ("ray", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if blocking:
+        # From the start: a SIGTERM while Ray starts (a supervisor stopping a service it just started) still
+        # goes through the cleanup below instead of ending the process with Ray and its target left behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    metrics = None
+    try:
+        _start(config, joined)
+        # The export listens on the node's address (127.0.0.1 when served on loopback); named before the app
+        # answers, so a scraper knows it by the time the service is ready.
+        metrics = None if joined else f"{ray.util.get_node_ip_address()}:{config.metrics_port}"
+        if metrics:
+            write_target(config.settings.home, "serving", metrics, SERVING_JOB)
+        serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
+        print(_welcome(config, metrics), flush=True)
+        if not blocking:
+            return
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if blocking:
+            if metrics:
+                remove_target(config.settings.home, "serving")
+            shutdown(own_cluster=not joined)
+
+
+def _start(config: ServingConfig, joined: bool) -> None:
+    """Ray (ours, or the cluster we join) and Serve's HTTP ingress on config.host:port."""
+    import ray
+
     if not ray.is_initialized():
         # "local": a Ray of our own even when another runs on this machine. Without an address Ray joins the
         # latest local cluster (/tmp/ray/ray_current_cluster), and a second `recsys serve` (another home,
@@ -110,23 +134,6 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     # proxy still runs, on a free loopback port.
     proxy_port = free_port() if config.ingress == "direct" and config.direct_ingress else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
-    # The export listens on the node's address (127.0.0.1 when served on loopback: ServingConfig.ray_serve_environment);
-    # named before the app answers, so a scraper knows it by the time the service is ready.
-    metrics = None if joined else f"{ray.util.get_node_ip_address()}:{config.metrics_port}"
-    if metrics:
-        write_scrape_target(config.settings.home, "serving", metrics, SERVING_JOB)
-    serve.run(application(config), name=APP_NAME, route_prefix="/", blocking=False)
-    print(_welcome(config, metrics), flush=True)
-    if blocking:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            signal.pause()
-        except (KeyboardInterrupt, SystemExit):
-            pass
-        finally:
-            if metrics:
-                remove_scrape_target(config.settings.home, "serving")
-            shutdown(own_cluster=not joined)
 
 
 def _welcome(config: ServingConfig, metrics: str | None = None) -> str:
@@ -135,7 +142,7 @@ def _welcome(config: ServingConfig, metrics: str | None = None) -> str:
     lines = [f"recsys serving on {url}/  (demo page; API docs at {url}/docs)"]
     if metrics:
         lines.append(f"metrics of every replica (Ray's export): http://{metrics}/metrics  (Prometheus file_sd: "
-                     f"{scrape_target_path(config.settings.home, 'serving')})")
+                     f"{target_path(config.settings.home, 'serving')})")
     if not config.telemetry:
         lines.append("telemetry off (RECSYS_TELEMETRY=0): no recsys metrics or spans are recorded")
     if not config.api_token:

@@ -4,7 +4,7 @@
 
 * in a Ray Serve replica, `ray.serve.metrics` (Serve adds the `deployment`, `replica` and `application` tags),
   exported by Ray's metrics agent on every node (`recsys serve` starts its Ray with the export on a known
-  port, `RECSYS_METRICS_PORT`, and writes a Prometheus file_sd target for it: `write_scrape_target`). Every
+  port, `RECSYS_METRICS_PORT`, and writes a Prometheus file_sd target for it: `observability/targets.py`). Every
   replica's series reach the scraper, never one replica picked by the load balancer;
 * outside Ray (bare uvicorn in bench/bare_app.py, FastAPI's TestClient), a private prometheus_client registry
   the app's /metrics serves, under the same names;
@@ -46,14 +46,12 @@ inside a span, `trace_id`/`span_id` (hex, as Tempo shows them): Loki joins them 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 
@@ -407,24 +405,3 @@ def json_logs(stream=None) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-
-
-# -- where Prometheus finds us locally --------------------------------------------------------------------------
-
-def scrape_target_path(home: Path, name: str) -> Path:
-    return Path(home) / "observability" / "targets" / f"{name}.json"
-
-
-def write_scrape_target(home: Path, name: str, address: str, job: str) -> Path:
-    """A Prometheus file_sd file naming `address` (host:port) under `job`, written whole (Prometheus watches
-    the folder and must never read half a file)."""
-    path = scrape_target_path(home, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps([{"targets": [address], "labels": {"job": job}}]))
-    os.replace(partial, path)
-    return path
-
-
-def remove_scrape_target(home: Path, name: str) -> None:
-    scrape_target_path(home, name).unlink(missing_ok=True)
