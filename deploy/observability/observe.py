@@ -173,10 +173,12 @@ def live_target(home: Path, name: str) -> str | None:
 
 
 @contextmanager
-def pipeline_exporter(home: Path, port: int = PIPELINE_EXPORTER_PORT):
-    """`recsys pipeline-exporter` over `home` on 127.0.0.1:port until exit; yields its address."""
+def pipeline_exporter(home: Path, port: int = PIPELINE_EXPORTER_PORT, dagster_home: Path | None = None):
+    """`recsys pipeline-exporter` over `home` on 127.0.0.1:port until exit; yields its address. The instance
+    read is `dagster_home`, else the home's own (RECSYS_HOME/dagster), never one an outer environment names
+    for another home (make exports DAGSTER_HOME for the repository's var/)."""
     command = [sys.executable, "-m", "recsys_assets.cli", "pipeline-exporter", "--port", str(port)]
-    env = {"RECSYS_HOME": str(home), "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(Path(home) / "dagster"))}
+    env = {"RECSYS_HOME": str(home), "DAGSTER_HOME": str(dagster_home or Path(home) / "dagster")}
     with _process(command, observability_dir(home) / "pipeline-exporter.log",
                   f"http://127.0.0.1:{port}/metrics", env) as proc:
         yield f"127.0.0.1:{port}", proc
@@ -233,7 +235,8 @@ def main(argv: list[str]) -> int:
                 if not port_free(args.exporter_port):
                     raise SystemExit(f"127.0.0.1:{args.exporter_port} is taken and no pipeline exporter of "
                                      f"{home} answers there: pass --exporter-port")
-                pipeline, _ = stack.enter_context(pipeline_exporter(home, args.exporter_port))
+                pipeline, _ = stack.enter_context(pipeline_exporter(home, args.exporter_port,
+                                                                    os.environ.get("DAGSTER_HOME")))
                 started = True
             stack_urls = stack.enter_context(local_stack(home, args.prometheus_port, args.alertmanager_port))
             serving = live_target(home, "serving") or "none yet (`make serve` adds it when it starts)"
