@@ -137,5 +137,6 @@ def test_sensors_and_schedules_run_by_default():
     repo = defs.get_repository_def()
     assert {s.name: s.default_status for s in repo.sensor_defs} == {
         name: DefaultSensorStatus.RUNNING
-        for name in ("landing_sensor", "automation_sensor", "champion_sensor", "freshness_sensor")}
+        for name in ("landing_sensor", "automation_sensor", "champion_sensor", "freshness_sensor",
+                     "run_failure_alert")}
     assert [s.default_status for s in repo.schedule_defs] == [DefaultScheduleStatus.RUNNING]

@@ -18,11 +18,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HAPROXY_FOLDER_PREFIX, HOME_FILE = "recsys-haproxy-", "recsys-home"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on now (the OS picks it); another process may take it before we bind it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now (the OS picks it); another process may take it before we bind it. Never one
+    this process handed out before: a service picks several ports (HAProxy's stats and metrics, Ray's metrics
+    export) before any is bound, and the OS may offer a free port twice (seen: HAProxy's metrics frontend and
+    Ray's export on one port, the service failed to start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def free_port_block(size: int, low: int = 20_000, high: int = 30_000) -> int:
