@@ -61,38 +61,44 @@ def test_an_unreachable_redis_costs_no_request(redis_service):
     check_fault(result, good)
 
 
+def assert_one_timeout_per_cooldown(redis, read, match: str, timeout_s: float = 0.5, cooldown_s: float = 1.0):
+    """With Redis frozen, the first read fails after its timeout and the next ones at once (StoreUnavailable);
+    returns once Redis is thawed and the cooldown has passed."""
+    import time
+
+    from recsys_assets.circuit_breaker import StoreUnavailable
+
+    redis.freeze()
+    try:
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=match):
+                read()
+            waits.append(time.monotonic() - started)
+        assert waits[0] >= timeout_s and max(waits[1:]) < 0.05, waits
+    finally:
+        redis.thaw()
+    time.sleep(cooldown_s)
+
+
 def test_a_store_that_stopped_answering_costs_one_timeout_per_cooldown():
     """The circuit breaker in front of serving's reads: the first read after Redis froze waits out its timeout,
     the next ones fail at once until the cooldown has passed, then reads go through again."""
-    import time
-
     from recsys_assets.redis_connection import with_timeouts
-    from recsys_assets.serving_data.kv import GuardedKV, StoreUnavailable
+    from recsys_assets.serving_data.kv import GuardedKV
 
     with local_redis() as redis:
         store = GuardedKV(RedisKV(with_timeouts(redis.url, 0.5)), cooldown_s=1.0)
         store.put_many([("k", 1)])
-        redis.freeze()
-        try:
-            waits = []
-            for _ in range(3):
-                started = time.monotonic()
-                with pytest.raises(StoreUnavailable, match="TimeoutError"):
-                    store.get_many(["k"])
-                waits.append(time.monotonic() - started)
-            assert waits[0] >= 0.5 and max(waits[1:]) < 0.05, waits
-        finally:
-            redis.thaw()
-        time.sleep(1.0)
+        assert_one_timeout_per_cooldown(redis, lambda: store.get_many(["k"]), "TimeoutError")
         assert store.get_many(["k"]) == [1]
 
 
 def test_an_online_feature_store_that_stopped_answering_costs_one_timeout_per_cooldown(tmp_path):
     """The online feature store on Redis (GKE's) behind serving's circuit breaker: reads after Redis froze fail
     as StoreUnavailable (a 503 with Retry-After for the request), one timeout per cooldown, then recover."""
-    import time
-
-    from recsys_assets.circuit_breaker import CircuitBreaker, StoreUnavailable
+    from recsys_assets.circuit_breaker import CircuitBreaker
     from recsys_assets.feature_store.online import MISSING, OnlineFeatures
     from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
     from recsys_assets.redis_connection import with_timeouts
@@ -103,16 +109,5 @@ def test_an_online_feature_store_that_stopped_answering_costs_one_timeout_per_co
         repo.ensure_applied()
         reader = OnlineFeatures(repo.store, breaker=CircuitBreaker("online feature store", cooldown_s=1.0))
         assert reader.users(["someone"]).source == [MISSING]  # the store answers
-        redis.freeze()
-        try:
-            waits = []
-            for _ in range(3):
-                started = time.monotonic()
-                with pytest.raises(StoreUnavailable, match="online feature store unreachable"):
-                    reader.users(["someone"])
-                waits.append(time.monotonic() - started)
-            assert waits[0] >= 0.5 and max(waits[1:]) < 0.05, waits
-        finally:
-            redis.thaw()
-        time.sleep(1.0)
+        assert_one_timeout_per_cooldown(redis, lambda: reader.users(["someone"]), "online feature store unreachable")
         assert reader.users(["someone"]).source == [MISSING]
