@@ -89,3 +89,67 @@ def test_score_drift_over_the_previous_models_deciles():
     assert shifted.drifted and len(shifted.bins) == 10
     # a constant previous model: one edge, two bins, no crash
     assert score_drift(np.full(100, 0.5), np.full(100, 0.5)).psi == 0.0
+
+
+def test_the_rankers_score_drift_is_measured_against_the_previous_version(served_home):
+    """The `score_drift` check of a day whose ranker replaced another version: both versions score the same
+    held-out pairs, the PSI is in the evaluation's metadata and the pipeline exporter exports it. The newer
+    version here is the served one with its output bias raised (every probability higher: a drift the check
+    must see). Its own Dagster instance: the session's home keeps its records."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+    import torch
+    from dagster import (
+        AssetCheckKey,
+        AssetKey,
+        AssetMaterialization,
+        AssetSelection,
+        DagsterInstance,
+        materialize,
+    )
+
+    from recsys_assets.defs.models.assets import ranker
+    from recsys_assets.defs.models.drift import ranker_score_drift
+    from recsys_assets.defs.shared.resources import mlflow_store
+    from recsys_assets.models.bundles import Ranker
+    from recsys_assets.models.dataset import TrainingData, pack_ranker
+    from recsys_assets.models.registry import load_extras, log_model, ranker_fusion, tag_fusion
+    from recsys_assets.observability.pipeline_exporter import PipelineCollector
+    from tests.conftest import recsys_env
+
+    day = str(served_home.days[-1])
+    store = mlflow_store(served_home.settings)
+    resources = served_home.resources()
+    with recsys_env(served_home.path):
+        served = served_home.instance.get_latest_materialization_event(AssetKey("ranker"))
+        old = str(served.asset_materialization.metadata["mlflow_version"].value)
+        bundle = Ranker.load(store, old)
+        with torch.no_grad():  # the head's output layer: every logit 2 higher
+            bundle.model.head[-1].bias += 2.0
+        artifacts = {f.name: np.load(f) if f.suffix == ".npy" else json.loads(f.read_text())
+                     for f in Path(load_extras(store, "ranker", old)).iterdir()}
+        pairs = TrainingData.load(resources["training"].dataset_dir(day)).ranker_holdout.head(3)
+        example = pack_ranker(pairs, bundle.users, bundle.catalogue, pairs.timestamp.to_numpy())
+        mlflow.set_tracking_uri(store.tracking_uri)
+        with mlflow.start_run(run_name=f"ranker-drift-test-{day}", experiment_id=store.ensure_experiment(),
+                              nested=True):
+            new = log_model("ranker", bundle.model, example, artifacts)
+        tag_fusion(store.client(), new, ranker_fusion(store.client(), old))
+
+        instance = DagsterInstance.ephemeral()
+        for version in (old, new):  # yesterday's version, then the day's
+            instance.report_runless_asset_event(AssetMaterialization("ranker", partition=day,
+                                                                     metadata={"mlflow_version": version}))
+        result = materialize([ranker, ranker_score_drift], selection=AssetSelection.checks(ranker_score_drift),
+                             resources=resources, instance=instance)  # a check run checks the newest day
+    evaluation = result.get_asset_check_evaluations()[0]
+    meta = evaluation.metadata
+    assert meta["version"].value == new and meta["previous_version"].value == old
+    assert meta["psi"].value > PSI_THRESHOLD and not evaluation.passed  # a WARN, said with its number
+    assert f"PSI {meta['psi'].value:.3f} (drifted" in evaluation.description
+    key = AssetCheckKey(AssetKey("ranker"), "score_drift")
+    exported = {tuple(s.labels.items()): s.value for family in PipelineCollector(instance, [key], lambda: None)
+                .collect() if family.name == "recsys_drift_psi" for s in family.samples}
+    assert exported == {(("signal", "ranker_score"),): pytest.approx(meta["psi"].value)}

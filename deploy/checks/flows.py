@@ -77,6 +77,10 @@ def workloads(objects: list[dict], run_pod: dict, step_pod: dict, user_code_pod:
     # labels of prometheus-engine's charts/operator/templates/_helpers.tpl).
     found["gmp-collector"] = Pod(GMP_NAMESPACE, {"app.kubernetes.io/name": "collector",
                                                  "app": "managed-prometheus-collector"})
+    # Its managed Alertmanager (StatefulSet `alertmanager` in gmp-system, Service port 9093, same source).
+    found["gmp-alertmanager"] = Pod(GMP_NAMESPACE, {"app.kubernetes.io/name": "alertmanager",
+                                                    "app": "managed-prometheus-alertmanager"},
+                                    {"alertmanager": (9093, "TCP")})
     found.update(OUTSIDERS)
     found["cloud-sql"] = Address(outputs["postgres_host"])
     found["memorystore"] = Address(outputs["redis_host"])
@@ -150,6 +154,8 @@ def flows(redis_port: int) -> list[Flow]:
           for w in ("serving-head", "serving-worker")),
         Flow("gmp-scrapes-pipeline-exporter", "gmp-collector", "recsys-pipeline-exporter", 9108,
              why="the pipeline's metrics (PodMonitoring recsys-pipeline)"),
+        Flow("run-failure-alert", "dagster-code-server", "gmp-alertmanager", 9093,
+             why="the run-failure sensor posts to Alertmanager (RECSYS_ALERTMANAGER_URL)"),
         Flow("pipeline-exporter-redis", "recsys-pipeline-exporter", "memorystore", redis_port,
              why="the served release, for the freshness lag"),
         Flow("mlflow-cloud-sql-proxy", "mlflow", "cloud-sql", 3307, why="the Auth Proxy's port on the instance"),
