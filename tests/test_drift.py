@@ -133,7 +133,7 @@ def test_the_rankers_score_drift_is_measured_against_the_previous_version(served
         pairs = TrainingData.load(resources["training"].dataset_dir(day)).ranker_holdout.head(3)
         example = pack_ranker(pairs, bundle.users, bundle.catalogue, pairs.timestamp.to_numpy())
         mlflow.set_tracking_uri(store.tracking_uri)
-        with mlflow.start_run(run_name=f"ranker-drift-test-{day}", experiment_id=store.ensure_experiment(),
+        with mlflow.start_run(run_name=f"drift-test-copy-{day}", experiment_id=store.ensure_experiment(),
                               nested=True):
             new = log_model("ranker", bundle.model, example, artifacts)
         tag_fusion(store.client(), new, ranker_fusion(store.client(), old))
