@@ -37,6 +37,7 @@ from torch import nn
 
 from recsys_assets.models.data import PAD
 from recsys_assets.models.features import HISTORY, N_DELTA_BUCKETS, Layout
+from recsys_assets.models.warm_start import CATEGORIES, DAYS_DATA, USERS
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,12 @@ class Ranker(nn.Module):
         width = cfg.user_dim + item_dim + cfg.gru_hidden + cfg.item_encoder_dim + user_dense_dim + 3
         self.head = nn.Sequential(nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 64), nn.ReLU(),
                                   nn.Linear(64, 1))
+
+    def id_tables(self) -> dict[str, str | None]:
+        """The id tables a warm start carries over by id; the item vectors (the day's item2vec's) and the logQ
+        term (the day's popularity) are the day's own."""
+        return {"user_emb.weight": USERS, "category_emb.weight": CATEGORIES, "item_emb.weight": DAYS_DATA,
+                "log_q": DAYS_DATA}
 
     def init_kwargs(self) -> dict:
         """What builds this model again before its weights load (`weights.py`): JSON. The item width is the

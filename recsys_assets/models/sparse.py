@@ -55,6 +55,11 @@ class SparseEmbeddings(nn.Module):
     def output_dim(self) -> int:
         return sum(f.dim for f in self.features)
 
+    def table_names(self) -> dict[str, str]:
+        """Each feature's table as this module's state dict names it."""
+        return {f.name: (f"ebc.embedding_bags.t_{f.name}.weight" if self.backend == "torchrec"
+                         else f"bags.{f.name}.weight") for f in self.features}
+
     def forward(self, ids: list[torch.Tensor]) -> torch.Tensor:
         """`ids[i]`: (B, n_i) indices of feature i; returns (B, sum of dims) pooled embeddings."""
         values, lengths = [], []

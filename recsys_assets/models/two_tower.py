@@ -15,6 +15,7 @@ from torch import nn
 
 from recsys_assets.models.features import HISTORY, Layout
 from recsys_assets.models.sparse import SparseEmbeddings, SparseFeature
+from recsys_assets.models.warm_start import CATEGORIES, ITEMS, USERS
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class TwoTower(nn.Module):
     @classmethod
     def from_init_kwargs(cls, kwargs: dict) -> TwoTower:
         return cls(**{**kwargs, "cfg": TwoTowerConfig(**kwargs["cfg"])})
+
+    def id_tables(self) -> dict[str, str]:
+        """The id tables (state-dict name -> the vocabulary of their rows) a warm start carries over by id."""
+        kinds = {"user_id": USERS, "history": ITEMS, "item_id": ITEMS, "category": CATEGORIES}
+        return {f"{tower}.{table}": kinds[feature] for tower in ("user_sparse", "item_sparse")
+                for feature, table in getattr(self, tower).table_names().items()}
 
     def user_vectors(self, x: torch.Tensor) -> torch.Tensor:
         s = self.user_layout.slices()
