@@ -28,7 +28,9 @@ The manifests, the Dagster Helm values and the Secrets are rendered from an exam
   output, `promtool check rules` / `promtool test rules` (a firing and a silent case per alert),
   `amtool check-config`, the GKE Rules object holds alerts.yml's rules, each PodMonitoring selects pods with
   its port and is the job the alerts watch, each dashboard has its ConfigMap; PodMonitoring and Rules against
-  Google Managed Prometheus' CRD schemas;
+  Google Managed Prometheus' CRD schemas; Grafana's Helm values against the chart's vendored default values
+  (unknown keys, wrong kinds), its data sources as Grafana provisions them, its dashboard sidecar against the
+  rendered ConfigMaps, its data source against the README's query frontend (checks/grafana_chart.py);
 * no project-specific literal in the templates; yamllint on every manifest, hadolint on the Dockerfile.
 
     python deploy/check.py [files...]     (default: the rendered deployment; files: already-rendered manifests)
@@ -58,7 +60,7 @@ REPO = DEPLOY.parent
 sys.path.insert(0, str(DEPLOY))  # deploy/render.py and deploy/checks/, run as `python deploy/check.py` or imported
 
 import render  # noqa: E402
-from checks import dagster_chart, exposure, flows, network, observability, wiring  # noqa: E402
+from checks import dagster_chart, exposure, flows, grafana_chart, network, observability, wiring  # noqa: E402
 from checks import terraform as terraform_checks  # noqa: E402
 from checks.strict import strict  # noqa: E402
 
@@ -674,7 +676,8 @@ def main(argv: list[str]) -> int:
     else:
         r = rendering()
         workflows = sorted((REPO / ".github" / "workflows").glob("*.yaml"))
-        found = {**check_files(r.paths), **lint_errors([*manifests(), HELM_VALUES, *workflows]), **platform_errors(r)}
+        found = {**check_files(r.paths), **lint_errors([*manifests(), HELM_VALUES, grafana_chart.VALUES, *workflows]),
+                 **platform_errors(r)}
         helm_errors, note = helm_template(r.folder / "dagster-values.yaml")
         errors = dagster_values_errors() + helm_errors
         if errors:

@@ -1,7 +1,10 @@
 """Dashboards, alerts and their GKE objects (deploy/observability/): the committed files equal their generators'
 output; `promtool check rules` and `promtool test rules` pass, with a firing and a silent case per alert;
 `amtool check-config` passes; the rendered `Rules` object holds exactly alerts.yml's rules; each PodMonitoring
-selects pods that have its port, and is named as the job the alerts watch; every dashboard has its ConfigMap."""
+selects pods that have its port, and is named as the job the alerts watch; every dashboard has its ConfigMap;
+Grafana's Helm values against the chart's vendored defaults, its data sources as Grafana provisions them, its
+dashboard sidecar against the rendered ConfigMaps, its data source against the README's query frontend
+(checks/grafana_chart.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from . import grafana_chart
 
 OBSERVABILITY = Path(__file__).resolve().parent.parent / "observability"
 sys.path.insert(0, str(OBSERVABILITY))
@@ -104,7 +109,14 @@ def dashboard_config_map_errors(objects: list[dict]) -> list[str]:
             for name in sorted(wanted - loaded)]
 
 
+def grafana_errors(objects: list[dict], values: Path = grafana_chart.VALUES,
+                   readme: str | None = None) -> list[str]:
+    """deploy/observability/grafana-values.yaml: keys and types against the chart's defaults, the data sources,
+    the dashboard sidecar against the dashboards' ConfigMaps among `objects`, the query frontend's URL."""
+    return [f"{values.name}: {e}" for e in grafana_chart.errors(objects, set(dashboards.rendered()), values, readme)]
+
+
 def errors(objects: list[dict], pods: dict[str, dict]) -> list[str]:
     return (dashboards.differences() + alerts.differences() + promtool_errors() + test_coverage_errors()
             + alertmanager_errors() + rules_object_errors(objects) + pod_monitoring_errors(objects, pods)
-            + dashboard_config_map_errors(objects))
+            + dashboard_config_map_errors(objects) + grafana_errors(objects))

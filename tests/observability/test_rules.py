@@ -119,3 +119,139 @@ def test_gke_mistakes_are_caught():
     objects = [o for o in objects if o["kind"] != "ConfigMap" or "models" not in o["metadata"]["name"]]
     assert observability.dashboard_config_map_errors(objects) == [
         "dashboard recsys-models.json: no ConfigMap labelled grafana_dashboard carries it"]
+
+
+# -- Grafana's Helm values (deploy/checks/grafana_chart.py) ----------------------------------------------------
+
+GRAFANA_VALUES = observability.grafana_chart.VALUES
+
+
+def _grafana_errors(tmp_path, edit=None, edit_objects=None, readme=None) -> list[str]:
+    """grafana_errors of the committed values after `edit` (header kept), against the GKE dashboards' ConfigMaps
+    after `edit_objects`."""
+    text = GRAFANA_VALUES.read_text()
+    values = yaml.safe_load(text)
+    if edit:
+        edit(values)
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    path = tmp_path / "grafana-values.yaml"
+    path.write_text(header + yaml.safe_dump(values, sort_keys=False))
+    objects, _ = _gke_objects()
+    if edit_objects:
+        edit_objects(objects)
+    return observability.grafana_errors(objects, path, readme)
+
+
+def _dashboards_sidecar(values):
+    return values["sidecar"]["dashboards"]
+
+
+def _datasources(values):
+    return values["datasources"]["datasources.yaml"]["datasources"]
+
+
+def test_the_committed_grafana_values_pass(tmp_path):
+    objects, _ = _gke_objects()
+    assert observability.grafana_errors(objects) == []
+    assert _grafana_errors(tmp_path) == []  # the round trip the other tests edit through changes nothing
+
+
+@pytest.mark.parametrize("edit, expected", [
+    # a typo'd key: the chart would ignore it, and the sidecar stay off
+    (lambda v: v["sidecar"].update(dashboard=v["sidecar"].pop("dashboards")),
+     "grafana-values.yaml: sidecar.dashboard: not a key of the grafana chart 10.5.11's values "
+     "(did you mean sidecar.dashboards?)"),
+    (lambda v: _dashboards_sidecar(v).update(lable=_dashboards_sidecar(v).pop("label")),
+     "grafana-values.yaml: sidecar.dashboards.lable: not a key of the grafana chart 10.5.11's values "
+     "(did you mean sidecar.dashboards.label?)"),
+    # a misplaced key: searchNamespace belongs to each sidecar, not to `sidecar`
+    (lambda v: v["sidecar"].update(searchNamespace=_dashboards_sidecar(v).pop("searchNamespace")),
+     "grafana-values.yaml: sidecar.searchNamespace: not a key of the grafana chart 10.5.11's values"),
+])
+def test_an_unknown_or_misplaced_grafana_key_fails(tmp_path, edit, expected):
+    errors = _grafana_errors(tmp_path, edit)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda v: _dashboards_sidecar(v).update(label={"grafana_dashboard": "1"}),
+     "grafana-values.yaml: sidecar.dashboards.label: a map ({'grafana_dashboard': '1'}) where the chart has a "
+     "scalar ('grafana_dashboard' by default)"),
+    # a quoted boolean is a string: "false" would turn the sidecar on
+    (lambda v: _dashboards_sidecar(v).update(enabled="false"),
+     "grafana-values.yaml: sidecar.dashboards.enabled: a scalar ('false') where the chart has a boolean "
+     "(False by default)"),
+    (lambda v: v.update(datasources=[v["datasources"]["datasources.yaml"]]),
+     "grafana-values.yaml: datasources: a list"),
+])
+def test_a_grafana_value_of_the_wrong_type_fails(tmp_path, edit, expected):
+    errors = _grafana_errors(tmp_path, edit)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def _second_default(values):
+    _datasources(values).append({"name": "Another", "type": "prometheus", "uid": "other", "access": "proxy",
+                                 "url": "http://frontend.monitoring.svc:9090", "isDefault": True})
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda v: _datasources(v)[0].pop("type"),
+     "datasources.datasources.yaml.datasources[0].type: missing (Grafana requires a data source's type)"),
+    (_second_default, "datasources: 2 data sources marked isDefault in organisation 1: Grafana refuses more than one"),
+    (lambda v: _datasources(v).append(dict(_datasources(v)[0], isDefault=False)),
+     "datasources: the name 'Managed Prometheus' is used 2 times in organisation 1"),
+    (lambda v: _datasources(v).append(dict(_datasources(v)[0], name="Copy", isDefault=False)),
+     "datasources: the uid 'gmp' is used 2 times"),
+    (lambda v: _datasources(v)[0].update(access="server"),
+     "datasources.datasources.yaml.datasources[0].access: 'server', not proxy or direct"),
+    (lambda v: _datasources(v)[0].update(url="frontend.monitoring.svc:9090"),
+     "datasources.datasources.yaml.datasources[0].url: 'frontend.monitoring.svc:9090' is not an http(s) URL"),
+    (lambda v: _datasources(v)[0].update(isdefault=_datasources(v)[0].pop("isDefault")),
+     "datasources.datasources.yaml.datasources[0].isdefault: not a field of a provisioned data source "
+     "(did you mean isDefault?)"),
+    (lambda v: v["datasources"]["datasources.yaml"].update(apiVersion=2),
+     "datasources.datasources.yaml.apiVersion: 2, Grafana's provisioning files are apiVersion 1"),
+    (lambda v: v["datasources"].update({"prometheus.json": v["datasources"].pop("datasources.yaml")}),
+     "datasources.prometheus.json: Grafana reads only *.yaml and *.yml provisioning files"),
+])
+def test_a_broken_grafana_data_source_fails(tmp_path, edit, expected):
+    errors = _grafana_errors(tmp_path, edit)
+    assert any(e.startswith(f"grafana-values.yaml: {expected}") for e in errors), errors
+
+
+def _relabel(objects):
+    for o in objects:
+        if o["kind"] == "ConfigMap":
+            o["metadata"]["labels"] = {"grafana_dashboards": "1"}
+
+
+@pytest.mark.parametrize("edit, edit_objects, expected", [
+    (lambda v: _dashboards_sidecar(v).update(label="grafana_dashboards"), None,
+     "grafana-values.yaml: sidecar.dashboards.label: 'grafana_dashboards', but ConfigMap "
+     "recsys/grafana-dashboard-recsys-serving carries ['app.kubernetes.io/part-of', 'grafana_dashboard']"),
+    (lambda v: _dashboards_sidecar(v).update(labelValue="true"), None,
+     "grafana-values.yaml: sidecar.dashboards.labelValue: 'true', but ConfigMap "
+     "recsys/grafana-dashboard-recsys-serving has grafana_dashboard='1'"),
+    (lambda v: _dashboards_sidecar(v).update(searchNamespace="monitoring"), None,
+     "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'monitoring' (searches ['monitoring']), but "
+     "ConfigMap grafana-dashboard-recsys-serving is in namespace 'recsys'"),
+    # the ConfigMaps change and the values do not
+    (None, _relabel, "grafana-values.yaml: sidecar.dashboards.label: 'grafana_dashboard', but ConfigMap "
+                     "recsys/grafana-dashboard-recsys-models carries ['grafana_dashboards']"),
+])
+def test_a_sidecar_that_no_dashboard_config_map_matches_fails(tmp_path, edit, edit_objects, expected):
+    errors = _grafana_errors(tmp_path, edit, edit_objects)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_the_data_source_and_the_chart_version_follow_the_readme_and_the_vendored_chart(tmp_path):
+    errors = _grafana_errors(tmp_path, lambda v: _datasources(v)[0].update(url="http://frontend.recsys.svc:9090"))
+    assert any("url 'http://frontend.recsys.svc:9090': GMP's query frontend is the Service 'frontend' port 9090 "
+               "in Grafana's namespace 'monitoring'" in e for e in errors), errors
+    errors = _grafana_errors(tmp_path, readme="no query frontend named here")
+    assert any("README.md does not name it" in e for e in errors), errors
+    path = tmp_path / "grafana-values.yaml"
+    path.write_text(GRAFANA_VALUES.read_text().replace("--version 10.5.11", "--version 10.6.0"))
+    objects, _ = _gke_objects()
+    assert ("grafana-values.yaml: header: the helm command installs chart version '10.6.0', the vendored "
+            "defaults are 10.5.11 (--version 10.5.11)") in observability.grafana_errors(objects, path)
