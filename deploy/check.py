@@ -451,8 +451,9 @@ def dagster_values_errors(path: Path | None = None) -> list[str]:
     """The rendered values (default: from the example outputs) against the chart's schema, and the pods they
     make as Kubernetes objects."""
     from dagster._config import validate_config
+    from dagster_k8s import k8s_job_executor
 
-    from recsys_assets.defs.shared.resources import GCP_EXECUTOR_CONFIG, k8s_job_executor
+    from recsys_assets.defs.shared.resources import GCP_EXECUTOR_CONFIG
 
     values = yaml.safe_load(path.read_text()) if path else rendering().values
     errors = [f"chart schema: {e}" for e in dagster_chart.errors(values, kubernetes_version())]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import Definitions, load_from_defs_folder, with_source_code_references
 
-from recsys_assets.defs.shared.resources import EXECUTOR_BY_ENV, resources_for
+from recsys_assets.defs.shared.resources import executor_for, resources_for
 from recsys_assets.settings import get_settings
 
 settings = get_settings()
@@ -26,7 +26,7 @@ def _definitions() -> Definitions:
         loggers=loaded.loggers,
         metadata=loaded.metadata,
         resources={**(loaded.resources or {}), **resources_for(settings)},
-        executor=EXECUTOR_BY_ENV[settings.env],
+        executor=executor_for(settings),
     )
 
 

@@ -1,4 +1,5 @@
-"""MLflow: the experiment, logging a torch model as a registered version, and the `champion` alias.
+"""MLflow: logging a torch model as a registered version, and the `champion` alias (the store and its
+experiment: `mlflow_store.py`).
 
 A version's files are weights plus code (`weights.py`: the class and its init kwargs, a state_dict in
 safetensors; never a pickle), with a signature and an input example: one packed float32 matrix in (see
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -23,40 +23,12 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from recsys_assets.models import weights
 from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.mlflow_store import MlflowStore
 from recsys_assets.models.promotion import MODEL_NAMES  # noqa: F401  (re-exported)
-from recsys_assets.settings import Settings
 
 CHAMPION = "champion"
 ITEM_VECTORS = "item_vectors.npy"  # two_tower: one row per entry of items.json, for the ANN index
 FIT_ONLY_STATE = "fit_only_state.pt"  # a refreshed model's weights before the refresh: what validation judged
-
-
-@dataclass(frozen=True)
-class MlflowStore:
-    tracking_uri: str
-    experiment: str = "recsys"
-    artifact_location: str | None = None  # where a new experiment keeps its artifacts (else ./mlruns)
-
-    @classmethod
-    def local(cls, folder: Path) -> MlflowStore:
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{folder.resolve() / 'mlflow.db'}", artifact_location=(folder / "artifacts").resolve().as_uri())
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> MlflowStore:
-        """SQLite + local artifacts under RECSYS_HOME/mlflow, or the MLflow server of settings.mlflow_uri."""
-        return cls(settings.mlflow_uri) if settings.mlflow_uri else cls.local(settings.home / "mlflow")
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-    def ensure_experiment(self) -> str:
-        """Create the experiment with its artifact location once (mlflow.set_experiment would not)."""
-        client = self.client()
-        found = client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
 
 
 def log_model(name: str, model: torch.nn.Module, example: np.ndarray, artifacts: dict[str, object]) -> str:

@@ -26,8 +26,7 @@ from dagster import (
 from recsys_assets.defs.automation.conditions import FOLLOW_UPSTREAM
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import FeatureStoreResource, WarehouseResource
-from recsys_assets.feature_store.consistency import compare_online_with_offline
-from recsys_assets.feature_store.definitions import BATCH_VIEWS, DEFINITIONS_VERSION
+from recsys_assets.feature_store.version import BATCH_VIEWS, DEFINITIONS_VERSION
 
 FEATURE_TABLES = [AssetKey(view) for view in BATCH_VIEWS]  # the dbt models the batch views read
 CONSISTENCY_SAMPLE = 200
@@ -76,6 +75,8 @@ def _sample_seed(partition_keys: list[str]) -> int:
 )
 def online_features(context: AssetExecutionContext, feature_store: FeatureStoreResource,
                     warehouse: WarehouseResource):
+    from recsys_assets.feature_store.consistency import compare_online_with_offline
+
     repo = feature_store.repository()
     reapplied = repo.ensure_applied()
     days = [date.fromisoformat(key) for key in context.partition_keys]

@@ -4,30 +4,23 @@ Each reads the day's training data, trains and registers a new version (`models/
 fit period, then refreshed on the validation period; the training resource says how long and where) in a
 nested MLflow run under the Dagster run's, and describes it in metadata. Downstream assets load that version
 from the registry.
+
+The training code (torch, MLflow, Feast) is imported by the assets that run it, not when the code location loads.
 """
 
+from typing import TYPE_CHECKING
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from recsys_assets.defs.shared.materializations import latest_version
 from recsys_assets.defs.shared.models import MODEL_ASSET, Tracking, load_inputs
 from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
-from recsys_assets.models.daily_training import (
-    RegisteredModel,
-    TorchModel,
-    TrainingPlan,
-    item_vectors_at_day_end,
-    load_item2vec_vectors,
-    ranker_model,
-    train_and_register,
-    train_item2vec_version,
-    two_tower_model,
-    two_tower_values,
-)
-from recsys_assets.models.registry import ITEM_VECTORS
+
+if TYPE_CHECKING:  # (no `from __future__ import annotations` in an asset module: Dagster reads the raw hints)
+    from recsys_assets.models.daily_training import RegisteredModel, TorchModel
 
 
-def _metadata(registered: RegisteredModel, extra: dict) -> MaterializeResult:
+def _metadata(registered: "RegisteredModel", extra: dict) -> MaterializeResult:
     history = registered.history
     return MaterializeResult(metadata={
         "mlflow_model": registered.name,
@@ -42,7 +35,7 @@ def _metadata(registered: RegisteredModel, extra: dict) -> MaterializeResult:
     })
 
 
-def _torch_metadata(registered: RegisteredModel, model: TorchModel, extra: dict | None = None) -> MaterializeResult:
+def _torch_metadata(registered: "RegisteredModel", model: "TorchModel", extra: dict | None = None) -> MaterializeResult:
     history = registered.history
     return _metadata(registered, {
         "sizes": MetadataValue.json(model.sizes),
@@ -57,6 +50,8 @@ def _torch_metadata(registered: RegisteredModel, model: TorchModel, extra: dict 
        **MODEL_ASSET)
 def item2vec(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
              mlflow_tracking: Tracking):
+    from recsys_assets.models.daily_training import TrainingPlan, train_item2vec_version
+
     data, _ = load_inputs(context, training, warehouse)
     registered = train_item2vec_version(data, TrainingPlan.of(training), context.partition_key, context.log)
     return _metadata(registered, {"pairs": registered.history.samples})
@@ -69,6 +64,15 @@ def item2vec(context: AssetExecutionContext, training: TrainingResource, warehou
        **MODEL_ASSET)
 def two_tower(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
               feature_store: FeatureStoreResource, mlflow_tracking: Tracking):
+    from recsys_assets.models.daily_training import (
+        TrainingPlan,
+        item_vectors_at_day_end,
+        train_and_register,
+        two_tower_model,
+        two_tower_values,
+    )
+    from recsys_assets.models.registry import ITEM_VECTORS
+
     data, catalogue = load_inputs(context, training, warehouse)
     plan, day = TrainingPlan.of(training), context.partition_key
     values = two_tower_values(training.tuning_dir_path, day, data, catalogue, plan, context.log)
@@ -86,6 +90,13 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
        **MODEL_ASSET)
 def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
            mlflow_tracking: Tracking):
+    from recsys_assets.models.daily_training import (
+        TrainingPlan,
+        load_item2vec_vectors,
+        ranker_model,
+        train_and_register,
+    )
+
     data, catalogue = load_inputs(context, training, warehouse)
     plan = TrainingPlan.of(training)
     model = ranker_model(data, catalogue, load_item2vec_vectors(latest_version(context, "item2vec")), plan)

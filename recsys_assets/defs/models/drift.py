@@ -12,9 +12,6 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey, Asse
 
 from recsys_assets.defs.ingest.drift import checked_day, drift_result
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource
-from recsys_assets.models.bundles import Ranker
-from recsys_assets.models.dataset import TrainingData
-from recsys_assets.models.weights import StoredModelError
 from recsys_assets.observability.drift import PSI_THRESHOLD, DriftResult, score_drift
 
 RANKER = AssetKey("ranker")
@@ -38,6 +35,10 @@ def previous_version(context: AssetCheckExecutionContext, version: str) -> str |
                          f"version's deciles, warns over {PSI_THRESHOLD}.")
 def ranker_score_drift(context: AssetCheckExecutionContext, training: TrainingResource,
                        serving: ServingResource) -> AssetCheckResult:
+    from recsys_assets.models.bundles import Ranker
+    from recsys_assets.models.dataset import TrainingData
+    from recsys_assets.models.weights import StoredModelError
+
     day = checked_day(context, RANKER)
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=RANKER, asset_partitions=[day]), limit=1).records if day else []

@@ -10,16 +10,19 @@ seen most of today's validation period); the holdout reports the refreshed ones,
 """
 
 
-import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
 from recsys_assets.defs.shared.materializations import latest_version
 from recsys_assets.defs.shared.models import MODEL_ASSET, Tracking, load_inputs
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource, WarehouseResource
-from recsys_assets.models.daily_evaluation import apply_gate, evaluate_day, evaluation_figures
-from recsys_assets.models.evaluation import EvaluationConfig
-from recsys_assets.models.promotion import GATE_EVIDENCE, GATE_METRIC, metrics_table, png_markdown, read_report
-from recsys_assets.models.registry import MODEL_NAMES
+from recsys_assets.models.promotion import (
+    GATE_EVIDENCE,
+    GATE_METRIC,
+    MODEL_NAMES,
+    metrics_table,
+    png_markdown,
+    read_report,
+)
 
 
 @asset(deps=["item2vec", "two_tower", "ranker"], code_version="4",
@@ -31,6 +34,9 @@ from recsys_assets.models.registry import MODEL_NAMES
        **MODEL_ASSET)
 def model_evaluation(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
                      serving: ServingResource, mlflow_tracking: Tracking):
+    from recsys_assets.models.daily_evaluation import evaluate_day, evaluation_figures
+    from recsys_assets.models.evaluation import EvaluationConfig
+
     data, catalogue = load_inputs(context, training, warehouse)
     versions = {name: latest_version(context, name) for name in MODEL_NAMES}
     cfg = EvaluationConfig(max_users=training.eval_max_users, seed=training.seed)
@@ -62,6 +68,10 @@ def model_evaluation(context: AssetExecutionContext, training: TrainingResource,
                    "the rerank pipeline beats popularity and the current champion (evaluated on the same split) on "
                    "validation NDCG@10.", **MODEL_ASSET)
 def promotion(context: AssetExecutionContext, training: TrainingResource, mlflow_tracking: Tracking):
+    import mlflow
+
+    from recsys_assets.models.daily_evaluation import apply_gate
+
     report = read_report(training.evaluation_dir_path, context.partition_key)
     decision = apply_gate(report, mlflow.MlflowClient(), context.partition_key, context.log)
     return MaterializeResult(metadata={

@@ -9,13 +9,11 @@ trials spread over the KubeRay cluster (`RAY_ADDRESS`).
 
 import tempfile
 
-import mlflow
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, TableRecord, asset
 
 from recsys_assets.defs.shared.models import Tracking, load_inputs
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import TrainingResource, WarehouseResource
-from recsys_assets.models.tuning import OBJECTIVE, TuningConfig, save_best, search
 
 
 @asset(partitions_def=daily_partitions, deps=["training_dataset", "tag_embeddings"], group_name="models",
@@ -26,6 +24,10 @@ from recsys_assets.models.tuning import OBJECTIVE, TuningConfig, save_best, sear
                    "The best values go to RECSYS_HOME/tuning/two_tower.json, which `two_tower` trains with.")
 def two_tower_tuning(context: AssetExecutionContext, training: TrainingResource, warehouse: WarehouseResource,
                      mlflow_tracking: Tracking) -> MaterializeResult:
+    import mlflow
+
+    from recsys_assets.models.tuning import OBJECTIVE, TuningConfig, save_best, search
+
     data, catalogue = load_inputs(context, training, warehouse)
     cfg = TuningConfig(trials=training.tuning_trials, time_budget_s=training.tuning_time_budget_s,
                        batch_size=training.batch_size, seed=training.seed)

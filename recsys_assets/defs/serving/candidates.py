@@ -2,7 +2,8 @@
 items, the catalogue.
 
 Each writes a new version of its kind to the serving store (SQLite locally, Redis when configured) and
-records the version in its metadata; `serving_release` publishes the versions together.
+records the version in its metadata; `serving_release` publishes the versions together. What needs torch, MLflow
+or Feast imports them in the asset that uses them, not when the code location loads.
 """
 
 
@@ -24,13 +25,8 @@ from recsys_assets.defs.shared.resources import (
     WarehouseResource,
 )
 from recsys_assets.feature_contract import HISTORY_LENGTH
-from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
-from recsys_assets.models.bundles import Retriever
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary
-from recsys_assets.models.dataset import training_window_start
 from recsys_assets.models.fusion import Fusion
-from recsys_assets.models.registry import i2i_weight, load_version, ranker_fusion
 from recsys_assets.serving_data.candidates import (
     EASE,
     I2I,
@@ -65,6 +61,8 @@ LANDED_WINDOW = [AssetDep("raw_reviews", partition_mapping=days_up_to())]
 def _window_events(context: AssetExecutionContext, warehouse: WarehouseResource,
                    training: TrainingResource) -> pd.DataFrame:
     """Real reviews up to the day (the training window): never sampled negatives."""
+    from recsys_assets.models.dataset import training_window_start
+
     day = date.fromisoformat(context.partition_key)
     first = training_window_start(day, training.window_days)
     return warehouse.warehouse().read_reviews(first, day).to_pandas()[[USER, ITEM, "rating", TIME]]
@@ -101,6 +99,8 @@ def popular_items(context: AssetExecutionContext, serving: ServingResource, ware
        **SERVING_ASSET)
 def recent_popularity(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                       training: TrainingResource) -> MaterializeResult:
+    from recsys_assets.models.registry import ranker_fusion
+
     registry = serving.registry()
     version = champion_version(registry, "ranker")
     half_life = (ranker_fusion(registry.client(), version) if version is not None else Fusion()).recent_half_life_days
@@ -116,6 +116,8 @@ def recent_popularity(context: AssetExecutionContext, serving: ServingResource, 
                    "on validation x log(1 + the item's reviews in the window).", **SERVING_ASSET)
 def i2i_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                    training: TrainingResource) -> MaterializeResult:
+    from recsys_assets.models.registry import i2i_weight, load_version
+
     registry = serving.registry()
     version = champion_version(registry, "item2vec")
     if version is None:
@@ -139,6 +141,9 @@ def i2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
                    "30 days, user features as of the day's end.", **SERVING_ASSET)
 def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                    training: TrainingResource, feature_store: FeatureStoreResource) -> MaterializeResult:
+    from recsys_assets.feature_store.retrieval import point_in_time_features
+    from recsys_assets.models.bundles import Retriever
+
     registry = serving.registry()
     version = champion_version(registry, "two_tower")
     if version is None:
@@ -165,6 +170,9 @@ def u2i_candidates(context: AssetExecutionContext, serving: ServingResource, war
        **SERVING_ASSET)
 def ease_candidates(context: AssetExecutionContext, serving: ServingResource, warehouse: WarehouseResource,
                     training: TrainingResource) -> MaterializeResult:
+    from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase
+    from recsys_assets.models.registry import ranker_fusion
+
     registry = serving.registry()
     version = champion_version(registry, "ranker")
     if version is None:

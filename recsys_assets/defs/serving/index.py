@@ -21,7 +21,7 @@ from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import ServingResource, TrainingResource
 from recsys_assets.defs.shared.retries import TRANSIENT_FAULTS
 from recsys_assets.feature_contract import INDEX_ALIASES
-from recsys_assets.models.registry import MlflowStore, champion, load_extras, load_version
+from recsys_assets.models.mlflow_store import MlflowStore
 from recsys_assets.models.tags import load_tag_embeddings
 from recsys_assets.serving_data.release import ReleaseStore
 
@@ -43,6 +43,8 @@ def built_from(version: str, model_version: str) -> bool:
 
 def champion_version(registry: MlflowStore, name: str) -> str | None:
     """The version behind `name`'s champion alias; None before any model passed the gate."""
+    from recsys_assets.models.registry import champion
+
     found = champion(registry.client(), name)
     return str(found.version) if found is not None else None
 
@@ -92,6 +94,8 @@ def publish_collection(context: AssetExecutionContext, serving: ServingResource,
        description="The champion two-tower's item-tower vectors (item stats as of its day's end) as a new "
                    "Qdrant collection behind alias `two_tower_items`.", **SERVING_ASSET)
 def two_tower_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    from recsys_assets.models.registry import load_extras
+
     version = champion_version(serving.registry(), "two_tower")
     if version is None:
         return without_champion(context, "two_tower", "collection_ready")
@@ -106,6 +110,8 @@ def two_tower_index(context: AssetExecutionContext, serving: ServingResource) ->
        description="The champion item2vec's item vectors as a new Qdrant collection behind alias "
                    "`item2vec_items`.", **SERVING_ASSET)
 def item2vec_index(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    from recsys_assets.models.registry import load_version
+
     version = champion_version(serving.registry(), "item2vec")
     if version is None:
         return without_champion(context, "item2vec", "collection_ready")

@@ -27,7 +27,6 @@ from recsys_assets.defs.serving.index import SERVING_ASSET, built_from
 from recsys_assets.defs.shared.materializations import recorded_metadata
 from recsys_assets.defs.shared.resources import ServingResource
 from recsys_assets.feature_contract import INDEX_ALIASES, ITEM2VEC_ITEMS, TWO_TOWER_ITEMS
-from recsys_assets.models.registry import champion_versions
 from recsys_assets.serving_data.candidates import EASE, I2I, ITEM, POPULAR, RECENT, SEQUENCE, U2I, CandidateStore
 from recsys_assets.serving_data.release import POPULARITY, Published, Release, ReleaseStore
 
@@ -43,6 +42,8 @@ SERVING_ASSETS = [*INDEX_ALIASES, *CANDIDATE_ASSETS.values(), "serving_release"]
                    "aliases + the day's candidate versions; the day's unpromoted ranker as canary challenger.",
        **SERVING_ASSET)
 def serving_release(context: AssetExecutionContext, serving: ServingResource) -> MaterializeResult:
+    from recsys_assets.models.registry import champion_versions
+
     registry = serving.registry()
     champions = champion_versions(registry.client())
     index = serving.index()
@@ -106,6 +107,8 @@ serving_refresh_job = define_asset_job("serving_refresh", selection=AssetSelecti
 @sensor(job=serving_refresh_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
         description="A champion moved outside a run (rollback): rebuild the serving assets of the newest day.")
 def champion_sensor(context: SensorEvaluationContext, serving: ServingResource):
+    from recsys_assets.models.registry import champion_versions
+
     current = ReleaseStore(serving.kv()).current()
     if current is None:
         return SkipReason("nothing released yet")

@@ -1,4 +1,9 @@
-"""Resources, and the one place that knows whether we run locally or on GCP."""
+"""Resources, and the one place that knows whether we run locally or on GCP.
+
+Every run (its worker, the code server, each `dagster` command) imports this module to define the code location,
+so Feast, MLflow, torch, Qdrant's client and dagster-k8s are imported where they are used, not here: together
+they are most of the seconds a run takes to start.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,23 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
-from dagster import ConfigurableResource, Field, Noneable, in_process_executor, resource
+from dagster import ConfigurableResource, ExecutorDefinition, Field, Noneable, in_process_executor, resource
 from dagster_dbt import DbtCliResource
-from dagster_k8s import k8s_job_executor
-from dagster_mlflow.resources import MlFlow
 
 from recsys_assets.data.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from recsys_assets.defs.features.dbt_project import DBT_PROJECT_DIR
-from recsys_assets.feature_store.repository import FeatureRepository, FeatureStoreConfig
-from recsys_assets.models.registry import MlflowStore
+from recsys_assets.feature_store.config import FeatureStoreConfig
+from recsys_assets.models.mlflow_store import MlflowStore
 from recsys_assets.serving_data.events import EventLog, RedisEventLog, open_event_log
-from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import BigQueryWarehouse, DuckDBWarehouse, Warehouse
+
+if TYPE_CHECKING:
+    from recsys_assets.feature_store.repository import FeatureRepository
+    from recsys_assets.serving_data.index import VectorIndex
 
 
 def _dbt_executable() -> str:
@@ -76,6 +82,8 @@ class FeatureStoreResource(ConfigurableResource):
         return FeatureStoreConfig(Path(self.feast_dir), self.environment, self.variables)
 
     def repository(self) -> FeatureRepository:
+        from recsys_assets.feature_store.repository import FeatureRepository
+
         return FeatureRepository(self.config())
 
 
@@ -132,6 +140,9 @@ class TrainingResource(ConfigurableResource):
                 "experiment created with its artifact location first.",
 )
 def mlflow_tracking(context):
+    import mlflow
+    from dagster_mlflow.resources import MlFlow
+
     config = context.resource_config
     MlflowStore(config["mlflow_tracking_uri"], config["experiment_name"], config["artifact_location"]).ensure_experiment()
     # The registry is the tracking store: a registry URI inherited from the launching process (MLflow keeps
@@ -159,6 +170,8 @@ class ServingResource(ConfigurableResource):
         return open_kv(Path(self.sqlite_path), self.redis_url)
 
     def index(self) -> VectorIndex:
+        from recsys_assets.serving_data.index import VectorIndex
+
         return VectorIndex.open(Path(self.qdrant_path) if self.qdrant_path else None, self.qdrant_url,
                                 self.qdrant_api_key)
 
@@ -264,10 +277,22 @@ GCP_EXECUTOR_CONFIG = {
         "container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}},
     },
 }
+
+
+def _k8s_executor() -> ExecutorDefinition:
+    from dagster_k8s import k8s_job_executor  # only under gcp: Kubernetes' client takes a second to import
+
+    return k8s_job_executor.configured(GCP_EXECUTOR_CONFIG)
+
+
 # Locally, steps share one process: DuckDB allows one writer process, and 2 cores gain nothing from
 # a process per step.
-EXECUTOR_BY_ENV = {"local": in_process_executor, "gcp": k8s_job_executor.configured(GCP_EXECUTOR_CONFIG)}
+EXECUTOR_BY_ENV = {"local": lambda: in_process_executor, "gcp": _k8s_executor}
 
 
 def resources_for(settings: Settings) -> dict:
     return RESOURCES_BY_ENV[settings.env](settings)
+
+
+def executor_for(settings: Settings) -> ExecutorDefinition:
+    return EXECUTOR_BY_ENV[settings.env]()

@@ -8,8 +8,6 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from recsys_assets.defs.automation.conditions import NEWEST_LANDED_DAY
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
-from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.models.dataset import DatasetConfig, build_training_data, training_window_start
 
 
 @asset(
@@ -27,6 +25,9 @@ from recsys_assets.models.dataset import DatasetConfig, build_training_data, tra
 )
 def training_dataset(context: AssetExecutionContext, warehouse: WarehouseResource,
                      feature_store: FeatureStoreResource, training: TrainingResource) -> MaterializeResult:
+    from recsys_assets.feature_store.retrieval import point_in_time_features
+    from recsys_assets.models.dataset import DatasetConfig, build_training_data, training_window_start
+
     day = date.fromisoformat(context.partition_key)
     first = training_window_start(day, training.window_days)
     events = warehouse.warehouse().read_reviews(first, day).to_pandas()
