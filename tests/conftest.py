@@ -41,10 +41,10 @@ def recsys_env(home: Path):
 def persistent(dagster_home: Path) -> DagsterInstance:
     """A Dagster instance on disk, as `recsys init-dagster-home` writes it: other processes (the pipeline
     exporter, the CLI) read its runs, materializations and check evaluations through DAGSTER_HOME."""
-    from recsys_assets.settings import DAGSTER_YAML
+    from recsys_assets.settings import dagster_yaml
 
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (dagster_home / "dagster.yaml").write_text(dagster_yaml(dagster_home))
     return DagsterInstance.from_config(str(dagster_home))
 
 

@@ -23,6 +23,7 @@ from dagster import (
 
 from recsys_assets.data.landing import read_items, read_review_day
 from recsys_assets.data.schema import ITEM_SCHEMA, ITEMS_FILE, REVIEW_SCHEMA, review_file_name
+from recsys_assets.defs.shared.event_log import log_observations
 from recsys_assets.defs.shared.partitions import daily_partitions
 from recsys_assets.defs.shared.resources import LandingResource, WarehouseResource
 from recsys_assets.defs.shared.retries import TRANSIENT_FAULTS
@@ -109,9 +110,11 @@ def raw_reviews(context: AssetExecutionContext, landing: LandingResource, wareho
     items = set().union(*(set(t.column("parent_asin").to_pylist()) for t in tables.values()))
     # Which version of each day's file this load holds, on that day's partition: the sensor skips files
     # already loaded (`sensors.loaded_fingerprint`).
-    for day in sorted(tables):
-        context.log_event(AssetObservation(asset_key=context.asset_key, partition=str(day),
-                                           metadata={LANDING_FINGERPRINT: fingerprints.get(review_file_name(day))}))
+    # One batch of events for the range (twenty years: 8,000 observations), as Dagster logs its materializations.
+    log_observations(context, [
+        AssetObservation(asset_key=context.asset_key, partition=str(day),
+                         metadata={LANDING_FINGERPRINT: fingerprints.get(review_file_name(day))})
+        for day in sorted(tables)])
     rows = {str(d): t.num_rows for d, t in sorted(tables.items())}
     yield MaterializeResult(
         metadata={
