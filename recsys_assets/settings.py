@@ -120,6 +120,14 @@ class TrainingSettings(Section):
                                                       "validation score (0: off)")
     refresh_epochs: int = Field(1, ge=0, description="ranker epochs on the validation period after the fit "
                                                      "period (0: serve the fit-only weights)")
+    # Incremental days (models/incremental.py): the two-tower and the ranker continue the champion's fit-only
+    # weights on the fit period's last days; a full retrain from scratch every `full_retrain_every_days`.
+    incremental: bool = Field(False, validation_alias="RECSYS_TRAIN_INCREMENTAL",
+                              description="continue the champion on recent days between full retrains")
+    incremental_window_days: int = Field(14, ge=1, description="days of the fit period an incremental day "
+                                                               "trains on")
+    incremental_epochs: int = Field(1, ge=1, description="epochs of an incremental day")
+    full_retrain_every_days: int = Field(7, ge=1, description="days between full retrains of a lineage")
     batch_size: int = Field(1024, ge=1, description="training batch size")
     # The ranker's listwise loss scores every pair of a batch's positives: its cost grows with the batch.
     ranker_batch_size: int = Field(256, ge=1, description="the ranker's batch size")

@@ -52,3 +52,34 @@ def test_recent_keeps_the_window_before_the_boundary():
     boundary = 100 * DAY_MS
     frame = pd.DataFrame({"timestamp": [boundary - 15 * DAY_MS, boundary - 14 * DAY_MS, boundary - 1, boundary]})
     assert recent(frame, boundary, 14)["timestamp"].tolist() == [boundary - 14 * DAY_MS, boundary - 1]
+
+
+def test_an_incremental_day_continues_the_champion_on_the_recent_rows(trained_home):
+    """With RECSYS_TRAIN_INCREMENTAL on, the day's ranker starts from the champion's fit-only weights and trains on
+    the fit period's last days: its metadata and its version's tags say so, and every weight came over."""
+    from recsys_assets.defs.models.assets import ranker
+    from recsys_assets.defs.shared.resources import mlflow_store
+    from recsys_assets.models.dataset import TrainingData
+    from recsys_assets.models.registry import champion
+    from tests.conftest import SMALL_TRAINING
+
+    day = str(trained_home.days[-1])
+    client = mlflow_store(trained_home.settings).client()
+    served = str(champion(client, "ranker").version)
+    for key, value in {"training": FULL, "full_retrain_day": day}.items():  # its lineage began that day
+        client.set_model_version_tag("ranker", served, key, value)
+    data = TrainingData.load(trained_home.resources()["training"].dataset_dir(day))
+    trained_home.training_overrides = {**SMALL_TRAINING, "incremental": True, "incremental_window_days": 2,
+                                       "incremental_epochs": 1}
+    try:
+        result = trained_home.materialize([ranker], day)
+    finally:
+        trained_home.training_overrides = SMALL_TRAINING
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("ranker")[0].metadata.items()}
+    assert meta["training"] == INCREMENTAL and meta["started_from"] == served, meta["training_reason"]
+    assert meta["warm_start"]["fresh"] == []
+    window = recent(data.ranker_train, data.validation_boundary, 2)
+    assert 0 < meta["rows"] == len(window) < len(data.ranker_train)
+    assert len(meta["epoch_losses"]) == 1
+    tags = client.get_model_version("ranker", meta["mlflow_version"]).tags
+    assert (tags["training"], tags["full_retrain_day"], tags["started_from"]) == (INCREMENTAL, day, served)

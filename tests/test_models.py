@@ -102,7 +102,7 @@ def test_mlflow_holds_runs_metrics_and_registered_versions(trained_home):
     runs = client.search_runs([experiment.experiment_id])
     names = {r.info.run_name.split("-")[0] for r in runs}
     assert {"item2vec", "two_tower", "ranker", "evaluation", "promotion"} <= names
-    ranker_run = next(r for r in runs if r.info.run_name.startswith("ranker"))
+    ranker_run = client.get_run(_metadata(trained_home.trained, "ranker")["mlflow_run_id"])  # the home's own
     assert len(client.get_metric_history(ranker_run.info.run_id, "train_loss")) == 2  # per epoch
     assert ranker_run.data.params["model"] == "ranker"
     assert ranker_run.data.tags.get("mlflow.parentRunId")  # nested under the Dagster run's MLflow run

@@ -12,6 +12,7 @@ MLflow run of its own (params, per-epoch metrics, the model) and is registered a
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -22,20 +23,39 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from torch import nn
 
 from recsys_assets.feature_store.repository import day_start
 from recsys_assets.feature_store.retrieval import point_in_time_features
-from recsys_assets.models.data import ITEM, TIME, popularity
+from recsys_assets.models.data import ITEM, TIME, Vocabulary, popularity
 from recsys_assets.models.dataset import TrainingData, model_sizes, pack_items, ranker_inputs, two_tower_inputs
 from recsys_assets.models.evaluation import EvaluationConfig, RankerValidation
 from recsys_assets.models.features import Catalogue
+from recsys_assets.models.incremental import (
+    FULL,
+    INCREMENTAL,
+    IncrementalPolicy,
+    Start,
+    Version,
+    choose_start,
+    recent,
+)
 from recsys_assets.models.item2vec import Item2VecConfig, Item2VecModel, item_sequences, train_item2vec
 from recsys_assets.models.ranker import Ranker, RankerConfig, ranker_loss
-from recsys_assets.models.registry import MlflowStore, fit_only, load_model, log_fit_only_state, log_model
+from recsys_assets.models.registry import (
+    MlflowStore,
+    champion,
+    fit_only,
+    load_model,
+    load_version,
+    log_fit_only_state,
+    log_model,
+)
 from recsys_assets.models.training import LossFn, TrainConfig, TrainHistory, Validate, fit
 from recsys_assets.models.tuning import TuningConfig, choose_first_values, load_best, save_best
 from recsys_assets.models.two_tower import TwoTower, TwoTowerConfig, encode, in_batch_softmax_loss
+from recsys_assets.models.warm_start import CATEGORIES, ITEMS, USERS, WarmStart, warm_start
 
 TWO_TOWER_LR = 0.003  # until a search (`tuning.py`) chooses the two-tower's
 RANKER_LR = 0.002
@@ -53,6 +73,10 @@ class TrainingPlan:
     ranker_epochs: int
     ranker_patience: int  # `TrainConfig.patience` of the ranker, scored on validation after every epoch
     refresh_epochs: int  # on the validation period (0: the fit-only weights are registered)
+    incremental: bool  # `incremental.IncrementalPolicy`'s fields
+    incremental_window_days: int
+    incremental_epochs: int
+    full_retrain_every_days: int
     batch_size: int
     ranker_batch_size: int  # the listwise loss scores every pair of a batch's positives: its cost grows with it
     eval_max_users: int
@@ -66,6 +90,10 @@ class TrainingPlan:
     def of(cls, settings: object) -> TrainingPlan:
         """The plan of an object with fields of the same names (the training resource)."""
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+    def incremental_policy(self) -> IncrementalPolicy:
+        return IncrementalPolicy(self.incremental, self.incremental_window_days, self.incremental_epochs,
+                                 self.full_retrain_every_days)
 
     def item2vec(self) -> Item2VecConfig:
         return Item2VecConfig(epochs=self.item2vec_epochs, seed=self.seed)
@@ -134,6 +162,9 @@ def train_item2vec_version(data: TrainingData, plan: TrainingPlan, day: str, log
                            TrainHistory(refreshed.epoch_losses, refreshed.epoch_seconds, samples=refreshed.pairs))
 
 
+Window = Callable[[pd.DataFrame], pd.DataFrame]  # the fit period's rows an incremental day trains on
+
+
 @dataclass(frozen=True)
 class TorchModel:
     """One of the day's torch models, ready to train: how it is built, what it learns from and how."""
@@ -156,8 +187,8 @@ def _artifacts(data: TrainingData, catalogue: Catalogue) -> dict[str, object]:
     return {"users.json": data.users.ids, **catalogue.artifacts()}
 
 
-def train_and_register(model: TorchModel, plan: TrainingPlan, day: str, log: logging.Logger = LOG
-                       ) -> RegisteredModel:
+def train_and_register(model: TorchModel, plan: TrainingPlan, day: str, log: logging.Logger = LOG,
+                       tags: dict[str, str] | None = None) -> RegisteredModel:
     """Train on the fit period (with `model.validate`, every epoch scored on validation; with patience too,
     stopped early, the best epoch's weights kept), keep those weights, refresh them on the validation period
     (after `model.before_refresh`), register the refreshed model with its artifacts."""
@@ -184,6 +215,8 @@ def train_and_register(model: TorchModel, plan: TrainingPlan, day: str, log: log
                                           epoch_logger(log, refresh.epochs, prefix="refresh"))
         version = log_model(model.name, trained, model.example,
                             {**model.artifacts, **(model.exports(trained) if model.exports else {})})
+        for key, value in (tags or {}).items():  # how it trained (`incremental.Start.tags`)
+            MlflowClient().set_model_version_tag(model.name, version, key, value)
     return RegisteredModel(model.name, version, run.info.run_id, history, refreshed)
 
 
@@ -226,10 +259,11 @@ def two_tower_values(tuning_dir: Path, day: str, data: TrainingData, catalogue: 
 
 
 def two_tower_model(data: TrainingData, catalogue: Catalogue, values: TwoTowerValues, plan: TrainingPlan,
-                    exports: Callable[[nn.Module], dict[str, object]]) -> TorchModel:
-    """The torchrec two-tower: in-batch sampled softmax with logQ correction, with `values`."""
+                    exports: Callable[[nn.Module], dict[str, object]], window: Window | None = None) -> TorchModel:
+    """The torchrec two-tower: in-batch sampled softmax with logQ correction, with `values`; trained on the fit
+    period's rows `window` keeps (all without one)."""
     batches = dict(batch_size=plan.batch_size, seed=plan.seed)
-    inputs = two_tower_inputs(data, catalogue, **batches)
+    inputs = two_tower_inputs(data, catalogue, window=window, **batches)
     cfg, sizes = values.cfg, model_sizes(data, catalogue)
     return TorchModel("two_tower", cfg, sizes, lambda: TwoTower(**sizes, cfg=cfg), in_batch_softmax_loss, inputs,
                       two_tower_inputs(data, catalogue, refresh=True, **batches), inputs["user_x"][:5],
@@ -269,12 +303,14 @@ def ready_ranker_for_refresh(model: Ranker, train_counts: np.ndarray, fit_counts
     model.set_item_vectors(unseen, refreshed_vectors[unseen])
 
 
-def ranker_model(data: TrainingData, catalogue: Catalogue, item2vec: Item2VecVectors, plan: TrainingPlan
-                 ) -> TorchModel:
-    """The tt7 ranker, its item embeddings from the day's item2vec, trained pointwise and listwise and scored on
-    validation after every epoch (`evaluation.RankerValidation`)."""
+def ranker_model(data: TrainingData, catalogue: Catalogue, item2vec: Item2VecVectors, plan: TrainingPlan,
+                 window: Window | None = None) -> TorchModel:
+    """The tt7 ranker, its item embeddings from the day's item2vec, trained pointwise and listwise on the fit
+    period's rows `window` keeps (all without one) and scored on validation after every epoch
+    (`evaluation.RankerValidation`)."""
+    fit_rows = window(data.ranker_train) if window is not None else data.ranker_train
     inputs, refresh_inputs = (ranker_inputs(frame, data.users, catalogue, plan.seed)
-                              for frame in (data.ranker_train, data.ranker_refresh))
+                              for frame in (fit_rows, data.ranker_refresh))
     counts = popularity(data.fit, catalogue.items)  # what the negatives were drawn by
     cfg, sizes = RankerConfig(), model_sizes(data, catalogue)
     return TorchModel(
@@ -284,3 +320,77 @@ def ranker_model(data: TrainingData, catalogue: Catalogue, item2vec: Item2VecVec
         before_refresh=partial(ready_ranker_for_refresh, train_counts=popularity(data.train, catalogue.items),
                                fit_counts=counts, refreshed_vectors=item2vec.refreshed),
         validate=RankerValidation.of(data, catalogue, plan.evaluation()))
+
+
+# -- incremental days (models/incremental.py) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Previous:
+    """The version a day continues: its weights as validation judged them (before its refresh) and its
+    vocabularies."""
+    version: str
+    state: dict
+    vocabularies: dict[str, Vocabulary]
+
+
+def day_vocabularies(data: TrainingData, catalogue: Catalogue) -> dict[str, Vocabulary]:
+    return {USERS: data.users, ITEMS: catalogue.items, CATEGORIES: catalogue.categories}
+
+
+def load_previous(store: MlflowStore, name: str, version: str) -> Previous:
+    model, folder = load_version(store, name, version)
+    judged = fit_only(store, name, version, model)
+    users = Vocabulary(json.loads((folder / "users.json").read_text()))
+    catalogue = Catalogue.from_artifacts(folder)
+    return Previous(version, judged.state_dict(), {USERS: users, ITEMS: catalogue.items,
+                                                   CATEGORIES: catalogue.categories})
+
+
+def registered_versions(client: MlflowClient, name: str) -> tuple[Version | None, Version | None]:
+    """(the champion, the newest registered version) of `name`, with their tags."""
+    found = champion(client, name)
+    newest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), default=None)
+    return tuple(Version(str(v.version), dict(v.tags)) if v is not None else None for v in (found, newest))
+
+
+def continued(model: TorchModel, previous: Previous, vocabularies: dict[str, Vocabulary], epochs: int
+              ) -> tuple[TorchModel, WarmStart]:
+    """`model` (built over the day's recent rows) warm-started from `previous` (`warm_start.warm_start`) for
+    `epochs`; the refresh on the validation period follows as on a full day."""
+    started = model.build()
+    report = warm_start(started, previous.state, started.id_tables(), previous.vocabularies, vocabularies)
+    return replace(model, build=lambda: copy.deepcopy(started), train=replace(model.train, epochs=epochs)), report
+
+
+@dataclass(frozen=True)
+class DayModel:
+    """The day's model as it will train: from scratch or continuing the champion (`start`)."""
+    model: TorchModel
+    start: Start
+    warm_start: WarmStart | None = None
+
+    def metadata(self) -> dict:
+        rows = len(next(iter(self.model.inputs.values())))
+        return {"training": self.start.mode, "training_reason": self.start.reason,
+                "started_from": self.start.started_from or "", "rows": rows,
+                **({"warm_start": self.warm_start.summary()} if self.warm_start else {})}
+
+
+def day_model(name: str, build: Callable[[Window | None], TorchModel], data: TrainingData, catalogue: Catalogue,
+              plan: TrainingPlan, day: str, full_asked: bool = False, log: logging.Logger = LOG) -> DayModel:
+    """`build(window)` (None: the whole fit period) as `incremental.choose_start` decides from the registry of
+    the active MLflow tracking URI. A champion whose weights do not all fit the day's model (another
+    configuration) is no start: the day retrains from scratch."""
+    champion_version, newest = registered_versions(MlflowClient(), name)
+    start = choose_start(day, plan.incremental_policy(), champion_version, newest, full_asked)
+    if start.mode == INCREMENTAL:
+        window = partial(recent, before_ms=data.validation_boundary, window_days=plan.incremental_window_days)
+        previous = load_previous(MlflowStore(mlflow.get_tracking_uri()), name, start.started_from)
+        model, report = continued(build(window), previous, day_vocabularies(data, catalogue), plan.incremental_epochs)
+        if report.whole:
+            log.info(f"{name}: incremental, {start.reason}: {report.summary()}")
+            return DayModel(model, start, report)
+        start = Start(FULL, f"the champion {start.started_from} does not fit the day's model ({report.fresh} "
+                            f"differ): retrained from scratch", day)
+    log.info(f"{name}: full retrain ({start.reason})")
+    return DayModel(build(None), start)

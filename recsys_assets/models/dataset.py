@@ -264,7 +264,7 @@ MIN_BATCHES_PER_CHUNK = 8
 
 
 def two_tower_inputs(data: TrainingData, catalogue: Catalogue, refresh: bool = False, batch_size: int = 1024,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, window: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> dict:
     """The two-tower's training examples: the fit period's positives (`refresh`: the validation period's) as
     (user row, item row) pairs, arranged in time-local batches of `batch_size` (train with shuffle="batches"),
     and each row's item's share of the positives of its chunk (the logQ correction's sampling probability).
@@ -276,6 +276,7 @@ def two_tower_inputs(data: TrainingData, catalogue: Catalogue, refresh: bool = F
     Smaller chunks estimate the shares from too few rows (4 batches a chunk: 0.113); one chunk is the global
     shuffle (0.110)."""
     frame = data.ranker_refresh if refresh else data.ranker_train
+    frame = window(frame) if window is not None else frame  # an incremental day's recent rows
     positives = frame[frame["label"] == 1]
     items = catalogue.items
     item_index = items.index(positives[ITEM].to_numpy())

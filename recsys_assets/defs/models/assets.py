@@ -17,7 +17,7 @@ from recsys_assets.defs.shared.models import MODEL_ASSET, Tracking, load_inputs
 from recsys_assets.defs.shared.resources import FeatureStoreResource, TrainingResource, WarehouseResource
 
 if TYPE_CHECKING:  # (no `from __future__ import annotations` in an asset module: Dagster reads the raw hints)
-    from recsys_assets.models.daily_training import RegisteredModel, TorchModel
+    from recsys_assets.models.daily_training import DayModel, RegisteredModel, TorchModel
 
 
 def _metadata(registered: "RegisteredModel", extra: dict) -> MaterializeResult:
@@ -44,6 +44,20 @@ def _torch_metadata(registered: "RegisteredModel", model: "TorchModel", extra: d
             "best_epoch": history.best_epoch + 1} if history.best_epoch is not None else {}), **(extra or {})})
 
 
+def _full_retrain_asked(context: AssetExecutionContext) -> bool:
+    from recsys_assets.models.incremental import RETRAIN_RUN_TAG
+
+    return context.run.tags.get(RETRAIN_RUN_TAG) == "full"
+
+
+def _start_metadata(built: "DayModel") -> dict:
+    """How the day's model started (`daily_training.day_model`): full or incremental, why, from which version."""
+    metadata = built.metadata()
+    if "warm_start" in metadata:
+        metadata["warm_start"] = MetadataValue.json(metadata["warm_start"])
+    return metadata
+
+
 @asset(deps=["training_dataset"], code_version="3",
        description="Skip-gram item2vec (128-d, window 1, 2 negatives by freq^0.75) over users' sequences of the fit "
                    "period, then refreshed on the validation period's.",
@@ -66,6 +80,7 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
               feature_store: FeatureStoreResource, mlflow_tracking: Tracking):
     from recsys_assets.models.daily_training import (
         TrainingPlan,
+        day_model,
         item_vectors_at_day_end,
         train_and_register,
         two_tower_model,
@@ -77,10 +92,15 @@ def two_tower(context: AssetExecutionContext, training: TrainingResource, wareho
     plan, day = TrainingPlan.of(training), context.partition_key
     values = two_tower_values(training.tuning_dir_path, day, data, catalogue, plan, context.log)
     store = feature_store.repository().store
-    model = two_tower_model(data, catalogue, values, plan, exports=lambda trained: {
-        ITEM_VECTORS: item_vectors_at_day_end(store, trained, catalogue, day)})
-    return _torch_metadata(train_and_register(model, plan, day, context.log), model,
-                           {"tuned_on": values.day, "values": MetadataValue.json(values.best)})
+
+    def exports(trained):
+        return {ITEM_VECTORS: item_vectors_at_day_end(store, trained, catalogue, day)}
+
+    built = day_model("two_tower", lambda window: two_tower_model(data, catalogue, values, plan, exports, window),
+                      data, catalogue, plan, day, _full_retrain_asked(context), context.log)
+    registered = train_and_register(built.model, plan, day, context.log, tags=built.start.tags())
+    return _torch_metadata(registered, built.model, {"tuned_on": values.day, "values": MetadataValue.json(values.best),
+                                                     **_start_metadata(built)})
 
 
 @asset(deps=["training_dataset", "tag_embeddings", "item2vec"], code_version="4",
@@ -92,12 +112,16 @@ def ranker(context: AssetExecutionContext, training: TrainingResource, warehouse
            mlflow_tracking: Tracking):
     from recsys_assets.models.daily_training import (
         TrainingPlan,
+        day_model,
         load_item2vec_vectors,
         ranker_model,
         train_and_register,
     )
 
     data, catalogue = load_inputs(context, training, warehouse)
-    plan = TrainingPlan.of(training)
-    model = ranker_model(data, catalogue, load_item2vec_vectors(latest_version(context, "item2vec")), plan)
-    return _torch_metadata(train_and_register(model, plan, context.partition_key, context.log), model)
+    plan, day = TrainingPlan.of(training), context.partition_key
+    vectors = load_item2vec_vectors(latest_version(context, "item2vec"))
+    built = day_model("ranker", lambda window: ranker_model(data, catalogue, vectors, plan, window), data, catalogue,
+                      plan, day, _full_retrain_asked(context), context.log)
+    registered = train_and_register(built.model, plan, day, context.log, tags=built.start.tags())
+    return _torch_metadata(registered, built.model, _start_metadata(built))

@@ -107,6 +107,10 @@ class TrainingResource(ConfigurableResource):
     ranker_epochs: int
     ranker_patience: int
     refresh_epochs: int
+    incremental: bool
+    incremental_window_days: int
+    incremental_epochs: int
+    full_retrain_every_days: int
     batch_size: int
     ranker_batch_size: int
     eval_max_users: int
