@@ -14,8 +14,11 @@ from collections.abc import Sequence
 
 from dagster import DagsterEventType, EventLogEntry
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, generate_event_batch_id
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.sqlalchemy_compat import db_result
+from dagster._serdes import serialize_value
 
 # Events Dagster groups per ranged output are written this many at a time (one run over 8,000 days: 8 batches
 # per asset). Dagster reads the variable in the process that runs the step: the code location sets it.
@@ -57,6 +60,21 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             self._store_asset_event_tags(conn, events, event_ids)
             # The asset's row keeps its latest event (each event would overwrite the one before it).
             self._store_asset_event(conn, events[-1], event_ids[-1])
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        """Dagster's own rows (one planned execution per check and partition), with the event serialized once for
+        all of them: Dagster serializes it again for each partition, and a run over 8,215 days with 18 checks
+        spent a minute of its start on that."""
+        planned = event.get_dagster_event().event_specific_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        serialized, stamp = serialize_value(event), self._event_insert_timestamp(event)
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert().values([
+                dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=key,
+                     run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                     evaluation_event=serialized, evaluation_event_timestamp=stamp,
+                     evaluation_event_storage_id=event_id)
+                for key in keys]))
 
 
 def log_observations(context, observations: list) -> None:
