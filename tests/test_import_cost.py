@@ -32,11 +32,3 @@ def test_loading_the_code_location_imports_no_heavy_library(tmp_path):
 
 def test_the_gcp_code_location_imports_only_its_executor_beside(tmp_path):
     assert _imported("gcp", HEAVY + KUBERNETES, tmp_path) == sorted(KUBERNETES)
-
-
-def test_the_feast_names_the_code_location_reads_are_the_definitions_own():
-    """`feature_store/version.py` copies them from `definitions.py`, to be read without Feast."""
-    from recsys_assets.feature_store import definitions, version
-
-    assert version.DEFINITIONS_VERSION == definitions.DEFINITIONS_VERSION
-    assert version.BATCH_VIEWS == definitions.BATCH_VIEWS

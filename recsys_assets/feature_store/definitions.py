@@ -10,9 +10,7 @@ Changing anything in this module changes `DEFINITIONS_VERSION`, which makes the 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Protocol
 
 from feast import Entity, FeatureService, FeatureView, Field, PushSource, ValueType
@@ -26,12 +24,12 @@ from recsys_assets.feature_contract import (
     WINDOWS_DAYS,
     item_window_columns,
 )
+from recsys_assets.feature_store.version import BATCH_VIEWS, DEFINITIONS_VERSION
 
 TIMESTAMP_FIELD = "timestamp"
 USER_KEY = "user_id"
 ITEM_KEY = "parent_asin"
-USER_VIEW = "user_rating_stats"
-ITEM_VIEW = "parent_asin_rating_stats"
+USER_VIEW, ITEM_VIEW = BATCH_VIEWS
 FRESH_SUFFIX = "_fresh"
 FRESH_TTL = timedelta(days=1)
 
@@ -51,7 +49,6 @@ ITEM_FEATURES = [
 ]
 FEATURES_BY_VIEW = {USER_VIEW: USER_FEATURES, ITEM_VIEW: ITEM_FEATURES}
 KEY_BY_VIEW = {USER_VIEW: USER_KEY, ITEM_VIEW: ITEM_KEY}
-BATCH_VIEWS = (USER_VIEW, ITEM_VIEW)
 USER_SERVICE, ITEM_SERVICE, RANKING_SERVICE = "user_features", "item_features", "ranking_features"
 
 
@@ -61,18 +58,6 @@ def fresh_view(view: str) -> str:
 
 def push_source(view: str) -> str:
     return view + "_push"
-
-
-def _definitions_digest() -> str:
-    digest = hashlib.sha256()
-    here = Path(__file__).parent  # the objects, how their sources are described, and the contract they follow
-    for path in (here / "definitions.py", here / "offline.py", here.parent / "feature_contract.py"):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-# The code version of the definitions: Feast objects built from these modules are applied under it.
-DEFINITIONS_VERSION = _definitions_digest()
 
 
 class BatchSources(Protocol):

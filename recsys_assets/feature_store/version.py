@@ -2,10 +2,7 @@
 of every run's start): the definitions' code version and the batch views, which read the dbt tables of the same
 names.
 
-`definitions.py` holds the same two (tests/test_import_cost.py proves them equal) and builds the Feast objects.
-It keeps its own copy on purpose: the version is a digest of that file, so editing it re-versions the definitions,
-and the automation then re-applies them and refreshes every feature day after them. Let definitions.py import
-these from here with its next real change.
+`definitions.py` builds the Feast objects with them.
 """
 
 from __future__ import annotations
