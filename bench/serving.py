@@ -40,7 +40,7 @@ import numpy as np
 import psutil
 from common import write_result
 
-from recsys_assets.serving.ports import free_port
+from recsys_assets.serving.ports import server_port
 from recsys_assets.settings import Settings
 from recsys_assets.warehouse.stores import DuckDBWarehouse
 from tests.support.processes import stop_process_group, wait_ready
@@ -165,7 +165,7 @@ def telemetry_cost(args, home: Path, users: Path, levels) -> None:
     runs: dict[str, list] = {"on": [], "off": []}
     for n in range(args.rounds):
         for mode in (("on", "off") if n % 2 == 0 else ("off", "on")):
-            port = free_port()
+            port = server_port()
             env = {**base_env, "RECSYS_SERVE_PORT": str(port), **(TELEMETRY_OFF if mode == "off" else {})}
             print(f"telemetry {mode}, round {n + 1}:", flush=True)
             runs[mode].append(measure(f"telemetry_{mode}", serve, env, f"http://127.0.0.1:{port}", users, levels,
@@ -209,11 +209,11 @@ def main() -> None:
                         ("ray_serve_1_replica", {"RECSYS_SERVE_REPLICAS": "1", "RECSYS_SERVE_INGRESS": "direct",
                                               "RECSYS_SERVE_MAX_QUEUED": "-1", "RECSYS_SERVE_MAX_ONGOING": "32"}),
                         ("ray_serve_telemetry_off", TELEMETRY_OFF)):
-        port = free_port()
+        port = server_port()
         print(f"{name}:", flush=True)
         results[name] = measure(name, serve, {**base_env, "RECSYS_SERVE_PORT": str(port), **extra},
                                 f"http://127.0.0.1:{port}", users, levels, args.seconds)
-    port = free_port()
+    port = server_port()
     print(f"bare uvicorn, {replicas} workers:", flush=True)
     results["bare_uvicorn"] = measure(
         "bare_uvicorn", [sys.executable, "-m", "uvicorn", "bare_app:bare_app", "--factory", "--app-dir", BENCH_DIR,

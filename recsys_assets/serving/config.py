@@ -13,7 +13,7 @@ from pathlib import Path
 from recsys_assets.feature_store.repository import FeatureStoreConfig
 from recsys_assets.models.registry import MlflowStore
 from recsys_assets.redis_connection import with_timeouts
-from recsys_assets.serving.ports import LOOPBACK, free_port, free_port_block, haproxy_folder
+from recsys_assets.serving.ports import LOOPBACK, free_port_block, haproxy_folder, reserve, server_port
 from recsys_assets.serving_data.index import VectorIndex
 from recsys_assets.serving_data.kv import KeyValueStore, open_kv
 from recsys_assets.settings import ServingSettings, Settings, get_settings
@@ -86,6 +86,7 @@ class ServingConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingConfig:
         config = cls(settings=settings, **settings.serving.model_dump())
+        reserve(config.port, config.metrics_port)
         if config.ingress == "haproxy" and not haproxy_available():
             # ray[serve] ships HAProxy for Linux only: elsewhere one replica answers on the port itself.
             logging.getLogger("recsys.serving").warning(
@@ -146,8 +147,8 @@ class ServingConfig:
                        RAY_SERVE_HAPROXY_SOCKET_PATH=f"{state}/admin.sock",
                        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=state,
                        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{state}/server-state",
-                       RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-                       RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+                       RAY_SERVE_HAPROXY_STATS_PORT=str(server_port()),
+                       RAY_SERVE_HAPROXY_METRICS_PORT=str(server_port()),
                        # GETs are safe to replay on another replica when the first one died mid-request;
                        # the wrapper keeps POSTs from being replayed.
                        RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response response-timeout",

@@ -17,7 +17,7 @@ from ray.serve.schema import LoggingConfig
 from recsys_assets.observability.targets import remove_target, target_path, write_target
 from recsys_assets.serving.app import create_app
 from recsys_assets.serving.config import ServingConfig, serving_kv
-from recsys_assets.serving.ports import free_port
+from recsys_assets.serving.ports import server_port
 from recsys_assets.serving.routes.recommendations import rerank_group
 from recsys_assets.serving.runtime import Runtime
 from recsys_assets.serving.telemetry import SERVING_JOB, Telemetry, json_logs
@@ -88,7 +88,7 @@ def run(config: ServingConfig, blocking: bool = True) -> None:
     if not joined:
         # Ray's metrics agent exports every replica's metrics on a port we know (on the node's address: 127.0.0.1
         # for a loopback host), so a scraper finds them; replicas learn it (RECSYS_METRICS_PORT) for /metrics.
-        config = replace(config, metrics_port=config.metrics_port or free_port())
+        config = replace(config, metrics_port=config.metrics_port or server_port())
     # Ray's and Serve's own INFO lines (controller, proxy, replicas starting) go to their log files under
     # /tmp/ray; the console keeps warnings and what a user needs (the welcome below).
     for name in ("ray", "ray.serve"):
@@ -132,7 +132,7 @@ def _start(config: ServingConfig, joined: bool) -> None:
                  _metrics_export_port=None if joined else config.metrics_port)
     # HAProxy or Ray's proxy listens on config.port; with one direct-ingress replica on it instead, Ray's
     # proxy still runs, on a free loopback port.
-    proxy_port = free_port() if config.ingress == "direct" and config.direct_ingress else config.port
+    proxy_port = server_port() if config.ingress == "direct" and config.direct_ingress else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
 
 

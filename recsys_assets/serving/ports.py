@@ -35,17 +35,33 @@ def free_port() -> int:
             return port
 
 
+def reserve(*ports: int | None) -> None:
+    """Ports this process must never hand out (the service's own port: nothing binds it until HAProxy starts,
+    after Ray, so a free-port pick in between could return it; seen: Ray's metrics export answered on the
+    service's port)."""
+    _HANDED_OUT.update(port for port in ports if port)
+
+
 def free_port_block(size: int, low: int = 20_000, high: int = 30_000) -> int:
     """The first port of `size` consecutive ports nothing listens on now, below Linux's ephemeral range (32768 up,
-    where the OS picks ports for clients and `free_port`) and Ray Serve's own ranges (30000 and 40000 up, which
-    a service started without a block of its own takes); starts are tried in a random order."""
-    starts = list(range(low, high - size, size))
+    where the OS picks ports for clients, for Ray's own servers and for `free_port`), above Ray's worker ports
+    (10002-19999) and below Ray Serve's own ranges (30000 and 40000 up, which a service started without a block
+    of its own takes); starts are tried in a random order, and none this process handed out or reserved."""
+    starts = list(range(low, high - size + 1, size))
     random.SystemRandom().shuffle(starts)
     for start in starts:
+        block = range(start, start + size)
         # Every interface: taken if anything listens on the port, loopback included.
-        if not any(port_taken("0.0.0.0", port) for port in range(start, start + size)):
+        if _HANDED_OUT.isdisjoint(block) and not any(port_taken("0.0.0.0", port) for port in block):
+            _HANDED_OUT.update(block)
             return start
     raise RuntimeError(f"no {size} consecutive free ports between {low} and {high}")
+
+
+def server_port() -> int:
+    """A port for a server that binds it only later (a service, HAProxy's stats, Ray's metrics export): outside
+    the ranges the OS and Ray pick from meanwhile (`free_port_block`), so only another such pick can take it."""
+    return free_port_block(1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from recsys_assets.serving.config import haproxy_binary
-from recsys_assets.serving.ports import free_port, haproxy_folder
+from recsys_assets.serving.ports import haproxy_folder, server_port
 from recsys_assets.serving_data.candidates import ITEM, KINDS, POPULAR, POPULAR_KEY, CandidateStore
 from recsys_assets.serving_data.kv import open_kv
 from recsys_assets.serving_data.release import CURRENT, POPULARITY, Release
@@ -131,7 +131,7 @@ def service(tmp_path_factory):
     """One service for the module, with a token, started on a port a stale HAProxy of its home held."""
     home = tmp_path_factory.mktemp("faults") / "recsys_home"
     write_popularity_release(home)
-    port = free_port()
+    port = server_port()
     with stale_haproxy(home, port) as stale:
         with serving(home, port, {"RECSYS_API_TOKEN": TOKEN}) as running:
             running.stale = stale
@@ -250,7 +250,7 @@ def test_a_replica_that_cannot_reach_redis_answers_fast_and_says_it_is_degraded(
     with local_redis() as redis:  # nothing on disk: a restart comes back empty
         env = {"RECSYS_SERVING_STORE": "redis", "RECSYS_REDIS_URL": redis.url}
         write_popularity_release(home, redis.url)
-        with serving(home, free_port(), env) as running:
+        with serving(home, server_port(), env) as running:
             # The first answer may be slow on a busy machine (the replica warms up); later ones are timed.
             assert httpx.get(f"{running.url}/recs/popular", timeout=60).status_code == 200
             redis.stop()
@@ -278,7 +278,7 @@ def test_two_services_on_one_machine_each_serve_their_own_home(tmp_path):
     port) replaced the first one's app, and each port answered with the other's release."""
     homes = {day: tmp_path / day for day in ("2024-01-05", "2024-01-06")}
     ids = {day: write_popularity_release(home, day=day) for day, home in homes.items()}
-    with serving(homes["2024-01-05"], free_port(), {}) as first, serving(homes["2024-01-06"], free_port(), {}) as second:
+    with serving(homes["2024-01-05"], server_port(), {}) as first, serving(homes["2024-01-06"], server_port(), {}) as second:
         for day, running in (("2024-01-05", first), ("2024-01-06", second)):
             for _ in range(5):
                 assert httpx.get(f"{running.url}/readyz", timeout=30).json()["release"] == ids[day], day

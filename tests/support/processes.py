@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from recsys_assets.serving.ports import free_port
+from recsys_assets.serving.ports import server_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
@@ -38,7 +38,7 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float 
 def serve_process(home: Path, env: dict[str, str] | None = None, port: int | None = None,
                   log_path: Path | None = None) -> Iterator[str]:
     """Yields the base URL of a running Ray Serve app over RECSYS_HOME=home."""
-    port = port or free_port()
+    port = port or server_port()
     child_env = {**os.environ, "RECSYS_HOME": str(home), "RECSYS_SERVE_PORT": str(port), **(env or {})}
     log = open(log_path or Path(home) / "serve.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "recsys_assets.cli", "serve"], env=child_env, stdout=log,
