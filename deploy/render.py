@@ -39,9 +39,10 @@ MANIFESTS = {
     "kuberay.yaml": ["kuberay/serving-env.yaml", "kuberay/rayservice.yaml", "kuberay/raycluster-training.yaml"],
     "dagster-values.yaml": ["dagster/values.yaml"],
     # Google Managed Prometheus' scrape targets and alert rules, the Grafana dashboards (generated files:
-    # deploy/observability/alerts.py, dashboards.py); GKE's managed collection provides the CRDs.
+    # deploy/observability/alerts.py, dashboards.py) and Grafana's access to them; GKE's managed collection
+    # provides the CRDs.
     "observability.yaml": ["observability/gke/podmonitorings.yaml", "observability/gke/rules.yaml",
-                           "observability/gke/dashboards.yaml"],
+                           "observability/gke/dashboards.yaml", "observability/gke/grafana-access.yaml"],
 }
 FIELD = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 # Where pods mount Memorystore's CA (the Secret recsys-redis, key ca.pem); the connection string names it.

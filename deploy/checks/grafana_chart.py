@@ -14,6 +14,10 @@ chart's own default values (`grafana` chart of grafana/helm-charts, vendored: de
   (`sidecar.dashboards.label` = `labelValue`) in a namespace it searches (`searchNamespace`, else Grafana's own);
 * the data source is Google Managed Prometheus' query frontend as the README says to deploy it (the `frontend`
   Service of prometheus-engine's examples/frontend.yaml, port 9090, in Grafana's namespace);
+* the sidecar may read those ConfigMaps and nothing more: the chart's RBAC namespaced (its default, a ClusterRole
+  on every ConfigMap and Secret of the cluster, would let Grafana read every Secret), the sidecar watching
+  ConfigMaps only, and in each namespace it searches besides Grafana's own a Role granting ConfigMaps' get,
+  list and watch bound to Grafana's ServiceAccount (the chart's name for the release, or `serviceAccount.name`);
 * the helm command in the file's header installs the vendored chart version, in the namespace checked here.
 """
 
@@ -263,15 +267,70 @@ def sidecar_errors(values: dict, objects: list[dict], grafana_namespace: str,
     return errors
 
 
-def header_command(text: str) -> tuple[str | None, str | None]:
-    """(namespace, chart version) of the `helm upgrade --install` command in the values file's header."""
+def header_command(text: str) -> tuple[str | None, str | None, str | None]:
+    """(namespace, chart version, release name) of the `helm upgrade --install` command in the values file's
+    header."""
     header = "\n".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines() if line.startswith("#"))
     command = re.search(r"helm upgrade --install .*?-f \S*grafana-values\.yaml", header, re.S)
     if not command:
-        return None, None
+        return None, None, None
     namespace = re.search(r"(?:-n|--namespace)[ =](\S+)", command.group(0))
     version = re.search(r"--version[ =](\S+)", command.group(0))
-    return (namespace.group(1) if namespace else None), (version.group(1) if version else None)
+    release = re.match(r"helm upgrade --install (\S+)", command.group(0))
+    return (namespace.group(1) if namespace else None), (version.group(1) if version else None), release.group(1)
+
+
+def service_account(values: dict, release: str) -> str:
+    """The ServiceAccount the chart creates for `release` (its `grafana.fullname`: the release name when it
+    contains the chart's name, else release-grafana; `fullnameOverride` and `serviceAccount.name` win)."""
+    account = values.get("serviceAccount") if isinstance(values.get("serviceAccount"), dict) else {}
+    if account.get("name"):
+        return str(account["name"])
+    if values.get("fullnameOverride"):
+        return str(values["fullnameOverride"])[:63].rstrip("-")
+    return (release if "grafana" in release else f"{release}-grafana")[:63].rstrip("-")
+
+
+def _grants_config_maps(role: dict) -> bool:
+    return any("" in (rule.get("apiGroups") or []) and {"configmaps", "*"} & set(rule.get("resources") or [])
+               and ({"get", "list", "watch"} <= set(rule.get("verbs") or []) or "*" in (rule.get("verbs") or []))
+               for rule in role.get("rules") or [])
+
+
+def access_errors(values: dict, objects: list[dict], grafana_namespace: str, release: str) -> list[str]:
+    """The dashboard sidecar reads the ConfigMaps of the namespaces it searches, and no Secret beyond Grafana's
+    namespace: namespaced RBAC, ConfigMaps only, a Role and RoleBinding for its ServiceAccount in each of them."""
+    rbac = values.get("rbac") if isinstance(values.get("rbac"), dict) else {}
+    dashboards = ((values.get("sidecar") or {}).get("dashboards") or {}) if isinstance(values.get("sidecar"),
+                                                                                       dict) else {}
+    if not isinstance(dashboards, dict) or rbac.get("create") is False:
+        return []  # key_errors says it; without the chart's RBAC the operator grants access themselves
+    errors = []
+    if rbac.get("namespaced") is not True:
+        errors.append("rbac.namespaced: not true, so the chart grants Grafana a ClusterRole on every ConfigMap and "
+                      "Secret of the cluster (its sidecar's rule): set it, and grant the dashboards' namespace's "
+                      "ConfigMaps with a Role there")
+    if dashboards.get("resource", "both") != "configmap":
+        errors.append(f"sidecar.dashboards.resource: {dashboards.get('resource', 'both')!r}: the sidecar would watch "
+                      "Secrets too (it needs the dashboards' ConfigMaps only, and may read no Secret there): "
+                      "'configmap'")
+    namespaces = _searched_namespaces(dashboards, grafana_namespace)
+    if rbac.get("namespaced") is not True or namespaces is None:
+        return errors + (["sidecar.dashboards.searchNamespace: ALL needs the chart's ClusterRole: name the "
+                          "dashboards' namespaces"] if namespaces is None else [])
+    account = service_account(values, release)
+    for namespace in sorted(namespaces - {grafana_namespace}):
+        roles = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Role"
+                 and o["metadata"].get("namespace") == namespace and _grants_config_maps(o)}
+        bound = [o for o in objects if o.get("kind") == "RoleBinding" and o["metadata"].get("namespace") == namespace
+                 and (o.get("roleRef") or {}).get("kind") == "Role" and o["roleRef"].get("name") in roles
+                 and any(s.get("kind") == "ServiceAccount" and s.get("name") == account
+                         and s.get("namespace") == grafana_namespace for s in o.get("subjects") or [])]
+        if not bound:
+            errors.append(f"sidecar.dashboards.searchNamespace: {namespace!r}, but no RoleBinding there binds a Role "
+                          f"granting ConfigMaps' get, list and watch to Grafana's ServiceAccount "
+                          f"{grafana_namespace}/{account}: the sidecar would be forbidden to list the dashboards")
+    return errors
 
 
 def frontend_errors(values: dict, grafana_namespace: str, readme: str) -> list[str]:
@@ -307,7 +366,7 @@ def errors(objects: list[dict], dashboard_files: set[str] | None = None, values_
     text = values_path.read_text()
     values = yaml.safe_load(text) or {}
     found = []
-    namespace, version = header_command(text)
+    namespace, version, release = header_command(text)
     if version != GRAFANA_CHART:
         found.append(f"header: the helm command installs chart version {version!r}, the vendored defaults are "
                      f"{GRAFANA_CHART} (--version {GRAFANA_CHART})")
@@ -317,4 +376,5 @@ def errors(objects: list[dict], dashboard_files: set[str] | None = None, values_
     readme = README.read_text() if readme is None else readme
     found += key_errors(values) + datasource_errors(values)
     found += sidecar_errors(values, objects, namespace, dashboard_files) + frontend_errors(values, namespace, readme)
+    found += access_errors(values, objects, namespace, release or "grafana")
     return found

@@ -89,7 +89,7 @@ def test_every_panel_queries_the_chosen_prometheus_and_the_questions_have_panels
 
 
 def _gke_objects():
-    objects = [o for name in ("podmonitorings.yaml", "rules.yaml", "dashboards.yaml")
+    objects = [o for name in ("podmonitorings.yaml", "rules.yaml", "dashboards.yaml", "grafana-access.yaml")
                for o in yaml.safe_load_all((observability.OBSERVABILITY / "gke" / name).read_text()) if o]
     pods = {"serving-head": {"metadata": {"labels": {"app.kubernetes.io/name": "recsys-serving"}},
                              "spec": {"containers": [{"ports": [{"name": "metrics", "containerPort": 8080}]}]}},
@@ -240,6 +240,40 @@ def _relabel(objects):
                      "recsys/grafana-dashboard-recsys-models carries ['grafana_dashboards']"),
 ])
 def test_a_sidecar_that_no_dashboard_config_map_matches_fails(tmp_path, edit, edit_objects, expected):
+    errors = _grafana_errors(tmp_path, edit, edit_objects)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def _drop_kind(kind):
+    return lambda objects: objects.__setitem__(slice(None), [o for o in objects if o["kind"] != kind])
+
+
+def _bind_to(namespace):
+    def edit(objects):
+        for o in objects:
+            if o["kind"] == "RoleBinding":
+                o["subjects"][0]["namespace"] = namespace
+    return edit
+
+
+@pytest.mark.parametrize("edit, edit_objects, expected", [
+    # the chart's default: a ClusterRole on every Secret of the cluster
+    (lambda v: v.pop("rbac"), None, "grafana-values.yaml: rbac.namespaced: not true, so the chart grants Grafana a "
+                                    "ClusterRole on every ConfigMap and Secret of the cluster"),
+    (lambda v: _dashboards_sidecar(v).pop("resource"), None,
+     "grafana-values.yaml: sidecar.dashboards.resource: 'both': the sidecar would watch Secrets too"),
+    # namespaced, but nothing grants the dashboards' namespace: the sidecar is forbidden to list them
+    (None, _drop_kind("RoleBinding"), "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no "
+                                      "RoleBinding there binds a Role granting ConfigMaps' get, list and watch to "
+                                      "Grafana's ServiceAccount monitoring/grafana"),
+    (None, _drop_kind("Role"), "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding"),
+    (None, _bind_to("recsys"), "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding"),
+    # another release name: another ServiceAccount
+    (lambda v: v.update(fullnameOverride="dashboards"), None,
+     "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding there binds a Role "
+     "granting ConfigMaps' get, list and watch to Grafana's ServiceAccount monitoring/dashboards"),
+])
+def test_grafana_reads_the_dashboards_and_no_secret_beyond_its_namespace(tmp_path, edit, edit_objects, expected):
     errors = _grafana_errors(tmp_path, edit, edit_objects)
     assert any(e.startswith(expected) for e in errors), errors
 
