@@ -281,18 +281,31 @@ def header_command(text: str) -> tuple[str | None, str | None, str | None]:
 
 
 def service_account(values: dict, release: str) -> str:
-    """The ServiceAccount the chart creates for `release` (its `grafana.fullname`: the release name when it
-    contains the chart's name, else release-grafana; `fullnameOverride` and `serviceAccount.name` win)."""
+    """The ServiceAccount the chart's pods run as (`grafana.serviceAccountName`): `serviceAccount.name`, else,
+    when the chart creates one, its `grafana.fullname` (`fullnameOverride`, else the release name when it
+    contains the chart's name, `nameOverride` standing for it, else release-name; cut to 63 characters, one
+    trailing "-" dropped), else `default`."""
     account = values.get("serviceAccount") if isinstance(values.get("serviceAccount"), dict) else {}
     if account.get("name"):
         return str(account["name"])
+    if account.get("create") is False:
+        return "default"
     if values.get("fullnameOverride"):
-        return str(values["fullnameOverride"])[:63].rstrip("-")
-    return (release if "grafana" in release else f"{release}-grafana")[:63].rstrip("-")
+        full = str(values["fullnameOverride"])
+    else:
+        name = str(values.get("nameOverride") or "grafana")
+        full = release if name in release else f"{release}-{name}"
+    return full[:63].removesuffix("-")
+
+
+# Built-in ClusterRoles that grant ConfigMaps' get, list and watch (a RoleBinding may bind one in a namespace).
+CONFIG_MAP_READING_CLUSTER_ROLES = {"view", "edit", "admin", "cluster-admin"}
 
 
 def _grants_config_maps(role: dict) -> bool:
+    """A rule of the Role lets one list and watch every ConfigMap (a rule limited to resourceNames cannot list)."""
     return any("" in (rule.get("apiGroups") or []) and {"configmaps", "*"} & set(rule.get("resources") or [])
+               and not rule.get("resourceNames")
                and ({"get", "list", "watch"} <= set(rule.get("verbs") or []) or "*" in (rule.get("verbs") or []))
                for rule in role.get("rules") or [])
 
@@ -320,10 +333,12 @@ def access_errors(values: dict, objects: list[dict], grafana_namespace: str, rel
                           "dashboards' namespaces"] if namespaces is None else [])
     account = service_account(values, release)
     for namespace in sorted(namespaces - {grafana_namespace}):
-        roles = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Role"
-                 and o["metadata"].get("namespace") == namespace and _grants_config_maps(o)}
+        granting = {("Role", o["metadata"]["name"]) for o in objects if o.get("kind") == "Role"
+                    and o["metadata"].get("namespace") == namespace and _grants_config_maps(o)}
+        granting |= {("ClusterRole", o["metadata"]["name"]) for o in objects if o.get("kind") == "ClusterRole"
+                     and _grants_config_maps(o)} | {("ClusterRole", n) for n in CONFIG_MAP_READING_CLUSTER_ROLES}
         bound = [o for o in objects if o.get("kind") == "RoleBinding" and o["metadata"].get("namespace") == namespace
-                 and (o.get("roleRef") or {}).get("kind") == "Role" and o["roleRef"].get("name") in roles
+                 and ((o.get("roleRef") or {}).get("kind"), (o.get("roleRef") or {}).get("name")) in granting
                  and any(s.get("kind") == "ServiceAccount" and s.get("name") == account
                          and s.get("namespace") == grafana_namespace for s in o.get("subjects") or [])]
         if not bound:

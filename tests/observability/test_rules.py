@@ -256,6 +256,12 @@ def _bind_to(namespace):
     return edit
 
 
+def _only_named_config_maps(objects):  # a rule with resourceNames cannot list
+    for o in objects:
+        if o["kind"] == "Role":
+            o["rules"][0]["resourceNames"] = ["grafana-dashboard-recsys-serving"]
+
+
 @pytest.mark.parametrize("edit, edit_objects, expected", [
     # the chart's default: a ClusterRole on every Secret of the cluster
     (lambda v: v.pop("rbac"), None, "grafana-values.yaml: rbac.namespaced: not true, so the chart grants Grafana a "
@@ -268,6 +274,8 @@ def _bind_to(namespace):
                                       "Grafana's ServiceAccount monitoring/grafana"),
     (None, _drop_kind("Role"), "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding"),
     (None, _bind_to("recsys"), "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding"),
+    (None, _only_named_config_maps, "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no "
+                                    "RoleBinding"),
     # another release name: another ServiceAccount
     (lambda v: v.update(fullnameOverride="dashboards"), None,
      "grafana-values.yaml: sidecar.dashboards.searchNamespace: 'recsys', but no RoleBinding there binds a Role "
@@ -276,6 +284,23 @@ def _bind_to(namespace):
 def test_grafana_reads_the_dashboards_and_no_secret_beyond_its_namespace(tmp_path, edit, edit_objects, expected):
     errors = _grafana_errors(tmp_path, edit, edit_objects)
     assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_grafanas_service_account_is_named_as_the_chart_names_it():
+    name = observability.grafana_chart.service_account
+    assert name({}, "grafana") == "grafana" and name({}, "monitoring") == "monitoring-grafana"
+    assert name({"nameOverride": "dash"}, "grafana") == "grafana-dash"
+    assert name({"fullnameOverride": "boards"}, "grafana") == "boards"
+    assert name({"serviceAccount": {"create": False}}, "grafana") == "default"
+    assert name({"serviceAccount": {"create": False, "name": "reader"}}, "grafana") == "reader"
+
+
+def test_a_binding_of_a_config_map_reading_cluster_role_in_the_namespace_is_enough(tmp_path):
+    def view(objects):
+        for o in objects:
+            if o["kind"] == "RoleBinding":
+                o["roleRef"] = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
+    assert _grafana_errors(tmp_path, edit_objects=view) == []
 
 
 def test_the_data_source_and_the_chart_version_follow_the_readme_and_the_vendored_chart(tmp_path):
