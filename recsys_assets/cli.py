@@ -265,6 +265,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     comparison = baseline_comparison(report)
     if comparison:
         print(describe_comparison(comparison))
+    if report.get("baselines", {}).get("reused_choice"):
+        print(f"baselines: the values chosen on {report['baselines'].get('chosen_on')} (an incremental day reuses "
+              "them; the next full retrain searches again)")
     for name, fitted in report.get("baselines", {}).items():
         grid = fitted.get(f"validation_{GATE_METRIC}") if isinstance(fitted, dict) else None
         if grid:  # a tuned baseline: what validation chose it from

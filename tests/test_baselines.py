@@ -1,5 +1,7 @@
 """The classical baselines every evaluation reports: EASE and item-kNN, tuned on validation only."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from recsys_assets.models.baselines import (
     fit_ease,
     interaction_matrix,
     protocol,
+    reusable_choice,
     search_grid,
 )
 from recsys_assets.models.data import DAY_MS, ITEM, TIME, USER, Vocabulary, popularity
@@ -181,3 +184,28 @@ def test_time_aware_ease_follows_what_goes_together_now():
     assert 0 < chosen["gram_half_life_days"] <= 30  # co-occurrences of the last weeks, chosen on validation
     assert results["time_aware_ease"]["ndcg@10"] > results["ease"]["ndcg@10"] + 0.2
     assert tuned["time_aware_ease"]["ndcg@10"] == pytest.approx(max(chosen["validation_ndcg@10"].values()), abs=1e-5)
+
+
+def test_values_chosen_earlier_are_judged_as_they_are_and_score_as_the_search_did():
+    """Between full retrains the evaluation reuses the baselines' values (`reusable_choice`): each is fitted and
+    judged once, and the same values on the same split give the same metrics as the search gave them."""
+    events = _partners_switch(0)
+    train, later = events[events[TIME] < 160 * DAY_MS], events[events[TIME] >= 160 * DAY_MS]
+    validation = _cut("validation", train[train[TIME] < 120 * DAY_MS], train[train[TIME] >= 120 * DAY_MS])
+    holdout = _cut("holdout", train, later)
+    users = lambda cut: sorted(set(cut.later[USER]) & set(cut.past[USER]))  # noqa: E731
+    cfg = BaselineConfig(ease_l2=(1.0, 10.0), knn_neighbours=(5, 20), recent_half_life_days=(3.0, 30.0))
+    args = (validation, users(validation), holdout, users(holdout), cfg)
+    searched = evaluate_baselines(*args)
+    previous = json.loads(json.dumps(searched[2]))  # as an earlier report stores it
+    chosen = reusable_choice(previous, cfg)
+    tuned, results, details = evaluate_baselines(*args, chosen)
+    assert details["reused_choice"] and not searched[2]["reused_choice"]
+    for name in ("ease", "item_knn", "recent_popularity", "time_aware_ease"):
+        assert tuned[name] == pytest.approx(searched[0][name]) and results[name] == pytest.approx(searched[1][name])
+        assert len(details[name]["validation_ndcg@10"]) == 1 < len(searched[2][name]["validation_ndcg@10"])
+    assert details["time_aware_ease"]["gram_half_life_days"] == searched[2]["time_aware_ease"]["gram_half_life_days"]
+    # Chosen under other grids, or by an older report without them: searched again.
+    assert reusable_choice(previous, BaselineConfig(ease_l2=(1.0, 10.0, 100.0))) is None
+    assert reusable_choice({k: v for k, v in previous.items() if k != "time_aware_ease"}, cfg) is None
+    assert reusable_choice(None, cfg) is None

@@ -16,13 +16,15 @@ the user interacted with in training (a binary user x item matrix X):
 Hyper-parameters (l2, neighbours, half-life) are chosen on the validation period at the end of the training
 period: fit on what precedes it, scored on it, then refit on the whole training period with the chosen value
 (the half-life is judged on earlier periods too: `_earlier_origin_scores`). A best value at an end of its grid
-extends the search past that end (`search_grid`). The holdout is never looked at for a choice.
+extends the search past that end (`search_grid`). The holdout is never looked at for a choice. Between full
+retrains the daily evaluation reuses the last choices (`reusable_choice`), each fitted and judged once.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -265,7 +267,8 @@ def _decay_order(half_life_days: float) -> float:
 
 
 def choose_time_aware_ease(cut, judged: Protocol, users: list, items: Vocabulary, plain: ItemGram, l2: float,
-                           cfg: BaselineConfig) -> tuple[TimeAwareEase, dict, dict[str, float]]:
+                           cfg: BaselineConfig, fixed: TimeAwareEase | None = None
+                           ) -> tuple[TimeAwareEase, dict, dict[str, float]]:
     """A time-aware EASE's half-lives and l2, chosen on the period `cut` (`dataset.Cut`) for `users`, by
     coordinate ascent from plain EASE (`plain`: the Gram of `cut.past`, `l2`: plain EASE's chosen value): the
     profile's half-life, then the co-occurrence's, then l2 around its value (decay shrinks the Gram, so the
@@ -274,12 +277,22 @@ def choose_time_aware_ease(cut, judged: Protocol, users: list, items: Vocabulary
     setting judged. Kept over l2 fixed at plain EASE's, or scaled by how much decay shrinks the Gram: on
     MovieLens-1M's holdout this scored 0.296, those 0.278 and 0.286 (a prototype on the same split; plain EASE
     0.286); on MovieLens-100k 0.192, those 0.216 and 0.176 (plain 0.182): the only one never below plain EASE
-    there."""
+    there. `fixed`: that setting only, judged (an earlier choice reused)."""
     vocab = Vocabulary(cut.past[USER])  # `judged`: `users` of `cut` by this vocabulary (`protocol`)
     rows = vocab.index(np.asarray(users, dtype=object))
-    half_lives = (0.0, *cfg.ease_half_life_days)
+    half_lives = (0.0, *cfg.ease_half_life_days) if fixed is None else (fixed.history_half_life_days,)
     profiles = {h: interaction_matrix(cut.past, vocab, items, cut.boundary, h)[rows] for h in half_lives}
     scored: dict[TimeAwareEase, dict] = {}
+
+    def described(scores: dict[TimeAwareEase, dict]) -> dict[str, float]:
+        return {f"l2 {s.l2:g}, half-lives {s.gram_half_life_days:g} d co-occurrence, {s.history_half_life_days:g} d "
+                "profile": round(r[SELECTION_METRIC], 5) for s, r in scores.items()}
+
+    if fixed is not None:
+        gram = plain if not fixed.gram_half_life_days else ItemGram.of(
+            interaction_matrix(cut.past, vocab, items, cut.boundary, fixed.gram_half_life_days), cfg.max_items)
+        scored[fixed] = judged.report_scores(gram.model(ease_weights, fixed.l2).scores(profiles[half_lives[0]]))
+        return fixed, scored[fixed], described(scored)
 
     def judge(spec: TimeAwareEase, model: ItemItemModel) -> dict:
         scored[spec] = judged.report_scores(model.scores(profiles[spec.history_half_life_days]))
@@ -307,23 +320,41 @@ def choose_time_aware_ease(cut, judged: Protocol, users: list, items: Vocabulary
                         lambda v: judge(replace(spec, l2=v), gram.model(ease_weights, v)), cfg)
     spec = replace(spec, l2=_best(by_l2))
     spec = profile_step(spec, gram.model(ease_weights, spec.l2))
-    return spec, scored[spec], {
-        f"l2 {s.l2:g}, half-lives {s.gram_half_life_days:g} d co-occurrence, {s.history_half_life_days:g} d profile":
-        round(r[SELECTION_METRIC], 5) for s, r in scored.items()}
+    return spec, scored[spec], described(scored)
+
+
+def reusable_choice(previous: dict | None, cfg: BaselineConfig) -> dict | None:
+    """`previous` (an earlier evaluation's `report["baselines"]`) when its values were chosen under `cfg`'s
+    grids: what `evaluate_baselines` may reuse instead of searching again."""
+    if not previous or previous.get("config") != json.loads(json.dumps(asdict(cfg))):
+        return None
+    try:
+        return {"ease": previous["ease"]["l2"], "item_knn": previous["item_knn"]["neighbours"],
+                "recent_popularity": previous["recent_popularity"]["half_life_days"],
+                "time_aware_ease": TimeAwareEase(**{f.name: previous["time_aware_ease"][f.name]
+                                                    for f in fields(TimeAwareEase)})}
+    except (KeyError, TypeError):
+        return None
 
 
 def evaluate_baselines(validation, validation_users: list, holdout, holdout_users: list,
-                       cfg: BaselineConfig = BaselineConfig()) -> tuple[dict, dict, dict]:
+                       cfg: BaselineConfig = BaselineConfig(), chosen: dict | None = None) -> tuple[dict, dict, dict]:
     """(validation metrics, holdout metrics, how each was fitted) per baseline. `validation` and `holdout` are
     periods (`dataset.Cut`: events before, events in). Each baseline's value is the one whose fit on the events
     before validation scores best on validation; refitted with it on the events before the holdout, it is
-    reported there. Metrics follow `metrics.py` over the training items, as in `evaluation.evaluate`."""
+    reported there. Metrics follow `metrics.py` over the training items, as in `evaluation.evaluate`.
+    `chosen` (`reusable_choice`): the values an earlier evaluation chose, each then fitted and judged once
+    instead of searched for (the search is most of the baselines' time: 90 of ~100 s on the default data)."""
     started = time.perf_counter()
+    searched = cfg
+    if chosen is not None:
+        cfg = replace(cfg, ease_l2=(chosen["ease"],), knn_neighbours=(chosen["item_knn"],),
+                      recent_half_life_days=(chosen["recent_popularity"],))
     items = Vocabulary(holdout.past[ITEM])
     fit_users = Vocabulary(validation.past[USER])
     judged = protocol(validation.past, validation.later, validation_users, fit_users, items)
     fitted = ItemGram.of(interaction_matrix(validation.past, fit_users, items), cfg.max_items)
-    tuned, details = {}, {"config": asdict(cfg)}
+    tuned, details = {}, {"config": asdict(searched), "reused_choice": chosen is not None}
     usable = {"ease": lambda l2: l2 > 0, "item_knn": lambda k: 1 <= k <= len(fitted.columns)}
     for name, (weights_from, param, grid_field) in FITTERS.items():
         reports = search_grid(getattr(cfg, grid_field), lambda v: judged.report(fitted.model(weights_from, v)), cfg,
@@ -343,7 +374,8 @@ def evaluate_baselines(validation, validation_users: list, holdout, holdout_user
         str(h): round(r[SELECTION_METRIC], 5) for h, r in reports.items()}, f"rolling_origin_{SELECTION_METRIC}": {
         str(h): round(v, 5) for h, v in rolling.items()}}
     time_aware, tuned["time_aware_ease"], judged_settings = choose_time_aware_ease(
-        validation, judged, validation_users, items, fitted, details["ease"]["l2"], cfg)
+        validation, judged, validation_users, items, fitted, details["ease"]["l2"], cfg,
+        chosen["time_aware_ease"] if chosen is not None else None)
     details["time_aware_ease"] = {**asdict(time_aware), f"validation_{SELECTION_METRIC}": judged_settings}
     details["selection_seconds"] = round(time.perf_counter() - started, 2)
 

@@ -9,6 +9,7 @@ the same split, tags what validation chose on the versions serving loads, and wr
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ import mlflow
 from mlflow import MlflowClient
 from torch import nn
 
-from recsys_assets.models.baselines import BASELINES, BaselineConfig
+from recsys_assets.models.baselines import BASELINES, BaselineConfig, reusable_choice
 from recsys_assets.models.bundles import load_pipeline
 from recsys_assets.models.dataset import TrainingData
 from recsys_assets.models.evaluation import EvaluationConfig, Models, evaluate
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.fusion import Fusion
+from recsys_assets.models.incremental import INCREMENTAL, TRAINING_TAG
 from recsys_assets.models.promotion import (
     GATE_TAG,
     Decision,
@@ -73,7 +75,12 @@ def evaluate_day(data: TrainingData, catalogue: Catalogue, store: MlflowStore, v
     served = _models(loaded)
     # Validation judges the weights from before the refresh on it; the holdout, the refreshed (served) ones.
     judged = _models({name: fit_only(store, name, versions[name], model) for name, model in loaded.items()})
-    report = evaluate(data, catalogue, served, cfg, baselines=BaselineConfig(), validation_models=judged)
+    baselines = BaselineConfig()
+    earlier = _earlier_baselines(folder, day) if _all_incremental(store, versions) else None
+    report = evaluate(data, catalogue, served, cfg, baselines=baselines, validation_models=judged,
+                      baseline_choice=reusable_choice(earlier, baselines))
+    if report["baselines"]["reused_choice"]:
+        report["baselines"]["chosen_on"] = earlier.get("chosen_on", earlier["day"])
     report["versions"] = versions
     if "choices" in report:  # serving fuses the experts' scores as chosen here
         tag_fusion(store.client(), versions["ranker"], Fusion(**report["choices"]["fusion"]))
@@ -94,6 +101,23 @@ def evaluate_day(data: TrainingData, catalogue: Catalogue, store: MlflowStore, v
     if evaluation.comparison and not evaluation.comparison["pays_for_itself"]:
         log.warning(describe_comparison(evaluation.comparison))
     return evaluation
+
+
+def _all_incremental(store: MlflowStore, versions: dict[str, str]) -> bool:
+    """Whether every model that can train incrementally did today: the baselines' values are then reused as
+    the lineage's last full retrain (or a later day) chose them, and searched again with the next full one."""
+    client = store.client()
+    return all(client.get_model_version(name, versions[name]).tags.get(TRAINING_TAG) == INCREMENTAL
+               for name in ("two_tower", "ranker"))
+
+
+def _earlier_baselines(folder: Path, day: str) -> dict | None:
+    """The newest evaluation before `day`'s baselines (`report["baselines"]`, with its `day`), if any."""
+    for path in sorted(folder.glob("????-??-??.json"), reverse=True):
+        if path.stem < day:
+            baselines = json.loads(path.read_text()).get("baselines")
+            return {**baselines, "day": path.stem} if baselines else None
+    return None
 
 
 def _models(loaded: dict[str, nn.Module]) -> Models:

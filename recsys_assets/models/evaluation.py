@@ -300,14 +300,16 @@ def choose_fusion(ndcg_by_user: dict[Fusion, np.ndarray]) -> Fusion:
 
 def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
              cfg: EvaluationConfig = EvaluationConfig(), baselines: BaselineConfig | None = None,
-             holdout: bool = True, validation_models: Models | None = None) -> dict:
+             holdout: bool = True, validation_models: Models | None = None,
+             baseline_choice: dict | None = None) -> dict:
     """`report["validation"]`: every model on the validation period, the rerank's fusion chosen there
     (`report["choices"]`); `report["models"]`: the same pipelines on the holdout, reported (with
     `holdout=False`, validation only: how a champion is judged). `validation_models`: the weights before the
     refresh on the validation period, which validation judges (default: `models`, not refreshed). With
     `baselines`, EASE and item-kNN beside them, their hyper-parameters chosen on validation too
     (`report["baselines"]`), and EASE joins the rerank's candidates and fusion, plain or time-aware (each with
-    the values it chose), as recent popularity with its chosen half-life does."""
+    the values it chose), as recent popularity with its chosen half-life does; `baseline_choice`
+    (`baselines.reusable_choice`): their values chosen earlier, judged as they are instead of searched for."""
     judged = validation_models if validation_models is not None else models
     users_vocab = models.users if models.users is not None else data.users
     validation, holdout_cut = data.cut("validation"), data.cut("holdout")
@@ -319,7 +321,7 @@ def evaluate(data: TrainingData, catalogue: Catalogue, models: Models,
         "validation_boundary_timestamp", "fit_events", "validation_events", "validation_users")}}
     if baselines is not None:
         tuned, reported, report["baselines"] = evaluate_baselines(validation, validation_users, holdout_cut,
-                                                                  holdout_users, baselines)
+                                                                  holdout_users, baselines, baseline_choice)
     on_validation = _score_period(_Period.of(validation, validation_users, catalogue, judged, users_vocab), judged,
                                   cfg, _validation_alternatives(models, report.get("baselines")))
     chosen = _choose_on_validation(report, on_validation, len(validation_users), tuned)
