@@ -613,3 +613,35 @@ def test_two_tower_tuning_searches_on_validation_and_training_uses_its_best(trai
         assert trained["sizes"]["n_items"] > 0
     finally:
         trained_home.training_overrides = saved
+
+
+def test_evaluation_packs_each_users_part_once_in_chunks_like_the_per_row_path(trained_home, monkeypatch):
+    """The evaluation's ranker rows (each user's part built once and repeated over its candidates, a chunk of
+    users at a time) are the rows the general per-row path packs."""
+    from recsys_assets.models import evaluation
+    from recsys_assets.models.data import ITEM, USER
+    from recsys_assets.models.dataset import pack_ranker
+    from recsys_assets.models.features import Catalogue
+    from recsys_assets.models.tags import load_tag_embeddings
+
+    day = str(trained_home.days[-1])
+    data = TrainingData.load(trained_home.path / "datasets" / day)
+    metadata = pd.read_parquet(trained_home.landing.path / "recsys_items.parquet")
+    catalogue = Catalogue.build(data.items, metadata, load_tag_embeddings(trained_home.path / "tags" / day))
+    cut, items = data.cut("validation"), catalogue.items
+    users = evaluation._users_to_evaluate(cut.later, evaluation.EvaluationConfig(max_users=40))
+    at_start = cut.users_at.set_index(USER).loc[users].reset_index()
+    rng = np.random.default_rng(0)
+    candidates = np.stack([rng.choice(np.arange(1, len(items)), 12, replace=False) for _ in users])
+    valid = rng.random(candidates.shape) < 0.8  # users with fewer candidates than others
+    monkeypatch.setattr(evaluation, "RANKER_CHUNK_ROWS", 50)  # several chunks
+    chunks = list(evaluation._ranker_row_chunks(at_start, candidates, valid, cut, data.users, catalogue, items))
+    assert len(chunks) > 3
+    rows = at_start.loc[at_start.index.repeat(valid.sum(axis=1))].reset_index(drop=True)
+    rows[ITEM] = [items.id_of(int(i)) for i in candidates[valid]]
+    stats = cut.items_at.set_index(ITEM)
+    for column in stats.columns:
+        if column.startswith("parent_asin_rating_"):
+            rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
+    general = pack_ranker(rows, data.users, catalogue, np.full(len(rows), cut.boundary, dtype=np.int64))
+    np.testing.assert_array_equal(np.concatenate(chunks), general)

@@ -247,14 +247,22 @@ def pack_ranker_for_user(user: pd.DataFrame, item_ids: list[str], item_stats: pd
                          catalogue: Catalogue, now_ms: int) -> np.ndarray:
     """`pack_ranker` for one user (a one-row frame) and many candidates: the user's part is built once and
     repeated, which is what serving a rerank needs (same rows as `pack_ranker` on the repeated frame)."""
-    items, n = catalogue.items, len(item_ids)
+    return pack_ranker_by_user(user, np.array([len(item_ids)]), item_ids, item_stats, users, catalogue, now_ms)
+
+
+def pack_ranker_by_user(user_rows: pd.DataFrame, counts: np.ndarray, item_ids, item_stats: pd.DataFrame | dict,
+                        users: Vocabulary, catalogue: Catalogue, now_ms: int) -> np.ndarray:
+    """`pack_ranker` for users (a row each) and their candidates: `counts[u]` consecutive `item_ids` (and rows of
+    `item_stats`) per user. Each user's part (history, its time buckets, dense features) is built once and
+    repeated over its candidates: the same rows as `pack_ranker` on the repeated frame."""
+    items = catalogue.items
     item_index = items.index(item_ids)
-    history, buckets = history_indices(user, items, np.array([now_ms], dtype=np.int64))
-    dense = user_dense(user)
+    history, buckets = history_indices(user_rows, items, np.full(len(user_rows), now_ms, dtype=np.int64))
+    dense = user_dense(user_rows)
     layout: Layout = ranker_layout(dense.shape[1], catalogue.item_dense_width)
-    return layout.pack(user=np.repeat(users.index(user[USER].to_numpy()), n), item=item_index,
-                       history=np.repeat(history, n, axis=0), buckets=np.repeat(buckets, n, axis=0),
-                       category=catalogue.category_index[item_index], user_dense=np.repeat(dense, n, axis=0),
+    return layout.pack(user=np.repeat(users.index(user_rows[USER].to_numpy()), counts), item=item_index,
+                       history=np.repeat(history, counts, axis=0), buckets=np.repeat(buckets, counts, axis=0),
+                       category=catalogue.category_index[item_index], user_dense=np.repeat(dense, counts, axis=0),
                        item_dense=catalogue.item_dense(item_index, item_stats))
 
 

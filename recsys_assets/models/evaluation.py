@@ -27,7 +27,7 @@ import torch
 
 from recsys_assets.models.baselines import BaselineConfig, TimeAwareEase, evaluate_baselines, search_grid
 from recsys_assets.models.data import ITEM, TIME, USER, Vocabulary, popularity, recent_popularity
-from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_users
+from recsys_assets.models.dataset import Cut, TrainingData, pack_items, pack_ranker, pack_ranker_by_user, pack_users
 from recsys_assets.models.features import Catalogue
 from recsys_assets.models.fusion import EASE_DEPTH, RECENT_DEPTH, Fusion, grid, standardise
 from recsys_assets.models.item2vec import I2I_POPULARITY_WEIGHTS
@@ -408,20 +408,35 @@ def label(fusion: Fusion) -> str:
 def _ranker_scores(ranker, at_start: pd.DataFrame, candidates: np.ndarray, valid: np.ndarray, cut: Cut,
                    users: Vocabulary, catalogue: Catalogue, items: Vocabulary) -> np.ndarray:
     """The ranker's ranking score of each user's `valid` candidates (indices into `items`; the ranker's
-    vocabularies: `users`, `catalogue`; user and item features as of the period's start), flat."""
-    return score(ranker, _ranker_rows(at_start, candidates, valid, cut, users, catalogue, items), ranking=True)
+    vocabularies: `users`, `catalogue`; user and item features as of the period's start), flat; packed and
+    scored a chunk of users at a time."""
+    return _scores(ranker, _ranker_row_chunks(at_start, candidates, valid, cut, users, catalogue, items))
 
 
-def _ranker_rows(at_start: pd.DataFrame, candidates: np.ndarray, valid: np.ndarray, cut: Cut, users: Vocabulary,
-                 catalogue: Catalogue, items: Vocabulary) -> np.ndarray:
-    """`_ranker_scores`' packed rows."""
-    rows = at_start.loc[at_start.index.repeat(valid.sum(axis=1))].reset_index(drop=True)
-    rows[ITEM] = [items.id_of(int(i)) for i in candidates[valid]]
+def _scores(ranker, chunks) -> np.ndarray:
+    return np.concatenate([score(ranker, x, ranking=True) for x in chunks] or [np.zeros(0, np.float32)])
+
+
+# ~30 MB of packed rows at a time: a period's ~300k rows in one array took a GB, and allocating (then
+# concatenating) arrays that large cost seconds each on this machine.
+RANKER_CHUNK_ROWS = 16_384
+
+
+def _ranker_row_chunks(at_start: pd.DataFrame, candidates: np.ndarray, valid: np.ndarray, cut: Cut,
+                       users: Vocabulary, catalogue: Catalogue, items: Vocabulary) -> Iterator[np.ndarray]:
+    """`pack_ranker`'s rows, a chunk of users at a time, each user's part built once and repeated over its
+    candidates (`dataset.pack_ranker_by_user`, as serving does): built a row per candidate, each user's history
+    was read again for each of its ~100 candidates (a third of the default data's evaluation time)."""
+    counts = valid.sum(axis=1)
+    ids = np.asarray(items.ids, dtype=object)
     stats = cut.items_at.set_index(ITEM)
-    for column in stats.columns:
-        if column.startswith("parent_asin_rating_"):
-            rows[column] = stats[column].reindex(rows[ITEM]).to_numpy()
-    return pack_ranker(rows, users, catalogue, np.full(len(rows), cut.boundary, dtype=np.int64))
+    stats = stats[[column for column in stats.columns if column.startswith("parent_asin_rating_")]]
+    step = max(1, RANKER_CHUNK_ROWS // max(1, int(counts.max(initial=0))))
+    for start in range(0, len(counts), step):
+        block = slice(start, start + step)
+        item_ids = ids[candidates[block][valid[block]] - 1]
+        yield pack_ranker_by_user(at_start.iloc[block], counts[block], item_ids, stats.reindex(item_ids), users,
+                                  catalogue, cut.boundary)
 
 
 @dataclass
@@ -433,8 +448,8 @@ class RankerValidation:
     MovieLens-100k it was lowest after the second epoch, while the order's NDCG@10 (on the rerank's own
     candidates) rose to the fifth (0.165, 0.215, 0.231, 0.236, 0.238, then 0.230). In another run the two
     candidate sets gave the same curve, these / the rerank's: 0.184 / 0.178, 0.243 / 0.245, 0.225 / 0.231,
-    0.233 / 0.236, 0.239 / 0.239. Rows are packed once; each call scores them."""
-    x: np.ndarray
+    0.233 / 0.236, 0.239 / 0.239. Rows are packed once, in chunks of users; each call scores them."""
+    chunks: list[np.ndarray]
     candidates: np.ndarray
     valid: np.ndarray
     relevant: list[set[int]]
@@ -454,11 +469,11 @@ class RankerValidation:
                             by(recent_popularity(cut.past, items, cut.boundary, cls.HALF_LIFE_DAYS)))
         valid = candidates >= 0
         at_start = cut.users_at.set_index(USER).loc[users].reset_index()
-        return cls(_ranker_rows(at_start, candidates, valid, cut, data.users, catalogue, items), candidates, valid,
-                   relevant)
+        return cls(list(_ranker_row_chunks(at_start, candidates, valid, cut, data.users, catalogue, items)),
+                   candidates, valid, relevant)
 
     def __call__(self, ranker: torch.nn.Module) -> float:
         scores = np.full(self.candidates.shape, -np.inf)
-        scores[self.valid] = score(getattr(ranker, "module", ranker), self.x, ranking=True)  # a DDP one: its model
+        scores[self.valid] = _scores(getattr(ranker, "module", ranker), self.chunks)  # a DDP one: its model
         ranked = np.take_along_axis(self.candidates, np.argsort(-scores, axis=1, kind="stable"), axis=1)
         return float(per_user_recall_ndcg(ranked, self.relevant, 10)[1].mean())

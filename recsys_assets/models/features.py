@@ -163,8 +163,14 @@ class Catalogue:
         return self.tag_embedding.shape[1]
 
     def item_dense(self, item_index: np.ndarray, stats: pd.DataFrame) -> np.ndarray:
-        return np.concatenate([self.log_price[item_index][:, None], item_stats_dense(stats),
-                               self.tag_embedding[item_index]], axis=1)
+        """Price, rating statistics and tag embedding per row, written in place as float32 (the rows' dtype):
+        concatenated in float64 they took ~10 s per 300k rows of an evaluation here."""
+        out = np.empty((len(item_index), self.item_dense_width), dtype=np.float32)
+        windows = 2 * len(WINDOWS_DAYS)
+        out[:, 0] = self.log_price[item_index]
+        out[:, 1:1 + windows] = item_stats_dense(stats)
+        out[:, 1 + windows:] = self.tag_embedding[item_index]
+        return out
 
     @property
     def item_dense_width(self) -> int:
