@@ -356,10 +356,13 @@ def registered_versions(client: MlflowClient, name: str) -> tuple[Version | None
 def continued(model: TorchModel, previous: Previous, vocabularies: dict[str, Vocabulary], epochs: int
               ) -> tuple[TorchModel, WarmStart]:
     """`model` (built over the day's recent rows) warm-started from `previous` (`warm_start.warm_start`) for
-    `epochs`; the refresh on the validation period follows as on a full day."""
+    `epochs`; the refresh on the validation period follows as on a full day. One epoch is not scored on
+    validation after it (nothing to choose between: the day's evaluation judges the model there; the ranker's
+    scoring took ~15 s of its step)."""
     started = model.build()
     report = warm_start(started, previous.state, started.id_tables(), previous.vocabularies, vocabularies)
-    return replace(model, build=lambda: copy.deepcopy(started), train=replace(model.train, epochs=epochs)), report
+    return replace(model, build=lambda: copy.deepcopy(started), train=replace(model.train, epochs=epochs),
+                   validate=model.validate if epochs > 1 else None), report
 
 
 @dataclass(frozen=True)
