@@ -209,3 +209,15 @@ def test_values_chosen_earlier_are_judged_as_they_are_and_score_as_the_search_di
     assert reusable_choice(previous, BaselineConfig(ease_l2=(1.0, 10.0, 100.0))) is None
     assert reusable_choice({k: v for k, v in previous.items() if k != "time_aware_ease"}, cfg) is None
     assert reusable_choice(None, cfg) is None
+
+
+def test_an_ease_fit_is_computed_once_and_handed_out_read_only():
+    """The evaluation fits the same EASE for the baselines and again as the rerank's experts: one inversion."""
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 12)).astype(np.float32)
+    gram = x.T @ x
+    first = ease_weights(gram, 5.0)
+    assert ease_weights(gram.copy(), 5.0) is first  # the same Gram, by content
+    assert ease_weights(gram, 6.0) is not first and not np.allclose(ease_weights(gram, 6.0), first)
+    with pytest.raises(ValueError):
+        first[0, 1] = 1.0  # shared: nobody may change it
