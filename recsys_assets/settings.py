@@ -122,7 +122,7 @@ class TrainingSettings(Section):
                                                      "period (0: serve the fit-only weights)")
     # Incremental days (models/incremental.py): the two-tower and the ranker continue the champion's fit-only
     # weights on the fit period's last days; a full retrain from scratch every `full_retrain_every_days`.
-    incremental: bool = Field(False, validation_alias="RECSYS_TRAIN_INCREMENTAL",
+    incremental: bool = Field(True, validation_alias="RECSYS_TRAIN_INCREMENTAL",
                               description="continue the champion on recent days between full retrains")
     incremental_window_days: int = Field(14, ge=1, description="days of the fit period an incremental day "
                                                                "trains on")
