@@ -97,6 +97,7 @@ bench: setup
 	python bench/history.py
 	python bench/feature_store.py
 	python bench/training.py
+	python bench/incremental.py
 	python bench/serving.py
 
 soak: setup
