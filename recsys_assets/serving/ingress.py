@@ -3,6 +3,9 @@ connection, through RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH = `ray_http_middle
 
 * request ids: a caller's `x-request-id` is kept when it is a plain id, else replaced by a new one (a 20 KB
   header must not come back whole);
+* no application deployed yet (a service starting, restarting or stopping): a 503 with Retry-After instead of
+  Ray's plain-text 404 "Path ... not found" (`NoRouteIsUnavailable`; HAProxy's own is amended by
+  haproxy_wrapper.sh the same way);
 * TCP_NODELAY on every connection (`nodelay_on_every_tcp_socket`).
 """
 
@@ -42,6 +45,39 @@ class BoundedRequestId:
         await self.app(scope, receive, send)
 
 
+NO_APPLICATION = b"no application deployed yet: the service is starting or stopping; retry"
+
+
+class NoRouteIsUnavailable:
+    """Ray's proxy answers a path no application is deployed on with a plain-text 404: a client (rightly) takes
+    that as final, yet our app is mounted at "/" and takes every path once deployed (its own 404s are JSON), so
+    such a 404 only means the app is not there yet (seen: clients posting through a restart got "404 Path
+    '/interactions' not found" for a few requests). It becomes a 503 with Retry-After, as HAProxy's does."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def amended(message):
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 404 and not any(
+                    k == b"content-type" and v.startswith(b"application/json") for k, v in message.get("headers", [])):
+                replaced = True
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1"),
+                    (b"content-length", str(len(NO_APPLICATION)).encode())]})
+                await send({"type": "http.response.body", "body": NO_APPLICATION})
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, amended)
+
+
 def nodelay_on_every_tcp_socket() -> None:
     """asyncio turns Nagle's algorithm off only on sockets made with proto=IPPROTO_TCP; Ray Serve's
     direct-ingress socket is made with proto 0, so its connections keep Nagle on, and each keep-alive
@@ -57,4 +93,4 @@ def nodelay_on_every_tcp_socket() -> None:
 def ray_http_middlewares() -> list[Middleware]:
     """RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH points here (`ServingConfig.ray_serve_environment`)."""
     nodelay_on_every_tcp_socket()
-    return [Middleware(BoundedRequestId)]
+    return [Middleware(NoRouteIsUnavailable), Middleware(BoundedRequestId)]
