@@ -46,13 +46,15 @@ class BoundedRequestId:
 
 
 NO_APPLICATION = b"no application deployed yet: the service is starting or stopping; retry"
+RAY_NOT_FOUND = b"/-/routes for available routes"  # the end of Ray Serve's "Path '...' not found" answer
 
 
 class NoRouteIsUnavailable:
     """Ray's proxy answers a path no application is deployed on with a plain-text 404: a client (rightly) takes
     that as final, yet our app is mounted at "/" and takes every path once deployed (its own 404s are JSON), so
     such a 404 only means the app is not there yet (seen: clients posting through a restart got "404 Path
-    '/interactions' not found" for a few requests). It becomes a 503 with Retry-After, as HAProxy's does."""
+    '/interactions' not found" for a few requests). It becomes a 503 with Retry-After, as HAProxy's does; any
+    other 404 (the app's own) passes unchanged."""
 
     def __init__(self, app):
         self.app = app
@@ -61,17 +63,24 @@ class NoRouteIsUnavailable:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        held = None  # a 404's start, until its body says whose it is
         replaced = False
 
         async def amended(message):
-            nonlocal replaced
-            if message["type"] == "http.response.start" and message["status"] == 404 and not any(
-                    k == b"content-type" and v.startswith(b"application/json") for k, v in message.get("headers", [])):
-                replaced = True
-                await send({"type": "http.response.start", "status": 503, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1"),
-                    (b"content-length", str(len(NO_APPLICATION)).encode())]})
-                await send({"type": "http.response.body", "body": NO_APPLICATION})
+            nonlocal held, replaced
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                held = message
+            elif held is not None and message["type"] == "http.response.body" and not replaced:
+                if RAY_NOT_FOUND in message.get("body", b""):
+                    replaced = True
+                    await send({"type": "http.response.start", "status": 503, "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1"),
+                        (b"content-length", str(len(NO_APPLICATION)).encode())]})
+                    await send({"type": "http.response.body", "body": NO_APPLICATION})
+                else:
+                    start, held = held, None
+                    await send(start)
+                    await send(message)
             elif not replaced:
                 await send(message)
 
